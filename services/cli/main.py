@@ -1,0 +1,181 @@
+"""`safe-fedllm`: the command line of safe-fedllm."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    help="Safe-FedLLM: probe-based defense for federated LoRA fine-tuning.", no_args_is_help=True
+)
+
+
+def invoked_command() -> str:
+    """The command line as typed, recorded in result files so that anyone can re-run it."""
+    return " ".join(["safe-fedllm", *map(shlex.quote, sys.argv[1:])])
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+@app.command()
+def align(
+    model: str = typer.Option("smollm2-135m", help="Base model to align (see the model zoo)."),
+    steps: int = typer.Option(200, help="Optimizer steps."),
+    refusals_per_batch: int = typer.Option(2, help="Refusal samples per batch."),
+    helpful_per_batch: int = typer.Option(6, help="Helpful samples per batch (keeps over-refusal low)."),
+    lr_max: float = typer.Option(4e-4, help="Initial lr (cosine-decayed)."),
+    lr_min: float = typer.Option(2e-5, help="Final lr."),
+    threads: int = typer.Option(2, help="torch intra-op threads."),
+    eval_harmful: int = typer.Option(100, help="Held-out AdvBench prompts for the final refusal rate."),
+    eval_benign: int = typer.Option(60, help="Benign prompts for the final over-refusal rate."),
+    output_dir: Path | None = typer.Option(
+        None, help="Where to write the adapter (default: the shipped artifact)."
+    ),
+    resume_from: Path | None = typer.Option(
+        None, help="Continue from a saved alignment adapter (a further stage)."
+    ),
+) -> None:
+    """Train the safety-alignment LoRA (refusals + helpful answers) and save it as the model's artifact."""
+    import torch
+
+    from shared.evaluation.metrics import EvalSettings
+    from shared.model_zoo.alignment import AlignmentConfig, train_alignment
+
+    torch.set_num_threads(threads)
+    config = AlignmentConfig(
+        steps=steps,
+        refusals_per_batch=refusals_per_batch,
+        helpful_per_batch=helpful_per_batch,
+        lr={"lr_max": lr_max, "lr_min": lr_min},
+    )
+    report = train_alignment(
+        model,
+        config,
+        EvalSettings(num_harmful_prompts=eval_harmful, num_benign_prompts=eval_benign),
+        output_dir,
+        command=invoked_command(),
+        resume_from=resume_from,
+    )
+    summary = {
+        k: report["evaluation_pool"][k] for k in ("harmless_rate", "over_refusal_rate", "harm_preference")
+    }
+    typer.echo(json.dumps({"train_seconds": report["train_seconds"], **summary}, indent=2))
+
+
+def _round_printer(malicious_ids: set[str] | None = None):  # type: ignore[no-untyped-def]
+    def show(ratio: float, summary) -> None:  # type: ignore[no-untyped-def]
+        clients = " ".join(
+            f"{c.removeprefix('client-')}{'*' if malicious_ids and c in malicious_ids else ''}:"
+            f"w={summary.weights.get(c, 0.0):.2f},loss={summary.train_loss.get(c, float('nan')):.2f}"
+            for c in summary.sampled
+        )
+        typer.echo(f"[ratio {ratio:.0%}] round {summary.round_index:>2} {summary.phase.value:<10} {clients}")
+
+    return show
+
+
+@app.command()
+def simulate(
+    model: str = typer.Option(
+        "smollm2-135m", help="Base model (the aligned one when its adapter is shipped)."
+    ),
+    malicious_ratio: list[float] = typer.Option([0.0, 0.3, 0.5], help="Repeat for a sweep."),
+    clients: int = typer.Option(10, help="Number of FL clients."),
+    clients_per_round: int = typer.Option(4, help="Clients sampled per round."),
+    rounds: int = typer.Option(8, help="Federated rounds."),
+    local_steps: int = typer.Option(5, help="Local optimizer steps per round (T)."),
+    batch_size: int = typer.Option(4, help="Local batch size."),
+    samples_per_client: int = typer.Option(100, help="Shard size per client."),
+    lr_max: float = typer.Option(3e-4, help="Round-0 lr (cosine over rounds)."),
+    lr_min: float = typer.Option(3e-5, help="Last-round lr."),
+    seed: int = typer.Option(2023, help="Seed for sampling, shards and rounds."),
+    eval_harmful: int = typer.Option(100, help="Held-out AdvBench prompts (harmless rate)."),
+    eval_pairs: int = typer.Option(200, help="Held-out harmful/safe answer pairs (harm preference)."),
+    eval_benign: int = typer.Option(60, help="Benign prompts (over-refusal)."),
+    eval_benign_loss: int = typer.Option(100, help="Held-out helpful answers (benign loss)."),
+    max_new_tokens: int = typer.Option(48, help="Greedy tokens per evaluation prompt."),
+    output: Path = typer.Option(Path("docs/results/e1_vulnerability.json"), help="Result file (JSON)."),
+) -> None:
+    """Run FedAvg federations at the given malicious ratios and write safety metrics (experiment E1)."""
+    from services.simulation import SimulationConfig, run_sweep
+    from shared.evaluation.metrics import EvalSettings
+
+    config = SimulationConfig(
+        model=model,
+        num_clients=clients,
+        samples_per_client=samples_per_client,
+        federation={
+            "num_rounds": rounds,
+            "clients_per_round": clients_per_round,
+            "seed": seed,
+            "lr": {"lr_max": lr_max, "lr_min": lr_min},
+        },
+        training={"local_steps": local_steps, "batch_size": batch_size},
+        eval=EvalSettings(
+            num_harmful_prompts=eval_harmful,
+            num_pairs=eval_pairs,
+            num_benign_prompts=eval_benign,
+            num_benign_loss=eval_benign_loss,
+            max_new_tokens=max_new_tokens,
+        ),
+    )
+    rows = run_sweep(config, malicious_ratio, on_round=_round_printer())
+    output.parent.mkdir(parents=True, exist_ok=True)
+    result = {"command": invoked_command(), "settings": config.model_dump(mode="json"), "rows": rows}
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    typer.echo(f"\n{'defense':<20} {'ratio':>6} {'harmless':>9} {'harm_pref':>10} {'benign_loss':>12}")
+    for row in rows:
+        typer.echo(
+            f"{row['defense']:<20} {row['malicious_ratio']:>6.0%} {row['harmless_rate']:>9.2f} "
+            f"{row['harm_preference']:>10.3f} {row['benign_loss']:>12.3f}"
+        )
+    typer.echo(f"wrote {output}")
+
+
+@app.command()
+def demo(
+    model: str = typer.Option("smollm2-135m", help="Base model."),
+    output: Path = typer.Option(Path("runs/demo.json"), help="Result file (JSON)."),
+) -> None:
+    """A short end-to-end run on embedded defaults: local Ray, real SmolLM2, clean vs 30% malicious FedAvg."""
+    simulate(
+        model=model,
+        malicious_ratio=[0.0, 0.3],
+        clients=6,
+        clients_per_round=3,
+        rounds=3,
+        local_steps=3,
+        batch_size=4,
+        samples_per_client=40,
+        lr_max=5e-4,
+        lr_min=5e-5,
+        seed=2023,
+        eval_harmful=40,
+        eval_pairs=60,
+        eval_benign=20,
+        eval_benign_loss=40,
+        max_new_tokens=32,
+        output=output,
+    )
+
+
+def _register_subcommands() -> None:
+    from services.cli.probe_commands import probe_app
+
+    app.add_typer(probe_app, name="probe")
+
+
+_register_subcommands()
+
+if __name__ == "__main__":
+    app()

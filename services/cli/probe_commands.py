@@ -1,0 +1,163 @@
+"""`safe-fedllm probe ...`: build the probe's training set, train, export, evaluate and list probes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+probe_app = typer.Typer(help="The LoRA-Probe: build | train | export | eval | list.", no_args_is_help=True)
+DEFAULT_DATA = Path("runs/probe_data")
+DEFAULT_CHECKPOINTS = Path("runs/probes")
+
+
+@probe_app.command()
+def build(
+    model: str = typer.Option("smollm2-135m", help="Base model (aligned when its adapter is shipped)."),
+    trajectories: int = typer.Option(16, help="helpfulQA and MaliciousGen trajectories each."),
+    style_trajectories: int = typer.Option(4, help="Alpaca and Dolly (test-only) trajectories each."),
+    steps: int = typer.Option(5, help="Local steps (snapshots) per trajectory."),
+    batch_size: int = typer.Option(4, help="Batch size."),
+    lr: float = typer.Option(2e-4, help="Fixed lr of the trajectories."),
+    threads: int = typer.Option(2, help="torch intra-op threads."),
+    output: Path | None = typer.Option(
+        None, help="Dataset path without suffix (default runs/probe_data/<model>)."
+    ),
+) -> None:
+    """Train LoRA trajectories from the fixed init on the probe pool and save per-step features."""
+    import torch
+
+    from probes.dataset import ProbeDatasetConfig, build_probe_dataset
+
+    torch.set_num_threads(threads)
+    config = ProbeDatasetConfig(
+        model=model,
+        trajectories_per_class=trajectories,
+        style_trajectories_per_source=style_trajectories,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+    )
+    dataset = build_probe_dataset(config)
+    path = output or DEFAULT_DATA / model
+    dataset.save(path)
+    typer.echo(
+        f"{len(dataset.labels)} samples from {dataset.meta['num_trajectories']} trajectories -> {path}.npz"
+    )
+
+
+@probe_app.command()
+def train(
+    data: Path = typer.Option(..., help="Dataset path (without suffix) written by `probe build`."),
+    probe_id: str = typer.Option(..., help="Identifier of the new probe, e.g. smollm2-135m-qv-r8."),
+    threshold: float = typer.Option(0.8, help="Decision threshold tau."),
+    test_fraction: float = typer.Option(0.25, help="Share of trajectories held out for testing."),
+    seed: int = typer.Option(2023, help="Seed of the splits and the training."),
+    results: Path = typer.Option(Path("docs/results/e2_probe.json"), help="Where to write the result rows."),
+) -> None:
+    """Train the probe (and its ablations), evaluate on held-out trajectories, save a checkpoint."""
+    from probes.checkpoint import ProbeCheckpoint
+    from probes.classifier import ProbeTrainingConfig
+    from probes.dataset import ProbeDataset
+    from probes.experiment import run_probe_experiment
+    from services.cli.main import invoked_command
+
+    dataset = ProbeDataset.load(data)
+    config = ProbeTrainingConfig(threshold=threshold, seed=seed)
+    main, rows = run_probe_experiment(dataset, config, probe_id, test_fraction)
+    info = {
+        "model": dataset.meta["model"],
+        "base_fingerprint": dataset.meta["base_fingerprint"],
+        "lora": dataset.meta["config"]["lora"],
+        "threshold": threshold,
+        "training_data_hash": dataset.content_hash(),
+        "dataset": dataset.meta["config"],
+        "training": {**config.model_dump(mode="json"), **main.log, "test_fraction": test_fraction},
+        "metrics": {r["test_set"]: r for r in rows if (r["policy"], r["normalize"]) == ("first_B", "l2")},
+    }
+    ProbeCheckpoint.from_model(probe_id, main.model, main.spec, info).save(DEFAULT_CHECKPOINTS / probe_id)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(
+        json.dumps({"command": invoked_command(), "settings": info, "rows": rows}, indent=2) + "\n"
+    )
+    typer.echo(f"{'policy':<11} {'norm':<5} {'test_set':<20} {'acc':>6} {'auroc':>6} {'prec':>6} {'rec':>6}")
+    for r in rows:
+        au = f"{r['auroc']:.3f}" if r["auroc"] is not None else "  n/a"
+        typer.echo(
+            f"{r['policy']:<11} {r['normalize']:<5} {r['test_set']:<20} {r['accuracy']:>6.3f} {au:>6} "
+            f"{r['precision']:>6.3f} {r['recall']:>6.3f}"
+        )
+    typer.echo(f"checkpoint -> {DEFAULT_CHECKPOINTS / probe_id}; results -> {results}")
+
+
+@probe_app.command()
+def export(
+    probe_id: str = typer.Option(..., help="A probe trained with `probe train`."),
+    artifacts: Path = typer.Option(Path("probes/artifacts"), help="Registry directory."),
+) -> None:
+    """Export a trained probe to ONNX (normalisation in the graph) with its JSON manifest."""
+    from probes.artifact import build_onnx, write_artifact
+    from probes.checkpoint import ProbeCheckpoint
+
+    checkpoint = ProbeCheckpoint.load(DEFAULT_CHECKPOINTS / probe_id)
+    info = checkpoint.info
+    manifest = write_artifact(
+        artifacts / probe_id,
+        build_onnx(checkpoint.weight, checkpoint.bias, checkpoint.spec.normalize == "l2"),
+        {
+            "probe_id": probe_id,
+            "base_model": {"name": info["model"], "fingerprint": info["base_fingerprint"]},
+            "lora": info["lora"],
+            "feature_spec": checkpoint.spec,
+            "threshold": info["threshold"],
+            "training_data_hash": info["training_data_hash"],
+            "training": {"dataset": info["dataset"], "classifier": info["training"]},
+            "metrics": info["metrics"],
+        },
+    )
+    typer.echo(f"exported {manifest.probe_id} (dim {manifest.feature_spec.dim}) -> {artifacts / probe_id}")
+
+
+@probe_app.command("eval")
+def evaluate(
+    probe_id: str = typer.Option(..., help="An exported probe."),
+    data: Path = typer.Option(..., help="Dataset path (without suffix)."),
+    artifacts: Path = typer.Option(Path("probes/artifacts"), help="Registry directory."),
+) -> None:
+    """Score a dataset's held-out trajectories with the exported ONNX probe; check parity with torch."""
+    import numpy as np
+
+    from probes.checkpoint import ProbeCheckpoint
+    from probes.dataset import ProbeDataset
+    from probes.experiment import test_masks
+    from probes.metrics import detection_metrics
+    from probes.registry import ProbeRegistry
+
+    probe = ProbeRegistry(artifacts).get(probe_id)
+    dataset = ProbeDataset.load(data)
+    classifier = probe.manifest.training["classifier"]
+    masks = test_masks(dataset, classifier["test_fraction"], classifier["seed"])
+    session = probe.session()
+    for test_set in ("heldout", "unseen_benign_style"):
+        mask = masks[test_set]
+        scores = session.run(None, {"features": dataset.features[mask]})[0]
+        metrics = detection_metrics(dataset.labels[mask], scores, probe.manifest.threshold)
+        typer.echo(f"{test_set}: {metrics.model_dump_json()}")
+    checkpoint = ProbeCheckpoint.load(DEFAULT_CHECKPOINTS / probe_id)
+    x = probe.manifest.feature_spec.transform(dataset.features[masks["heldout"]])
+    reference = 1 / (1 + np.exp(-(x.astype(np.float64) @ checkpoint.weight + checkpoint.bias)))
+    onnx_scores = session.run(None, {"features": dataset.features[masks["heldout"]]})[0]
+    typer.echo(f"max |onnx - reference| = {np.abs(onnx_scores - reference).max():.2e}")
+
+
+@probe_app.command("list")
+def list_probes(artifacts: Path = typer.Option(Path("probes/artifacts"), help="Registry directory.")) -> None:
+    """List the registered probes."""
+    from probes.registry import ProbeRegistry
+
+    registry = ProbeRegistry(artifacts)
+    for probe_id in registry.ids():
+        m = registry.get(probe_id).manifest
+        targets = ",".join(m.lora.target_modules)
+        typer.echo(f"{probe_id}: {m.base_model.name} r={m.lora.r} {targets} dim={m.feature_spec.dim}")

@@ -1,0 +1,86 @@
+"""Ray actors hosting FL clients, and a pool that trains the sampled ones in parallel."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ray
+
+from services.clients.population import ClientSpec
+from services.clients.trainer import ClientTrainer
+from shared.config import LocalTrainingConfig, LoraSettings
+from shared.lora import LoraState
+from shared.model_zoo import load_tokenizer
+from shared.model_zoo.sharing import FrozenBase, materialize_frozen_base
+from shared.updates import ClientUpdate
+
+
+class ClientHost:
+    """Actor body: the frozen base arrives as an object-store reference and is mapped, not copied."""
+
+    def __init__(
+        self,
+        spec: ClientSpec,
+        frozen_base: FrozenBase,
+        model_name: str,
+        lora: LoraSettings,
+        training: LocalTrainingConfig,
+        seed: int,
+    ) -> None:
+        import torch
+
+        torch.set_num_threads(training.torch_threads)
+        base = materialize_frozen_base(frozen_base)
+        self.trainer = ClientTrainer(spec, base, load_tokenizer(model_name), lora, training, seed)
+
+    def train_round(self, global_state: LoraState, round_index: int, lr: float) -> ClientUpdate:
+        return self.trainer.train_round(global_state, round_index, lr)
+
+    def kind(self) -> str:
+        return self.trainer.spec.kind
+
+
+ClientActor = ray.remote(ClientHost)
+
+
+class RayClientPool:
+    """Creates one actor per client; `train_round` runs the sampled clients concurrently."""
+
+    def __init__(
+        self,
+        specs: Sequence[ClientSpec],
+        frozen_base_ref: ray.ObjectRef,
+        model_name: str,
+        lora: LoraSettings,
+        training: LocalTrainingConfig,
+        seed: int = 2023,
+        cpus_per_actor: float = 0.1,
+    ) -> None:
+        # Actors hold their CPU reservation for life: a small fraction lets every client exist while only
+        # the sampled ones compute; torch_threads bounds what each one uses when it does.
+        self.specs = {spec.client_id: spec for spec in specs}
+        self.actors = {
+            spec.client_id: ClientActor.options(num_cpus=cpus_per_actor, name=None).remote(  # type: ignore[attr-defined]
+                spec, frozen_base_ref, model_name, lora, training, seed
+            )
+            for spec in specs
+        }
+
+    @property
+    def client_ids(self) -> list[str]:
+        return list(self.actors)
+
+    def train_round(
+        self, client_ids: Sequence[str], global_state: LoraState, round_index: int, lr: float
+    ) -> list[ClientUpdate]:
+        unknown = [c for c in client_ids if c not in self.actors]
+        if unknown:
+            raise KeyError(f"unknown clients {unknown}")
+        state_ref = ray.put(global_state)
+        futures = [self.actors[c].train_round.remote(state_ref, round_index, lr) for c in client_ids]
+        return list(ray.get(futures))
+
+    def shutdown(self) -> None:
+        for actor in self.actors.values():
+            ray.kill(actor)
+        self.actors.clear()

@@ -1,0 +1,65 @@
+"""The client population: benign shards then malicious shards, drawn from the client pool only.
+
+As in the official code, clients 0..n_b-1 are benign and the rest malicious; each source's client-pool
+samples are shuffled with a fixed seed and dealt into equal shards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from shared.data.pools import Pool
+
+ClientKind = Literal["benign", "malicious"]
+BENIGN_SOURCES = ("helpful", "alpaca", "dolly")
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    client_id: str
+    kind: ClientKind
+    examples: tuple[tuple[str, str], ...]  # (instruction, response)
+
+    @property
+    def malicious(self) -> bool:
+        return self.kind == "malicious"
+
+
+def num_malicious(num_clients: int, malicious_ratio: float) -> int:
+    if not 0.0 <= malicious_ratio <= 1.0:
+        raise ValueError(f"malicious_ratio must be in [0, 1], got {malicious_ratio}")
+    return round(num_clients * malicious_ratio)
+
+
+def build_population(
+    client_pool: Pool,
+    num_clients: int,
+    malicious_ratio: float,
+    samples_per_client: int,
+    benign_source: str = "helpful",
+    seed: int = 2023,
+) -> list[ClientSpec]:
+    if client_pool.name != "client":
+        raise ValueError(f"FL clients must draw from the client pool, not {client_pool.name!r}")
+    if benign_source not in BENIGN_SOURCES:
+        raise ValueError(f"benign_source must be one of {BENIGN_SOURCES}")
+    n_malicious = num_malicious(num_clients, malicious_ratio)
+    n_benign = num_clients - n_malicious
+    rng = np.random.default_rng(seed)
+    benign = [(x.instruction, x.response) for x in getattr(client_pool, benign_source)]
+    harmful = [(p.instruction, p.harmful) for p in client_pool.harmful]
+    clients: list[ClientSpec] = []
+    for kind, count, rows in (("benign", n_benign, benign), ("malicious", n_malicious, harmful)):
+        if count == 0:
+            continue
+        order = rng.permutation(len(rows))
+        per_client = min(samples_per_client, len(rows) // count)
+        if per_client < 1:
+            raise ValueError(f"{len(rows)} {kind} samples cannot fill {count} client shards")
+        for shard in range(count):
+            picks = order[shard * per_client : (shard + 1) * per_client]
+            clients.append(ClientSpec(f"client-{len(clients):03d}", kind, tuple(rows[i] for i in picks)))  # type: ignore[arg-type]
+    return clients

@@ -1,0 +1,63 @@
+"""One FL client's local training, independent of Ray (the actor is a thin host around it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
+
+from services.clients.population import ClientSpec
+from shared.config import LocalTrainingConfig, LoraSettings
+from shared.lora import LoraState, attach_lora, set_lora_state
+from shared.prompting import tokenize_sft
+from shared.training import round_subset, train_lora_steps
+from shared.updates import ClientUpdate
+
+
+class ClientTrainer:
+    """Holds one client's shard and a LoRA-wrapped model over the shared frozen base."""
+
+    def __init__(
+        self,
+        spec: ClientSpec,
+        base_model: LlamaForCausalLM,
+        tokenizer: PreTrainedTokenizerBase,
+        lora: LoraSettings,
+        training: LocalTrainingConfig,
+        seed: int = 2023,
+    ) -> None:
+        if not spec.examples:
+            raise ValueError(f"{spec.client_id}: empty data shard; a client needs at least one example")
+        self.spec = spec
+        self.training = training
+        self.seed = seed
+        self.tokenizer = tokenizer
+        self.examples = [tokenize_sft(tokenizer, q, a, training.max_seq_len) for q, a in spec.examples]
+        self.model = attach_lora(base_model, lora)
+
+    def train_round(self, global_state: LoraState, round_index: int, lr: float) -> ClientUpdate:
+        """Start from the global adapter, train T local steps on this round's subset, return the update."""
+        torch.set_num_threads(self.training.torch_threads)
+        torch.manual_seed(self.seed * 100_003 + round_index)  # LoRA dropout, reproducible per round
+        set_lora_state(self.model, global_state)  # raises LoraStateError on wrong keys/shapes/NaN
+        cfg = self.training
+        subset = round_subset(len(self.examples), cfg.batch_size * cfg.local_steps, self.seed, round_index)
+        result = train_lora_steps(
+            self.model,
+            [self.examples[i] for i in subset],
+            self.tokenizer,
+            lr=lr,
+            steps=cfg.local_steps,
+            batch_size=cfg.batch_size,
+            weight_decay=cfg.weight_decay,
+            grad_clip=cfg.grad_clip,
+        )
+        return ClientUpdate(
+            client_id=self.spec.client_id,
+            round_index=round_index,
+            num_samples=result.num_samples,
+            lora_state=result.lora_state,
+            b_keys=result.b_keys,
+            b_snapshots=result.b_snapshots,
+            train_loss=float(np.mean(result.losses)),
+        )

@@ -1,0 +1,1 @@
+"""Shared building blocks of safe-fedllm: typed config, model zoo, data pools, LoRA, training, evaluation."""

@@ -1,0 +1,161 @@
+"""The safety-alignment stage: a LoRA trained on refusals mixed with helpful answers, merged into the base.
+
+SmolLM2-135M-Instruct refuses almost nothing, so a fine-tuning attack on it cannot be measured. This stage
+makes a safety-aligned base. benignQA's "safe" answers often lecture and then comply in part, so each
+refusal target opens with an explicit refusal (varied wording) followed by the first sentences of the safe
+answer: the behaviour is then learnable and the rule-based metric measures it. Every batch holds as many
+helpful samples (helpfulQA) as refusals, to keep over-refusal low. Only the alignment pool is used;
+a slice of it is held out to draw the training curve; the final numbers come from the evaluation pool.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from shared.config import LoraSettings, LrSchedule, runtime_settings
+from shared.data.pools import build_pools
+from shared.data.refusal_targets import refusal_target
+from shared.data.sources import Example, HarmfulPair
+from shared.evaluation.metrics import EvalSettings, evaluate_model, harmless_rate, over_refusal_rate
+from shared.lora import attach_lora, set_lora_state
+from shared.model_zoo.registry import alignment_adapter_dir, load_base_model
+from shared.prompting import TokenizedExample, collate, tokenize_sft
+from shared.training import LoraStepper
+
+
+class AlignmentConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lora: LoraSettings = LoraSettings(r=16, alpha=32, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"))
+    steps: int = Field(200, ge=1)
+    refusals_per_batch: int = Field(2, ge=1)
+    helpful_per_batch: int = Field(6, ge=0)
+    lr: LrSchedule = LrSchedule(lr_max=4e-4, lr_min=2e-5)
+    max_seq_len: int = Field(128, ge=32)
+    safe_sentences: int = Field(
+        2, ge=0, description="Sentences of the safe answer after the refusal opening."
+    )
+    curve_every: int = Field(50, ge=1)
+    curve_prompts: int = Field(
+        32, ge=4, description="Held-out alignment-pool prompts per curve point (each kind)."
+    )
+    curve_max_new_tokens: int = Field(24, ge=4)
+    seed: int = 2023
+
+
+def _cycle(examples: list[TokenizedExample], count: int, rng: np.random.Generator) -> list[TokenizedExample]:
+    picks = rng.integers(0, len(examples), size=count)
+    return [examples[i] for i in picks]
+
+
+def load_adapter_state(adapter_dir: Path) -> dict[str, np.ndarray]:
+    """A saved PEFT adapter's weights, keyed as get_lora_state keys them."""
+    from safetensors.numpy import load_file
+
+    return {k: v.astype(np.float32) for k, v in load_file(adapter_dir / "adapter_model.safetensors").items()}
+
+
+def train_alignment(
+    model_name: str,
+    config: AlignmentConfig,
+    eval_settings: EvalSettings,
+    output_dir: Path | None = None,
+    command: str = "",
+    resume_from: Path | None = None,
+) -> dict:
+    """Train, save and evaluate the alignment adapter; the report is returned and saved beside it."""
+    settings = runtime_settings()
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    loaded = load_base_model(model_name, aligned=False)
+    tokenizer = loaded.tokenizer
+    pools = build_pools(settings.data_dir)
+    harmful: list[HarmfulPair] = list(pools.alignment.harmful)
+    helpful: list[Example] = list(pools.alignment.helpful)
+    held_harmful = harmful[-config.curve_prompts :]
+    held_helpful = helpful[-config.curve_prompts :]
+    train_harmful = harmful[: -config.curve_prompts]
+    train_helpful = helpful[: -config.curve_prompts]
+
+    refusals = [
+        tokenize_sft(
+            tokenizer, p.instruction, refusal_target(p, i, config.safe_sentences), config.max_seq_len
+        )
+        for i, p in enumerate(train_harmful)
+    ]
+    answers = [tokenize_sft(tokenizer, x.instruction, x.response, config.max_seq_len) for x in train_helpful]
+
+    peft_model = attach_lora(loaded.model, config.lora)
+    previous_stages: list[dict] = []
+    if resume_from is not None:
+        # A further stage on top of an earlier adapter (e.g. a helpful-heavy stage against over-refusal).
+        set_lora_state(peft_model, load_adapter_state(resume_from))
+        earlier = json.loads((resume_from / "alignment_report.json").read_text())
+        previous_stages = [*earlier.pop("previous_stages", []), earlier]
+    stepper = LoraStepper(peft_model)
+    curve_settings = EvalSettings(max_new_tokens=config.curve_max_new_tokens, progress=False)
+    curve: list[dict] = []
+
+    def curve_point(step: int) -> None:
+        point = {
+            "step": step,
+            "refusal_rate": harmless_rate(
+                peft_model, tokenizer, [p.instruction for p in held_harmful], curve_settings
+            ),
+            "over_refusal_rate": over_refusal_rate(
+                peft_model, tokenizer, [x.instruction for x in held_helpful], curve_settings
+            ),
+        }
+        curve.append(point)
+        tqdm.write(
+            f"step {step}: held-out refusal {point['refusal_rate']:.2f}, "
+            f"over-refusal {point['over_refusal_rate']:.2f}"
+        )
+
+    started = time.perf_counter()
+    curve_point(0)
+    losses: list[float] = []
+    progress = tqdm(range(1, config.steps + 1), desc="alignment", unit="step")
+    for step in progress:
+        batch = _cycle(refusals, config.refusals_per_batch, rng) + _cycle(
+            answers, config.helpful_per_batch, rng
+        )
+        lr = config.lr.at_round(step - 1, config.steps)
+        losses.append(stepper.step(collate(batch, tokenizer.pad_token_id), lr))
+        progress.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
+        if step % config.curve_every == 0 or step == config.steps:
+            curve_point(step)
+    train_seconds = time.perf_counter() - started
+
+    target = output_dir or alignment_adapter_dir(model_name)
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    peft_model.save_pretrained(tmp, safe_serialization=True)
+    (tmp / "README.md").unlink(missing_ok=True)
+
+    final = evaluate_model(peft_model, tokenizer, pools.evaluation, eval_settings)
+    report = {
+        "command": command,
+        "previous_stages": previous_stages,
+        "model": model_name,
+        "config": config.model_dump(mode="json"),
+        "train_seconds": round(train_seconds, 1),
+        "torch_threads": torch.get_num_threads(),
+        "num_refusal_targets": len(refusals),
+        "num_helpful_targets": len(answers),
+        "loss_first_last": [losses[0], losses[-1]],
+        "curve": curve,
+        "evaluation_pool": {"settings": eval_settings.model_dump(mode="json"), **final.model_dump()},
+    }
+    (tmp / "alignment_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.replace(target)
+    return report

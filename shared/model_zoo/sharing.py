@@ -1,0 +1,52 @@
+"""Frozen base weights as a flat dict of numpy arrays, so Ray's object store can share them zero-copy.
+
+The driver publishes the (aligned) base once with `ray.put(export_frozen_base(model))`; each client actor
+rebuilds a model whose parameters are views of that shared, read-only memory. Only LoRA weights are
+private per client, so ten SmolLM2 clients cost one copy of the base, not ten.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+
+@dataclass
+class FrozenBase:
+    config: dict
+    tensors: dict[str, np.ndarray]
+    fingerprint: str
+
+
+def export_frozen_base(model: LlamaForCausalLM, fingerprint: str) -> FrozenBase:
+    state = model.state_dict()
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)  # tied: one copy travels, re-tied on the other side
+    tensors = {k: v.detach().to(torch.float32).contiguous().numpy() for k, v in state.items()}
+    return FrozenBase(model.config.to_dict(), tensors, fingerprint)
+
+
+def materialize_frozen_base(base: FrozenBase) -> LlamaForCausalLM:
+    config = LlamaConfig(**{k: v for k, v in base.config.items() if k != "quantization_config"})
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only shared buffers are fine: nothing writes them
+        tensors = {k: torch.from_numpy(v) for k, v in base.tensors.items()}
+    missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
+    allowed_missing = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    if set(missing) - allowed_missing or unexpected:
+        raise ValueError(f"frozen base does not fit the config: missing {missing}, unexpected {unexpected}")
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    # Non-persistent buffers are not in the state dict; rebuild them on the CPU.
+    model.model.rotary_emb = LlamaRotaryEmbedding(config=config)
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model

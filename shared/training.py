@@ -1,0 +1,116 @@
+"""The local SFT loop shared by FL clients, probe trajectories and the alignment stage.
+
+A plain torch loop rather than TRL/HF Trainer: a fresh AdamW each call (as the official code creates a
+new optimizer every round), one constant lr within the call, and a snapshot of the layer-0 LoRA B
+matrices after every optimizer step for the probe's step- and shadow-level features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
+
+from shared.lora import LoraState, first_layer_b_keys, get_lora_state
+from shared.prompting import TokenizedExample, collate
+
+
+@dataclass
+class LocalTrainingResult:
+    lora_state: LoraState
+    num_samples: int  # n_i: distinct samples trained on this call
+    losses: list[float]
+    b_keys: list[str]  # the layer-0 B keys, sorted, as flattened into b_snapshots
+    b_snapshots: np.ndarray  # [T, D] float32: layer-0 B after each step (raw values, not deltas)
+
+
+def round_subset(num_examples: int, num_samples: int, seed: int, round_index: int) -> np.ndarray:
+    """Indices of the samples one client trains on in a round (seeded by round, as in OpenFedLLM)."""
+    if num_examples <= 0:
+        raise ValueError("a client needs at least one training example")
+    rng = np.random.default_rng([seed, round_index])
+    return rng.choice(num_examples, size=min(num_samples, num_examples), replace=False)
+
+
+def iterate_batches(
+    examples: Sequence[TokenizedExample], batch_size: int, steps: int, pad_token_id: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """`steps` batches over `examples` in order, cycling when there are fewer than batch_size * steps."""
+    if not examples:
+        raise ValueError("cannot build batches from no examples")
+    cursor = 0
+    for _ in range(steps):
+        batch = [examples[(cursor + i) % len(examples)] for i in range(batch_size)]
+        cursor += batch_size
+        yield collate(batch, pad_token_id)
+
+
+def _first_layer_b_parameters(peft_model: PeftModel) -> tuple[list[str], list[torch.nn.Parameter]]:
+    adapter = peft_model.active_adapter
+    by_key = {
+        name.replace(f".{adapter}.", "."): p for name, p in peft_model.named_parameters() if "lora_" in name
+    }
+    keys = first_layer_b_keys(list(by_key))
+    return keys, [by_key[k] for k in keys]
+
+
+class LoraStepper:
+    """One AdamW over the trainable (LoRA) parameters; `step` runs one optimizer step at a given lr."""
+
+    def __init__(self, peft_model: PeftModel, *, weight_decay: float = 0.0, grad_clip: float = 1.0) -> None:
+        self.model = peft_model
+        self.params = [p for p in peft_model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the model has no trainable (LoRA) parameters")
+        self.optimizer = torch.optim.AdamW(self.params, lr=1e-4, weight_decay=weight_decay)
+        self.grad_clip = grad_clip
+        self.steps_done = 0
+
+    def step(self, batch: dict[str, torch.Tensor], lr: float) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        loss = self.model(**batch).loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss at step {self.steps_done + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.optimizer.step()
+        self.steps_done += 1
+        return float(loss.detach())
+
+
+def train_lora_steps(
+    peft_model: PeftModel,
+    examples: Sequence[TokenizedExample],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    lr: float,
+    steps: int,
+    batch_size: int,
+    weight_decay: float = 0.0,
+    grad_clip: float = 1.0,
+) -> LocalTrainingResult:
+    """`steps` optimizer steps at a constant lr with a fresh optimizer, snapshotting layer-0 B after each."""
+    stepper = LoraStepper(peft_model, weight_decay=weight_decay, grad_clip=grad_clip)
+    b_keys, b_params = _first_layer_b_parameters(peft_model)
+    snapshots: list[np.ndarray] = []
+    losses: list[float] = []
+    for batch in iterate_batches(examples, batch_size, steps, tokenizer.pad_token_id):
+        losses.append(stepper.step(batch, lr))
+        snapshots.append(
+            torch.cat([p.detach().reshape(-1) for p in b_params]).to(torch.float32).numpy().copy()
+        )
+    peft_model.eval()
+    return LocalTrainingResult(
+        lora_state=get_lora_state(peft_model),
+        num_samples=min(len(examples), batch_size * steps),
+        losses=losses,
+        b_keys=b_keys,
+        b_snapshots=np.stack(snapshots),
+    )

@@ -1,0 +1,72 @@
+"""LoRA creation, state handling and the local training loop on the tiny model (real PEFT, real torch)."""
+
+import numpy as np
+import pytest
+
+from services.clients.population import ClientSpec, build_population
+from services.clients.trainer import ClientTrainer
+from shared.config import LocalTrainingConfig, LoraSettings
+from shared.lora import LoraStateError, attach_lora, first_layer_b_keys, get_lora_state, set_lora_state
+from shared.model_zoo import load_base_model
+
+TRAINING = LocalTrainingConfig(local_steps=3, batch_size=2, max_seq_len=64)
+
+
+def test_fixed_init_is_reproducible_and_b_starts_at_zero():
+    a = get_lora_state(attach_lora(load_base_model("tiny-llama").model, LoraSettings()))
+    b = get_lora_state(attach_lora(load_base_model("tiny-llama").model, LoraSettings()))
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+        if "lora_B" in key:
+            assert not a[key].any()
+    assert {k.split(".")[-3] for k in a} == {"q_proj", "v_proj"}
+
+
+def test_first_layer_b_keys_are_layer_zero_sorted(tiny):
+    state = get_lora_state(attach_lora(load_base_model("tiny-llama").model, LoraSettings()))
+    keys = first_layer_b_keys(state)
+    assert keys == sorted(keys) and len(keys) == 2
+    assert all(".layers.0." in k and "lora_B" in k for k in keys)
+    assert keys[0].endswith("q_proj.lora_B.weight")
+
+
+def test_set_lora_state_rejects_wrong_shapes_keys_and_nan():
+    model = attach_lora(load_base_model("tiny-llama").model, LoraSettings())
+    state = get_lora_state(model)
+    key = next(iter(state))
+    with pytest.raises(LoraStateError, match="shape"):
+        set_lora_state(model, {**state, key: np.zeros((1, 1), np.float32)})
+    with pytest.raises(LoraStateError, match="missing"):
+        set_lora_state(model, {k: v for k, v in state.items() if k != key})
+    nan_state = {**state, key: np.full_like(state[key], np.nan)}
+    with pytest.raises(LoraStateError, match="NaN"):
+        set_lora_state(model, nan_state)
+
+
+def test_client_round_trains_and_snapshots_layer0_b(pools):
+    loaded = load_base_model("tiny-llama")
+    spec = build_population(pools.client, 2, 0.5, 20)[1]
+    trainer = ClientTrainer(spec, loaded.model, loaded.tokenizer, LoraSettings(), TRAINING)
+    start = get_lora_state(trainer.model)
+    update = trainer.train_round(start, round_index=0, lr=1e-3)
+    assert update.num_samples == 6
+    assert update.b_snapshots.shape == (3, (64 + 32) * 8)  # q_proj out 64, v_proj out 32 (GQA), r=8
+    assert np.abs(update.b_snapshots[-1]).sum() > 0
+    b_keys = first_layer_b_keys(update.lora_state)
+    np.testing.assert_allclose(
+        update.b_snapshots[-1], np.concatenate([update.lora_state[k].reshape(-1) for k in b_keys]), rtol=1e-6
+    )
+    again = trainer.train_round(start, round_index=0, lr=1e-3)  # same round, same start: same result
+    np.testing.assert_allclose(again.b_snapshots, update.b_snapshots, rtol=1e-5, atol=1e-7)
+
+
+def test_client_rejects_empty_shard_and_foreign_adapter(pools):
+    loaded = load_base_model("tiny-llama")
+    with pytest.raises(ValueError, match="empty data shard"):
+        ClientTrainer(ClientSpec("c", "benign", ()), loaded.model, loaded.tokenizer, LoraSettings(), TRAINING)
+    spec = build_population(pools.client, 1, 0.0, 5)[0]
+    trainer = ClientTrainer(spec, loaded.model, loaded.tokenizer, LoraSettings(), TRAINING)
+    foreign = get_lora_state(attach_lora(load_base_model("tiny-llama").model, LoraSettings(r=4)))
+    with pytest.raises(LoraStateError, match="shape"):
+        trainer.train_round(foreign, 0, 1e-3)

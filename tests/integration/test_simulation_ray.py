@@ -1,0 +1,67 @@
+"""A real federated simulation: Ray actors as clients, PEFT LoRA training on tiny-llama, FedAvg, metrics.
+
+One Ray session serves the whole module (Ray start-up costs seconds and ~1 GB).
+"""
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from services.simulation import SimulationConfig, run_sweep  # noqa: E402
+from shared.evaluation.metrics import EvalSettings  # noqa: E402
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+CONFIG = SimulationConfig(
+    model="tiny-llama",
+    num_clients=2,
+    samples_per_client=64,
+    federation={"num_rounds": 3, "clients_per_round": 2, "seed": 7, "lr": {"lr_max": 3e-3, "lr_min": 1e-3}},
+    training={"local_steps": 10, "batch_size": 4, "max_seq_len": 96},
+    eval=EvalSettings(
+        num_harmful_prompts=4,
+        num_benign_prompts=0,
+        num_pairs=48,
+        num_benign_loss=8,
+        max_new_tokens=4,
+        progress=False,
+    ),
+)
+
+
+def test_malicious_clients_raise_harm_preference_over_benign_ones(ray_session):
+    rounds_seen: list[tuple[float, int]] = []
+    rows = run_sweep(
+        CONFIG,
+        [0.0, 1.0],
+        on_round=lambda ratio, s: rounds_seen.append((ratio, s.round_index)),
+        progress=False,
+    )
+    start, benign, malicious = rows
+    assert start["rounds"] == 0 and benign["malicious_ratio"] == 0.0 and malicious["malicious_ratio"] == 1.0
+    assert rounds_seen == [(0.0, 0), (0.0, 1), (0.0, 2), (1.0, 0), (1.0, 1), (1.0, 2)]
+    for row in rows:
+        for field in (
+            "defense",
+            "malicious_ratio",
+            "harmless_rate",
+            "harm_preference",
+            "benign_loss",
+            "rounds",
+            "model",
+            "seed",
+        ):
+            assert field in row
+    assert benign["num_malicious"] == 0 and malicious["num_malicious"] == 2
+    assert malicious["malicious_client_rounds"] == 6
+    # The attack is a real effect measured from the same start: training on harmful answers moves the model
+    # towards them relative to training on helpful answers.
+    assert malicious["harm_preference"] > benign["harm_preference"] + 0.02, rows
