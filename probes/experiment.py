@@ -35,7 +35,7 @@ class TrainedProbe:
     log: dict
 
 
-def test_masks(dataset: ProbeDataset, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+def split_masks(dataset: ProbeDataset, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
     core = np.isin(dataset.source, [TRAIN_BENIGN_SOURCE, MALICIOUS_SOURCE])
     _, held = split_by_trajectory(dataset.trajectory[core], test_fraction, seed, dataset.labels[core])
     heldout = np.zeros(len(dataset.labels), dtype=bool)
@@ -60,7 +60,7 @@ def run_probe_experiment(
     dataset: ProbeDataset, config: ProbeTrainingConfig, probe_id: str, test_fraction: float = 0.25
 ) -> tuple[TrainedProbe, list[dict]]:
     """Returns the main probe (first_B + L2) and one result row per (variant, test set)."""
-    masks = test_masks(dataset, test_fraction, config.seed)
+    masks = split_masks(dataset, test_fraction, config.seed)
     train = masks["train"]
     rows, main = [], None
     for policy, normalize in VARIANTS:

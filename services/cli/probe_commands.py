@@ -130,14 +130,14 @@ def evaluate(
 
     from probes.checkpoint import ProbeCheckpoint
     from probes.dataset import ProbeDataset
-    from probes.experiment import test_masks
+    from probes.experiment import split_masks
     from probes.metrics import detection_metrics
     from probes.registry import ProbeRegistry
 
     probe = ProbeRegistry(artifacts).get(probe_id)
     dataset = ProbeDataset.load(data)
     classifier = probe.manifest.training["classifier"]
-    masks = test_masks(dataset, classifier["test_fraction"], classifier["seed"])
+    masks = split_masks(dataset, classifier["test_fraction"], classifier["seed"])
     session = probe.session()
     for test_set in ("heldout", "unseen_benign_style"):
         mask = masks[test_set]

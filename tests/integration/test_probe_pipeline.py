@@ -6,7 +6,7 @@ import pytest
 from probes.artifact import build_onnx, load_artifact, write_artifact
 from probes.classifier import ProbeTrainingConfig
 from probes.dataset import ProbeDataset, ProbeDatasetConfig, build_probe_dataset
-from probes.experiment import run_probe_experiment, test_masks
+from probes.experiment import run_probe_experiment, split_masks
 from shared.features import FeatureSpec
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def dataset(tmp_path_factory):
 
 
 def test_dataset_layout_and_safe_format(dataset):
-    assert dataset.features.shape == (16 * 3, (64 + 32) * 8)
+    assert dataset.features.shape == ((6 + 6 + 1 + 1) * 3, (64 + 32) * 8)
     assert dataset.all_layers is not None and dataset.all_layers.dtype == np.float16
     assert set(np.unique(dataset.source)) == {"harmful", "helpful", "alpaca", "dolly"}
     assert (dataset.labels == (dataset.source == "harmful")).all()
@@ -40,7 +40,7 @@ def test_dataset_layout_and_safe_format(dataset):
 
 
 def test_test_sets_are_trajectory_disjoint_from_training(dataset):
-    masks = test_masks(dataset, 0.25, seed=1)
+    masks = split_masks(dataset, 0.25, seed=1)
     train_traj = set(dataset.trajectory[masks["train"]])
     for name in ("heldout", "unseen_benign_style"):
         assert not train_traj & set(dataset.trajectory[masks[name]])
