@@ -139,16 +139,16 @@ def evaluate(
     classifier = probe.manifest.training["classifier"]
     masks = split_masks(dataset, classifier["test_fraction"], classifier["seed"])
     session = probe.session()
+    scores = {}
     for test_set in ("heldout", "unseen_benign_style"):
         mask = masks[test_set]
-        scores = session.run(None, {"features": dataset.features[mask]})[0]
-        metrics = detection_metrics(dataset.labels[mask], scores, probe.manifest.threshold)
+        scores[test_set] = session.run(None, {"features": dataset.features[mask]})[0]
+        metrics = detection_metrics(dataset.labels[mask], scores[test_set], probe.manifest.threshold)
         typer.echo(f"{test_set}: {metrics.model_dump_json()}")
     checkpoint = ProbeCheckpoint.load(DEFAULT_CHECKPOINTS / probe_id)
     x = probe.manifest.feature_spec.transform(dataset.features[masks["heldout"]])
     reference = 1 / (1 + np.exp(-(x.astype(np.float64) @ checkpoint.weight + checkpoint.bias)))
-    onnx_scores = session.run(None, {"features": dataset.features[masks["heldout"]]})[0]
-    typer.echo(f"max |onnx - reference| = {np.abs(onnx_scores - reference).max():.2e}")
+    typer.echo(f"max |onnx - reference| = {np.abs(scores['heldout'] - reference).max():.2e}")
 
 
 @probe_app.command("list")
