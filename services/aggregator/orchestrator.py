@@ -81,7 +81,8 @@ class RoundOrchestrator:
                 lr=self.config.lr.at_round(round_index, self.config.num_rounds),
             )
         )
-        _, global_state = self.store.get_global(record.global_version)
+        if record.global_version != version:  # resuming a round opened on an older version
+            _, global_state = self.store.get_global(record.global_version)
         done = {u.client_id for u in self.store.list_updates(round_index)}
         pending = [c for c in record.sampled if c not in done]
         if pending:
