@@ -111,6 +111,38 @@ def write_artifact(directory: Path, model: onnx.ModelProto, manifest_fields: dic
     return manifest
 
 
+def export_linear_probe(
+    directory: Path,
+    probe_id: str,
+    weight: np.ndarray,
+    bias: float,
+    spec: FeatureSpec,
+    *,
+    base_model: str,
+    fingerprint: str,
+    lora: LoraSettings | dict,
+    threshold: float,
+    training_data_hash: str,
+    training: dict | None = None,
+    metrics: dict | None = None,
+) -> ProbeManifest:
+    """Write a logistic probe (weights over `spec`'s features) as an artifact in `directory`."""
+    return write_artifact(
+        directory,
+        build_onnx(np.asarray(weight, np.float32), bias, normalize=spec.normalize == "l2"),
+        {
+            "probe_id": probe_id,
+            "base_model": {"name": base_model, "fingerprint": fingerprint},
+            "lora": lora,
+            "feature_spec": spec,
+            "threshold": threshold,
+            "training_data_hash": training_data_hash,
+            "training": training or {},
+            "metrics": metrics or {},
+        },
+    )
+
+
 @dataclass
 class LoadedProbe:
     manifest: ProbeManifest

@@ -16,13 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from peft import PeftModel
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
 
 from shared.config import LoraSettings, runtime_settings
 from shared.data.pools import Pool, build_pools
 from shared.features import FeatureSpec
 from shared.lora import attach_lora, get_lora_state, set_lora_state
+from shared.lora_state import LoraState
 from shared.model_zoo import load_base_model
 from shared.prompting import tokenize_sft
 from shared.training import LoraStepper, iterate_batches
@@ -36,7 +39,11 @@ class ProbeDatasetConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = "smollm2-135m"
-    trajectories_per_class: int = Field(24, ge=2, description="helpfulQA and MaliciousGen trajectories each.")
+    trajectories_per_class: int = Field(
+        20,
+        ge=2,
+        description="helpfulQA and MaliciousGen trajectories each (SmolLM2: 20 x 20 of 406 helpful).",
+    )
     style_trajectories_per_source: int = Field(
         6, ge=0, description="Alpaca and Dolly test-only trajectories each."
     )
@@ -136,6 +143,26 @@ def trajectory_plan(config: ProbeDatasetConfig, pool: Pool) -> list[tuple[str, l
     return [plan[i] for i in order]
 
 
+def run_trajectory(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    samples: list[tuple[str, str]],
+    config: ProbeDatasetConfig,
+    start: LoraState,
+    seed_index: int,
+) -> list[LoraState]:
+    """Train `config.steps` steps at the fixed lr from `start`; the adapter state after every step."""
+    set_lora_state(model, start)
+    torch.manual_seed(config.seed * 7919 + seed_index)
+    examples = [tokenize_sft(tokenizer, q, a, config.max_seq_len) for q, a in samples]
+    stepper = LoraStepper(model)
+    states = []
+    for batch in iterate_batches(examples, config.batch_size, config.steps, tokenizer.pad_token_id):
+        stepper.step(batch, config.lr)
+        states.append(get_lora_state(model))
+    return states
+
+
 def build_probe_dataset(config: ProbeDatasetConfig, progress: bool = True) -> ProbeDataset:
     loaded = load_base_model(config.model)
     tokenizer = loaded.tokenizer
@@ -149,15 +176,8 @@ def build_probe_dataset(config: ProbeDatasetConfig, progress: bool = True) -> Pr
     for index, (source, samples) in enumerate(
         tqdm(plan, desc="probe trajectories", unit="traj", disable=not progress)
     ):
-        set_lora_state(model, init)
-        torch.manual_seed(config.seed * 7919 + index)
-        examples = [tokenize_sft(tokenizer, q, a, config.max_seq_len) for q, a in samples]
-        stepper = LoraStepper(model)
-        for t, batch in enumerate(
-            iterate_batches(examples, config.batch_size, config.steps, tokenizer.pad_token_id), 1
-        ):
-            stepper.step(batch, config.lr)
-            state = get_lora_state(model)
+        states = run_trajectory(model, tokenizer, samples, config, start=init, seed_index=index)
+        for t, state in enumerate(states, 1):
             features.append(spec.raw(state, init))
             if all_spec is not None:
                 all_layers.append(all_spec.raw(state, init).astype(np.float16))

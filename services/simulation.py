@@ -19,10 +19,12 @@ from services.aggregator.state import InMemoryStateStore
 from services.aggregator.strategies import make_strategy
 from services.clients.actor import RayClientPool
 from services.clients.population import build_population
+from services.ray_runtime import ensure_ray
 from shared.config import LocalTrainingConfig, LoraSettings, runtime_settings
 from shared.data.pools import build_pools
 from shared.evaluation.metrics import EvalSettings, SafetyReport, evaluate_model
-from shared.lora import LoraState, attach_lora, get_lora_state, set_lora_state
+from shared.lora import attach_lora, get_lora_state, set_lora_state
+from shared.lora_state import LoraState
 from shared.model_zoo import load_base_model
 from shared.model_zoo.sharing import export_frozen_base
 
@@ -40,18 +42,6 @@ class SimulationConfig(BaseModel):
     training: LocalTrainingConfig = LocalTrainingConfig()
     eval: EvalSettings = EvalSettings()
     eval_threads: int = Field(2, ge=1)
-
-
-def ensure_ray(num_cpus: int | None = None) -> None:
-    if not ray.is_initialized():
-        settings = runtime_settings()
-        ray.init(
-            address=settings.ray_address,
-            num_cpus=num_cpus if settings.ray_address is None else None,
-            log_to_driver=False,
-            include_dashboard=False,
-            configure_logging=False,
-        )
 
 
 def _row(

@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from shared.lora import LoraStateError, first_layer_b_keys, layer_index
+from shared.lora_state import LoraStateError, first_layer_b_keys, layer_index
 
 FEATURE_SPEC_VERSION = "1"
 Policy = Literal["first_B", "all_layers"]

@@ -15,7 +15,8 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from shared.lora import LoraState, first_layer_b_keys, get_lora_state
+from shared.lora import get_lora_state
+from shared.lora_state import LoraState, first_layer_b_keys
 from shared.prompting import TokenizedExample, collate
 
 

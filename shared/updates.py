@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
-from shared.lora import LoraState, LoraStateError
+from shared.lora_state import LoraState, LoraStateError
+from shared.safetensors_reader import SafetensorsFormatError, read_tensors
 
 
 @dataclass
@@ -41,14 +39,12 @@ def encode_lora_state(state: LoraState, metadata: dict[str, str] | None = None) 
 def decode_lora_state(blob: bytes, max_tensors: int = 10_000) -> LoraState:
     """Parse safetensors bytes; anything else (pickle included) is refused with a clear error."""
     try:
-        tensors = load_safetensors(blob)
-    except (SafetensorError, ValueError, json.JSONDecodeError) as error:
-        raise LoraStateError(f"not a valid safetensors payload (truncated or corrupt?): {error}") from error
+        tensors = read_tensors(blob)
+    except SafetensorsFormatError as error:
+        raise LoraStateError(f"not a valid safetensors payload: {error}") from error
     if len(tensors) > max_tensors:
         raise LoraStateError(f"{len(tensors)} tensors exceed the limit of {max_tensors}")
     for key, value in tensors.items():
-        if not np.issubdtype(value.dtype, np.floating):
-            raise LoraStateError(f"{key}: dtype {value.dtype}, expected floating point")
         if not np.all(np.isfinite(value)):
             raise LoraStateError(f"{key}: contains NaN or Inf")
-    return {k: v.astype(np.float32, copy=False) for k, v in tensors.items()}
+    return {k: v.astype(np.float32) for k, v in tensors.items()}  # writable copies, not views of the blob

@@ -18,7 +18,7 @@ from services.aggregator.sampling import sample_clients
 from services.aggregator.state import AuditRecord, RoundPhase, RoundRecord, StateStore, StateStoreError
 from services.aggregator.strategies import Strategy
 from shared.config import LrSchedule
-from shared.lora import LoraState
+from shared.lora_state import LoraState
 from shared.updates import ClientUpdate
 
 

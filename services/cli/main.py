@@ -171,8 +171,10 @@ def demo(
 
 def _register_subcommands() -> None:
     from services.cli.probe_commands import probe_app
+    from services.cli.serve_command import serve
 
     app.add_typer(probe_app, name="probe")
+    app.command()(serve)
 
 
 _register_subcommands()

@@ -15,8 +15,8 @@ DEFAULT_CHECKPOINTS = Path("runs/probes")
 @probe_app.command()
 def build(
     model: str = typer.Option("smollm2-135m", help="Base model (aligned when its adapter is shipped)."),
-    trajectories: int = typer.Option(16, help="helpfulQA and MaliciousGen trajectories each."),
-    style_trajectories: int = typer.Option(4, help="Alpaca and Dolly (test-only) trajectories each."),
+    trajectories: int = typer.Option(20, help="helpfulQA and MaliciousGen trajectories each."),
+    style_trajectories: int = typer.Option(6, help="Alpaca and Dolly (test-only) trajectories each."),
     steps: int = typer.Option(5, help="Local steps (snapshots) per trajectory."),
     batch_size: int = typer.Option(4, help="Batch size."),
     lr: float = typer.Option(2e-4, help="Fixed lr of the trajectories."),
@@ -97,24 +97,24 @@ def export(
     artifacts: Path = typer.Option(Path("probes/artifacts"), help="Registry directory."),
 ) -> None:
     """Export a trained probe to ONNX (normalisation in the graph) with its JSON manifest."""
-    from probes.artifact import build_onnx, write_artifact
+    from probes.artifact import export_linear_probe
     from probes.checkpoint import ProbeCheckpoint
 
     checkpoint = ProbeCheckpoint.load(DEFAULT_CHECKPOINTS / probe_id)
     info = checkpoint.info
-    manifest = write_artifact(
+    manifest = export_linear_probe(
         artifacts / probe_id,
-        build_onnx(checkpoint.weight, checkpoint.bias, checkpoint.spec.normalize == "l2"),
-        {
-            "probe_id": probe_id,
-            "base_model": {"name": info["model"], "fingerprint": info["base_fingerprint"]},
-            "lora": info["lora"],
-            "feature_spec": checkpoint.spec,
-            "threshold": info["threshold"],
-            "training_data_hash": info["training_data_hash"],
-            "training": {"dataset": info["dataset"], "classifier": info["training"]},
-            "metrics": info["metrics"],
-        },
+        probe_id,
+        checkpoint.weight,
+        checkpoint.bias,
+        checkpoint.spec,
+        base_model=info["model"],
+        fingerprint=info["base_fingerprint"],
+        lora=info["lora"],
+        threshold=info["threshold"],
+        training_data_hash=info["training_data_hash"],
+        training={"dataset": info["dataset"], "classifier": info["training"]},
+        metrics=info["metrics"],
     )
     typer.echo(f"exported {manifest.probe_id} (dim {manifest.feature_spec.dim}) -> {artifacts / probe_id}")
 
@@ -149,6 +149,46 @@ def evaluate(
     x = probe.manifest.feature_spec.transform(dataset.features[masks["heldout"]])
     reference = 1 / (1 + np.exp(-(x.astype(np.float64) @ checkpoint.weight + checkpoint.bias)))
     typer.echo(f"max |onnx - reference| = {np.abs(scores['heldout'] - reference).max():.2e}")
+
+
+@probe_app.command()
+def drift(
+    probe_id: str = typer.Option(..., help="An exported probe."),
+    data: Path = typer.Option(..., help="The dataset the probe was trained on (without suffix)."),
+    rounds: int = typer.Option(3, help="k: FedAvg rounds that drift the global adapter."),
+    trajectories: int = typer.Option(5, help="Held-out trajectories re-run per class."),
+    artifacts: Path = typer.Option(Path("probes/artifacts"), help="Registry directory."),
+    results: Path = typer.Option(Path("docs/results/e2_probe.json"), help="Result file to add the rows to."),
+) -> None:
+    """The drift check: probe accuracy on deltas against a k-round FedAvg global vs the fixed init."""
+    import torch
+
+    from probes.dataset import ProbeDataset
+    from probes.drift import DriftCheckConfig, run_drift_check
+    from probes.registry import ProbeRegistry
+    from services.cli.main import invoked_command
+
+    torch.set_num_threads(2)
+    probe = ProbeRegistry(artifacts).get(probe_id)
+    session = probe.session()
+    classifier = probe.manifest.training["classifier"]
+    rows = run_drift_check(
+        ProbeDataset.load(data),
+        lambda x: session.run(None, {"features": x.astype("float32")})[0],
+        probe.manifest.threshold,
+        classifier["test_fraction"],
+        classifier["seed"],
+        DriftCheckConfig(rounds=rounds, trajectories_per_class=trajectories),
+    )
+    for row in rows:
+        typer.echo(
+            f"{row['reference']:<24} acc {row['accuracy']:.3f} auroc {row['auroc']:.3f} "
+            f"recall {row['recall']:.3f} (n={row['n']})"
+        )
+    document = json.loads(results.read_text()) if results.is_file() else {}
+    document.update(drift_command=invoked_command(), drift_rows=rows)
+    results.write_text(json.dumps(document, indent=2) + "\n")
+    typer.echo(f"drift rows -> {results}")
 
 
 @probe_app.command("list")

@@ -9,7 +9,7 @@ import ray
 from services.clients.population import ClientSpec
 from services.clients.trainer import ClientTrainer
 from shared.config import LocalTrainingConfig, LoraSettings
-from shared.lora import LoraState
+from shared.lora_state import LoraState
 from shared.model_zoo import load_tokenizer
 from shared.model_zoo.sharing import FrozenBase, materialize_frozen_base
 from shared.updates import ClientUpdate

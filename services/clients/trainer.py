@@ -8,7 +8,8 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 from services.clients.population import ClientSpec
 from shared.config import LocalTrainingConfig, LoraSettings
-from shared.lora import LoraState, attach_lora, set_lora_state
+from shared.lora import attach_lora, set_lora_state
+from shared.lora_state import LoraState
 from shared.prompting import tokenize_sft
 from shared.training import round_subset, train_lora_steps
 from shared.updates import ClientUpdate

@@ -68,9 +68,10 @@ def load_base_model(name: str, aligned: bool | None = None, cache_dir: Path | No
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    return LoadedModel(
-        name, model, tokenizer, use_adapter, _fingerprint(name, model, adapter_dir if use_adapter else None)
-    )
+    fingerprint = _fingerprint(name, model, adapter_dir if use_adapter else None)
+    # PEFT writes this into adapter_config.json (base_model_name_or_path); the probe service matches on it.
+    model.config._name_or_path = model.name_or_path = name
+    return LoadedModel(name, model, tokenizer, use_adapter, fingerprint)
 
 
 def merge_adapter(model: LlamaForCausalLM, adapter_dir: Path) -> LlamaForCausalLM:

@@ -6,7 +6,8 @@ import pytest
 from services.clients.population import ClientSpec, build_population
 from services.clients.trainer import ClientTrainer
 from shared.config import LocalTrainingConfig, LoraSettings
-from shared.lora import LoraStateError, attach_lora, first_layer_b_keys, get_lora_state, set_lora_state
+from shared.lora import attach_lora, get_lora_state, set_lora_state
+from shared.lora_state import LoraStateError, first_layer_b_keys
 from shared.model_zoo import load_base_model
 
 TRAINING = LocalTrainingConfig(local_steps=3, batch_size=2, max_seq_len=64)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from shared.config import LoraSettings
-from shared.lora import attach_lora, first_layer_b_keys, flatten_keys, get_lora_state
+from shared.lora import attach_lora, get_lora_state
+from shared.lora_state import first_layer_b_keys, flatten_keys
 from shared.model_zoo import load_base_model
 from shared.model_zoo.sharing import export_frozen_base, materialize_frozen_base
 from shared.model_zoo.smollm2 import ModelPackageMissing, gguf_path

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from probes.artifact import build_onnx, load_artifact, write_artifact
+from probes.artifact import export_linear_probe, load_artifact
 from probes.classifier import ProbeTrainingConfig
 from probes.dataset import ProbeDataset, ProbeDatasetConfig, build_probe_dataset
 from probes.experiment import run_probe_experiment, split_masks
@@ -16,11 +16,11 @@ pytestmark = pytest.mark.slow
 def dataset(tmp_path_factory):
     config = ProbeDatasetConfig(
         model="tiny-llama",
-        trajectories_per_class=6,
-        style_trajectories_per_source=1,
+        trajectories_per_class=20,
+        style_trajectories_per_source=2,
         steps=3,
         batch_size=2,
-        lr=3e-3,
+        lr=1e-3,
     )
     built = build_probe_dataset(config, progress=False)
     path = tmp_path_factory.mktemp("probe") / "tiny"
@@ -29,7 +29,7 @@ def dataset(tmp_path_factory):
 
 
 def test_dataset_layout_and_safe_format(dataset):
-    assert dataset.features.shape == ((6 + 6 + 1 + 1) * 3, (64 + 32) * 8)
+    assert dataset.features.shape == ((20 + 20 + 2 + 2) * 3, (64 + 32) * 8)
     assert dataset.all_layers is not None and dataset.all_layers.dtype == np.float16
     assert set(np.unique(dataset.source)) == {"harmful", "helpful", "alpaca", "dolly"}
     assert (dataset.labels == (dataset.source == "harmful")).all()
@@ -49,7 +49,12 @@ def test_test_sets_are_trajectory_disjoint_from_training(dataset):
 
 
 def test_train_export_load_and_score_with_parity(dataset, tmp_path):
-    main, rows = run_probe_experiment(dataset, ProbeTrainingConfig(max_epochs=20), "tiny-probe")
+    main, rows = run_probe_experiment(dataset, ProbeTrainingConfig(), "tiny-probe")
+    heldout = next(
+        r for r in rows if (r["policy"], r["normalize"], r["test_set"]) == ("first_B", "l2", "heldout")
+    )
+    # Measured 0.91 on this seed; chance is 0.5. Tiny-llama's 768 features separate less than SmolLM2's.
+    assert heldout["auroc"] >= 0.75, heldout
     assert {(r["policy"], r["normalize"]) for r in rows} == {
         ("first_B", "l2"),
         ("first_B", "none"),
@@ -57,17 +62,18 @@ def test_train_export_load_and_score_with_parity(dataset, tmp_path):
     }
     weight = main.model.linear.weight.detach().numpy().reshape(-1)
     bias = float(main.model.linear.bias.detach())
-    fields = {
-        "probe_id": "tiny-probe",
-        "base_model": {"name": "tiny-llama", "fingerprint": dataset.meta["base_fingerprint"]},
-        "lora": dataset.meta["config"]["lora"],
-        "feature_spec": main.spec,
-        "threshold": 0.8,
-        "training_data_hash": dataset.content_hash(),
-        "training": {},
-        "metrics": {},
-    }
-    write_artifact(tmp_path / "tiny-probe", build_onnx(weight, bias, normalize=True), fields)
+    export_linear_probe(
+        tmp_path / "tiny-probe",
+        "tiny-probe",
+        weight,
+        bias,
+        main.spec,
+        base_model="tiny-llama",
+        fingerprint=dataset.meta["base_fingerprint"],
+        lora=dataset.meta["config"]["lora"],
+        threshold=0.8,
+        training_data_hash=dataset.content_hash(),
+    )
     probe = load_artifact(tmp_path / "tiny-probe")
     raw = dataset.features[:10]
     onnx_scores = probe.session().run(None, {"features": raw})[0]

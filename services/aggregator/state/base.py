@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from shared.lora import LoraState
+from shared.lora_state import LoraState
 from shared.updates import ClientUpdate
 
 

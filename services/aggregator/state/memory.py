@@ -6,7 +6,7 @@ import copy
 import threading
 
 from services.aggregator.state.base import AuditRecord, RoundPhase, RoundRecord, StateStore, StateStoreError
-from shared.lora import LoraState
+from shared.lora_state import LoraState
 from shared.updates import ClientUpdate
 
 

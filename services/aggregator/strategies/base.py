@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from shared.lora import LoraState
+from shared.lora_state import LoraState
 from shared.updates import ClientUpdate
 
 

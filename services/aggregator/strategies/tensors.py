@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from shared.lora import LoraState, validate_lora_state
+from shared.lora_state import LoraState, validate_lora_state
 
 
 def stack_states(states: Sequence[LoraState], reference: LoraState) -> dict[str, np.ndarray]:

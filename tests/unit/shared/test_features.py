@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from shared.features import FeatureSpec, normalise
-from shared.lora import LoraStateError
+from shared.lora_state import LoraStateError
 
 PREFIX = "base_model.model.model.layers"
 

@@ -3,7 +3,7 @@ import pickle
 import numpy as np
 import pytest
 
-from shared.lora import LoraStateError
+from shared.lora_state import LoraStateError
 from shared.updates import ClientUpdate, decode_lora_state, encode_lora_state
 
 

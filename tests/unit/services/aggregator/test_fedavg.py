@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from services.aggregator.strategies import FedAvg, make_strategy
-from shared.lora import LoraStateError
+from shared.lora_state import LoraStateError
 from shared.updates import ClientUpdate
 
 KEY = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"

@@ -1,0 +1,39 @@
+"""`safe-fedllm serve`: the probe service on a local (or SAFE_FEDLLM_RAY_ADDRESS) Ray."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="HTTP bind address."),
+    port: int = typer.Option(8000, help="HTTP port."),
+    artifacts: Path | None = typer.Option(None, help="Probe registry directory (default: shipped probes)."),
+    min_replicas: int = typer.Option(1, help="Fewest probe replicas."),
+    max_replicas: int = typer.Option(4, help="Most probe replicas."),
+    detach: bool = typer.Option(False, help="Return after deploying (the app keeps running in Ray)."),
+) -> None:
+    """Start the probe service (Ray Serve + FastAPI) and print its URL; Ctrl-C stops it."""
+    from ray import serve as ray_serve
+
+    from services.probe_service.deployment import replica_counts, start_probe_service
+    from services.probe_service.settings import AutoscalingSettings, ProbeServiceSettings
+
+    overrides: dict = {"host": host, "port": port}
+    if artifacts is not None:
+        overrides["artifacts_dir"] = artifacts
+    scaling = ProbeServiceSettings().scorer_autoscaling.model_dump()
+    scaling.update(min_replicas=min_replicas, max_replicas=max_replicas)
+    settings = ProbeServiceSettings(**overrides, scorer_autoscaling=AutoscalingSettings(**scaling))
+    url = start_probe_service(settings)
+    typer.echo(f"probe service: {url}  (OpenAPI docs: {url}/docs, replicas: {replica_counts(settings)})")
+    if detach:
+        return
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        ray_serve.shutdown()

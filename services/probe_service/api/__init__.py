@@ -1,0 +1,1 @@
+"""The probe service's FastAPI application: routes, request bodies, metrics."""

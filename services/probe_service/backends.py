@@ -1,0 +1,41 @@
+"""Where the ONNX call runs: in this process, or on the Serve probe deployment through a handle."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from services.probe_service.scoring import ProbeBank
+
+
+class ScoringBackend(Protocol):
+    async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray: ...
+
+    async def ready(self) -> bool: ...
+
+
+class InProcessBackend:
+    """Scores in the calling process (the bare-ASGI baseline, unit tests, embedding in other servers)."""
+
+    def __init__(self, bank: ProbeBank) -> None:
+        self.bank = bank
+
+    async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray:
+        return self.bank.score(probe_id, features)
+
+    async def ready(self) -> bool:
+        return bool(self.bank.manifests())
+
+
+class ServeBackend:
+    """Scores on the `ProbeScorer` deployment, whose replicas batch concurrent calls."""
+
+    def __init__(self, handle) -> None:  # type: ignore[no-untyped-def]  # ray.serve DeploymentHandle
+        self.handle = handle
+
+    async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray:
+        return await self.handle.score.remote(probe_id, features)
+
+    async def ready(self) -> bool:
+        return bool(await self.handle.loaded_probes.remote())

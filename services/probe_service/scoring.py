@@ -1,0 +1,174 @@
+"""Probe selection and scoring, free of Ray and HTTP: the logic every replica runs.
+
+A `ProbeBank` holds the registry's manifests (checked on load) and opens an ONNX Runtime session per probe
+on first use. Callers pick a probe by id, or by the update's base model and LoRA shape (and, for bare
+snapshots, the feature width); a miss says which probes exist and how to train the missing one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from probes.artifact import INPUT_NAME, LoadedProbe, ProbeArtifactError, ProbeManifest
+from probes.registry import ProbeRegistry, UnknownProbeError
+from services.probe_service.errors import InvalidUpdate, ProbeNotFound
+from shared.features import FeatureSpec
+from shared.lora_state import LoraStateError
+
+
+@dataclass(frozen=True)
+class ProbeSelector:
+    """How a request names its probe: an explicit id wins; otherwise the base model (+ LoRA shape, width)."""
+
+    probe_id: str | None = None
+    base_model: str | None = None
+    lora_r: int | None = None
+    target_modules: tuple[str, ...] | None = None
+    dim: int | None = None
+
+    def describe(self) -> str:
+        parts = [f"base model {self.base_model!r}"]
+        if self.lora_r is not None:
+            parts.append(f"r={self.lora_r}")
+        if self.target_modules:
+            parts.append(f"targets {list(self.target_modules)}")
+        if self.dim is not None:
+            parts.append(f"{self.dim} features")
+        return ", ".join(parts)
+
+
+class ProbeBank:
+    def __init__(self, artifacts_dir: Path, ort_threads: int = 1) -> None:
+        self.registry = ProbeRegistry(artifacts_dir)
+        self.ort_threads = ort_threads
+        self._probes: dict[str, LoadedProbe] = {}
+        self._sessions: dict[str, object] = {}
+        self._lock = threading.Lock()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read the registry (a probe exported after start becomes visible; broken ones are skipped)."""
+        probes = {}
+        for probe_id in self.registry.ids():
+            try:
+                probes[probe_id] = self.registry.get(probe_id)
+            except ProbeArtifactError:
+                continue
+        with self._lock:
+            self._probes = probes
+            self._sessions = {k: v for k, v in self._sessions.items() if k in probes}
+
+    def manifests(self) -> list[ProbeManifest]:
+        return [p.manifest for p in self._probes.values()]
+
+    def manifest(self, probe_id: str) -> ProbeManifest:
+        if probe_id not in self._probes:
+            self.refresh()
+        if probe_id not in self._probes:
+            try:
+                self.registry.get(probe_id)  # says why: unknown id, or a broken artifact
+            except (UnknownProbeError, ProbeArtifactError) as error:
+                raise ProbeNotFound(str(error)) from error
+            raise ProbeNotFound(f"probe {probe_id!r} is not loaded")
+        return self._probes[probe_id].manifest
+
+    def resolve(self, selector: ProbeSelector) -> ProbeManifest:
+        if selector.probe_id:
+            manifest = self.manifest(selector.probe_id)
+            if selector.dim is not None and selector.dim != manifest.feature_spec.dim:
+                raise InvalidUpdate(
+                    f"snapshot width {selector.dim}, probe {manifest.probe_id!r} expects "
+                    f"{manifest.feature_spec.dim} (layer-0 lora_B of {list(manifest.feature_spec.keys)})"
+                )
+            return manifest
+        if not selector.base_model:
+            raise InvalidUpdate("name the probe: give probe_id, or base_model (adapter_config.json has it)")
+        matches = [m for m in self.manifests() if _fits(m, selector)]
+        if not matches:
+            known = ", ".join(f"{m.probe_id} ({m.base_model.name})" for m in self.manifests()) or "none"
+            model = _model_name(selector.base_model)
+            raise ProbeNotFound(
+                f"no probe for {selector.describe()}; registered: {known}. Train one with: "
+                f"safe-fedllm probe build --model {model} && safe-fedllm probe train ... && "
+                "safe-fedllm probe export ..."
+            )
+        return max(matches, key=lambda m: m.created_at)
+
+    def score(self, probe_id: str, features: np.ndarray) -> np.ndarray:
+        """Probabilities [n] for raw deltas [n, dim] (normalisation happens inside the graph)."""
+        session = self._session(probe_id)
+        batch = np.ascontiguousarray(features, dtype=np.float32)
+        return session.run(None, {INPUT_NAME: batch})[0]  # type: ignore[attr-defined]
+
+    def _session(self, probe_id: str) -> object:
+        session = self._sessions.get(probe_id)
+        if session is None:
+            self.manifest(probe_id)
+            with self._lock:
+                session = self._sessions.get(probe_id)
+                if session is None:
+                    session = self._probes[probe_id].session(self.ort_threads)
+                    self._sessions[probe_id] = session
+        return session
+
+
+def adapter_features(
+    spec: FeatureSpec,
+    tensors: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """The raw feature [dim] of one adapter against a reference (None: the fixed init, whose B is zero)."""
+    try:
+        spec.check_compatible(tensors)
+        if reference is not None:
+            spec.check_compatible(reference)
+    except LoraStateError as error:
+        raise InvalidUpdate(str(error)) from error
+    for name, source in (("adapter", tensors), ("reference", reference or {})):
+        for key in spec.keys:
+            if key in source:
+                check_finite(np.asarray(source[key]), f"{name} tensor {key}")
+    return spec.raw(tensors, reference)
+
+
+def check_snapshots(spec: FeatureSpec, snapshots: np.ndarray, probe_id: str) -> np.ndarray:
+    x = np.asarray(snapshots)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[1] != spec.dim:
+        raise InvalidUpdate(
+            f"snapshots of shape {list(np.shape(snapshots))}, probe {probe_id!r} expects [n, {spec.dim}] "
+            f"(row-major {', '.join(f'{k} {list(s)}' for k, s in zip(spec.keys, spec.shapes, strict=True))})"
+        )
+    check_finite(x, "snapshots")
+    return x.astype(np.float32, copy=False)
+
+
+def check_finite(x: np.ndarray, what: str) -> None:
+    if not np.issubdtype(x.dtype, np.floating):
+        raise InvalidUpdate(f"{what}: dtype {x.dtype}, expected floating point")
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = np.argwhere(~finite)[0]
+        value = x[tuple(bad)]
+        raise InvalidUpdate(f"{what}: {value} at index {bad.tolist()} ({int((~finite).sum())} non-finite)")
+
+
+def _model_name(base_model: str) -> str:
+    return base_model.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _fits(manifest: ProbeManifest, selector: ProbeSelector) -> bool:
+    name = manifest.base_model.name
+    if selector.base_model not in (name,) and _model_name(selector.base_model or "") != name:
+        return False
+    if selector.lora_r is not None and selector.lora_r != manifest.lora.r:
+        return False
+    if selector.target_modules and sorted(selector.target_modules) != sorted(manifest.lora.target_modules):
+        return False
+    return selector.dim is None or selector.dim == manifest.feature_spec.dim
