@@ -49,6 +49,9 @@ class ProbeDatasetConfig(BaseModel):
     )
     steps: int = Field(5, ge=1, description="T: snapshots per trajectory.")
     batch_size: int = Field(4, ge=1)
+    samples_per_trajectory: int | None = Field(
+        None, ge=1, description="Distinct samples per trajectory, cycled (None: batch_size x steps)."
+    )
     lr: float = Field(2e-4, gt=0, description="Fixed lr, as the shadow branch trains.")
     max_seq_len: int = Field(128, ge=16)
     all_layers: bool = Field(True, description="Also record A and B of every layer (the ablation; float16).")
@@ -121,7 +124,7 @@ def trajectory_plan(config: ProbeDatasetConfig, pool: Pool) -> list[tuple[str, l
     if pool.name != "probe":
         raise ValueError(f"probe trajectories must come from the probe pool, not {pool.name!r}")
     rng = np.random.default_rng(config.seed)
-    per_trajectory = config.batch_size * config.steps
+    per_trajectory = config.samples_per_trajectory or config.batch_size * config.steps
     counts = {
         MALICIOUS_SOURCE: config.trajectories_per_class,
         TRAIN_BENIGN_SOURCE: config.trajectories_per_class,

@@ -38,7 +38,8 @@ def attach_lora(model: PreTrainedModel, settings: LoraSettings) -> PeftModel:
 
 def get_lora_state(peft_model: PeftModel) -> LoraState:
     """A detached float32 copy of the adapter weights, keyed as PEFT saves them."""
-    state = get_peft_model_state_dict(peft_model)
+    # save_embedding_layers=False: embeddings are never targeted, and "auto" would look the base up on the Hub
+    state = get_peft_model_state_dict(peft_model, save_embedding_layers=False)
     return {key: value.detach().to(torch.float32).numpy().copy() for key, value in sorted(state.items())}
 
 

@@ -39,7 +39,10 @@ def build(
         batch_size=batch_size,
         lr=lr,
     )
+    from services.cli.main import invoked_command
+
     dataset = build_probe_dataset(config)
+    dataset.meta["command"] = invoked_command()
     path = output or DEFAULT_DATA / model
     dataset.save(path)
     typer.echo(
@@ -79,7 +82,16 @@ def train(
     ProbeCheckpoint.from_model(probe_id, main.model, main.spec, info).save(DEFAULT_CHECKPOINTS / probe_id)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(
-        json.dumps({"command": invoked_command(), "settings": info, "rows": rows}, indent=2) + "\n"
+        json.dumps(
+            {
+                "command": invoked_command(),
+                "build_command": dataset.meta.get("command"),
+                "settings": info,
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
     )
     typer.echo(f"{'policy':<11} {'norm':<5} {'test_set':<20} {'acc':>6} {'auroc':>6} {'prec':>6} {'rec':>6}")
     for r in rows:

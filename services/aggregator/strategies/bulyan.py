@@ -1,0 +1,43 @@
+"""Bulyan (El Mhamdi et al. 2018): pick n − 2f clients by repeated Krum, then a coordinate-wise trimmed mean
+that keeps the n − 4f values closest to the median. Needs n >= 4f + 3; with fewer clients f is lowered and
+the result says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from services.aggregator.strategies.base import AggregationResult, Strategy
+from services.aggregator.strategies.krum import krum_scores
+from services.aggregator.strategies.tensors import apply_delta, client_deltas, uniform_weights
+from shared.lora_state import LoraState
+from shared.updates import ClientUpdate
+
+
+class Bulyan(Strategy):
+    name = "bulyan"
+
+    def __init__(self, num_attackers: int = 1) -> None:
+        self.num_attackers = num_attackers
+
+    def aggregate(
+        self, global_state: LoraState, updates: Sequence[ClientUpdate], factors: Sequence[float] | None = None
+    ) -> AggregationResult:
+        deltas, layout = client_deltas(global_state, updates)
+        n = len(updates)
+        f = min(self.num_attackers, max(0, (n - 3) // 4))
+        reason = "" if f == self.num_attackers else f"{n} clients allow f={f} (< {self.num_attackers})"
+        remaining = list(range(n))
+        selected: list[int] = []
+        while len(selected) < n - 2 * f:
+            scores = krum_scores(deltas[remaining], f)
+            selected.append(remaining.pop(int(np.argmin(scores))))
+        chosen = deltas[selected]
+        keep = max(1, len(selected) - 2 * f)
+        distance = np.abs(chosen - np.median(chosen, axis=0))
+        closest = np.argsort(distance, axis=0, kind="stable")[:keep]
+        delta = np.take_along_axis(chosen, closest, axis=0).mean(axis=0)
+        state = apply_delta(global_state, layout, delta)
+        return AggregationResult(state, uniform_weights(updates, selected), reason=reason)

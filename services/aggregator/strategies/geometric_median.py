@@ -1,0 +1,44 @@
+"""Geometric median of the updates (RFA, Pillutla et al. 2022), by smoothed Weiszfeld iterations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from services.aggregator.strategies.base import AggregationResult, Strategy
+from services.aggregator.strategies.tensors import apply_delta, client_deltas, normalised_weights
+from shared.lora_state import LoraState
+from shared.updates import ClientUpdate
+
+
+def geometric_median(
+    points: np.ndarray, weights: np.ndarray, iterations: int = 100, eps: float = 1e-8
+) -> tuple[np.ndarray, np.ndarray]:
+    """(median, final per-point weights) minimising sum_i w_i ||z − x_i||."""
+    z = weights @ points
+    for _ in range(iterations):
+        distances = np.maximum(np.linalg.norm(points - z, axis=1), eps)
+        beta = weights / distances
+        new = beta @ points / beta.sum()
+        if np.linalg.norm(new - z) <= eps * max(1.0, np.linalg.norm(z)):
+            z = new
+            break
+        z = new
+    return z, beta / beta.sum()
+
+
+class GeometricMedian(Strategy):
+    name = "geometric_median"
+
+    def __init__(self, iterations: int = 100) -> None:
+        self.iterations = iterations
+
+    def aggregate(
+        self, global_state: LoraState, updates: Sequence[ClientUpdate], factors: Sequence[float] | None = None
+    ) -> AggregationResult:
+        deltas, layout = client_deltas(global_state, updates)
+        weights = normalised_weights([u.num_samples for u in updates])
+        median, effective = geometric_median(deltas, weights, self.iterations)
+        client_weights = {u.client_id: float(w) for u, w in zip(updates, effective, strict=True)}
+        return AggregationResult(apply_delta(global_state, layout, median), client_weights)

@@ -1,0 +1,37 @@
+"""Norm clipping (Sun et al. 2019): scale every update down to at most a bound, then FedAvg.
+
+The bound is fixed, or (default) the median update norm of the round, as FLAME and LASA use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from services.aggregator.strategies.base import AggregationResult, Strategy
+from services.aggregator.strategies.tensors import apply_delta, client_deltas, normalised_weights
+from shared.lora_state import LoraState
+from shared.updates import ClientUpdate
+
+
+def clip_to(deltas: np.ndarray, bound: float) -> np.ndarray:
+    norms = np.linalg.norm(deltas, axis=1, keepdims=True)
+    return deltas * np.minimum(1.0, bound / np.maximum(norms, 1e-12))
+
+
+class NormClipping(Strategy):
+    name = "norm_clipping"
+
+    def __init__(self, bound: float | None = None) -> None:
+        self.bound = bound
+
+    def aggregate(
+        self, global_state: LoraState, updates: Sequence[ClientUpdate], factors: Sequence[float] | None = None
+    ) -> AggregationResult:
+        deltas, layout = client_deltas(global_state, updates)
+        bound = self.bound if self.bound is not None else float(np.median(np.linalg.norm(deltas, axis=1)))
+        weights = normalised_weights([u.num_samples for u in updates])
+        state = apply_delta(global_state, layout, weights @ clip_to(deltas, bound))
+        client_weights = {u.client_id: float(w) for u, w in zip(updates, weights, strict=True)}
+        return AggregationResult(state, client_weights, details={"bound": bound})
