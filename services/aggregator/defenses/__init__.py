@@ -1,0 +1,38 @@
+"""The Safe-FedLLM defense levels: probe scores -> per-client security factors (pure, one file per level).
+
+`gate.gated_fedavg` turns the factors into the aggregate: FedAvg weighted by n_i · max(s_i, s_min), skipped
+when the round's mean factor is below κ. Trust state is a JSON-able dict per client, kept by the store.
+"""
+
+from services.aggregator.defenses.base import Defense, DefenseDecision, DefenseSettings, ProbeEvidence
+from services.aggregator.defenses.client_level import ClientLevel
+from services.aggregator.defenses.evidence_level import EvidenceLevel
+from services.aggregator.defenses.gate import gated_fedavg
+from services.aggregator.defenses.shadow_level import ShadowLevel
+from services.aggregator.defenses.step_level import StepLevel
+
+DEFENSES: dict[str, type[Defense]] = {
+    cls.name: cls for cls in (StepLevel, ClientLevel, ShadowLevel, EvidenceLevel)
+}
+
+
+def make_defense(name: str, settings: DefenseSettings | None = None) -> Defense:
+    try:
+        return DEFENSES[name](settings or DefenseSettings())
+    except KeyError:
+        raise ValueError(f"Unknown defense {name!r}; available: {', '.join(sorted(DEFENSES))}") from None
+
+
+__all__ = [
+    "DEFENSES",
+    "ClientLevel",
+    "Defense",
+    "DefenseDecision",
+    "DefenseSettings",
+    "EvidenceLevel",
+    "ProbeEvidence",
+    "ShadowLevel",
+    "StepLevel",
+    "gated_fedavg",
+    "make_defense",
+]

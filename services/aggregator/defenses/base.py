@@ -1,0 +1,114 @@
+"""The defense interface, its settings (the method's constants as defaults) and the probe evidence."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FailurePolicy = Literal["fail_closed", "fail_open", "method"]
+Inputs = Literal["steps", "shadow"]
+
+
+class DefenseSettings(BaseModel):
+    """Every constant of the method is a setting; defaults are the official code's values."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    threshold: float = Field(0.8, gt=0, lt=1, description="tau: p >= tau flags a step.")
+    min_weight: float = Field(0.0, ge=0, le=1, description="s_min in n_i * max(s_i, s_min).")
+    skip_below: float = Field(0.2, ge=0, le=1, description="kappa: skip the round if mean factor < kappa.")
+    freeze_round: int = Field(20, ge=0, description="R_p: step/client trust is frozen from this round on.")
+    time_decay: float = Field(0.95, gt=0, le=1, description="gamma: Beta-count forgetting (step level).")
+    client_center: float = Field(0.8, gt=0, lt=1, description="Centre of the client-level smooth step.")
+    client_steepness: float = Field(10.0, gt=0, description="k of the client-level smooth step.")
+    shadow_exponent: float = Field(7.0, gt=0, description="eta in s = (1 - rho)^eta.")
+    shadow_lr: float = Field(5e-5, gt=0, description="Fixed lr of the shadow branch.")
+    evidence_window: int = Field(3, ge=1, description="E: agreeing records that freeze a client.")
+    audit_interval: int = Field(
+        5, ge=1, description="Participations between audits of a frozen-benign client."
+    )
+    on_probe_unavailable: FailurePolicy = Field(
+        "fail_closed",
+        description=(
+            "A client whose scores are missing (probe unreachable): fail_closed counts every step as "
+            "flagged (the round is then usually skipped by the gate), fail_open as benign, method as the "
+            "official code (benign for step/shadow/evidence, p = 1 for client level)."
+        ),
+    )
+
+
+@dataclass
+class ProbeEvidence:
+    """What the probe said about one client's update this round (None: no scores, probe unavailable)."""
+
+    client_id: str
+    num_samples: int  # n_i
+    batch_size: int  # b: flagged steps count b samples each
+    step_scores: Sequence[float] | None = None  # per local step, deltas against the round's global
+    shadow_scores: Sequence[float] | None = None  # per shadow step, deltas against the fixed init
+
+
+@dataclass
+class ClientDecision:
+    factor: float
+    trust: dict
+    reason: str
+    probed: bool = True
+
+
+@dataclass
+class DefenseDecision:
+    factors: dict[str, float]
+    trust: dict[str, dict]
+    reasons: dict[str, str]
+    details: dict[str, dict] = field(default_factory=dict)
+
+
+class Defense(ABC):
+    name: str
+    inputs: Inputs
+    method_fails_open: bool = True  # the official code's behaviour when scores are missing
+
+    def __init__(self, settings: DefenseSettings | None = None) -> None:
+        self.settings = settings or DefenseSettings()
+
+    def needs_scores(self, round_index: int, trust: dict) -> bool:
+        """Whether this client's update must be scored this round (frozen clients may skip the probe)."""
+        return True
+
+    @abstractmethod
+    def decide_client(self, round_index: int, evidence: ProbeEvidence, trust: dict) -> ClientDecision: ...
+
+    def decide(
+        self, round_index: int, evidence: Sequence[ProbeEvidence], trust: dict[str, dict]
+    ) -> DefenseDecision:
+        decision = DefenseDecision({}, {}, {})
+        for item in evidence:
+            client = self.decide_client(round_index, item, dict(trust.get(item.client_id, {})))
+            decision.factors[item.client_id] = client.factor
+            decision.trust[item.client_id] = client.trust
+            decision.reasons[item.client_id] = client.reason
+        return decision
+
+    def scores_or_policy(
+        self, scores: Sequence[float] | None, evidence: ProbeEvidence
+    ) -> tuple[list[float], str]:
+        """The scores, or stand-ins for every step chosen by the failure policy (and a note saying so)."""
+        if scores is not None:
+            return [float(p) for p in scores], ""
+        policy = self.settings.on_probe_unavailable
+        fail_open = policy == "fail_open" or (policy == "method" and self.method_fails_open)
+        steps = max(1, math.ceil(evidence.num_samples / max(1, evidence.batch_size)))
+        note = f"probe unavailable: {'open' if fail_open else 'closed'}"
+        return [0.0 if fail_open else 1.0] * steps, note
+
+    def flagged_ratio(self, scores: Sequence[float], evidence: ProbeEvidence) -> float:
+        """rho = min(n, b * flagged steps) / n."""
+        flagged = sum(p >= self.settings.threshold for p in scores)
+        n = max(1, evidence.num_samples)
+        return min(n, evidence.batch_size * flagged) / n
