@@ -21,12 +21,16 @@ class ClientUpdate:
     b_keys: list[str] = field(default_factory=list)
     b_snapshots: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # [T, D] layer-0 B
     train_loss: float = float("nan")
+    # [T, D] layer-0 B of the shadow branch (retrained from the fixed init), for the shadow/evidence levels
+    shadow_snapshots: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    batch_size: int = 0  # b: samples per local step (flagged steps count b samples each)
 
     def content_hash(self) -> str:
         """Identity of the submission: same adapter and snapshots from the same client and round."""
         digest = hashlib.sha256(f"{self.client_id}|{self.round_index}|{self.num_samples}".encode())
         digest.update(encode_lora_state(self.lora_state))
         digest.update(np.ascontiguousarray(self.b_snapshots, dtype=np.float32).tobytes())
+        digest.update(np.ascontiguousarray(self.shadow_snapshots, dtype=np.float32).tobytes())
         return digest.hexdigest()
 
 
@@ -48,3 +52,29 @@ def decode_lora_state(blob: bytes, max_tensors: int = 10_000) -> LoraState:
         if not np.all(np.isfinite(value)):
             raise LoraStateError(f"{key}: contains NaN or Inf")
     return {k: v.astype(np.float32) for k, v in tensors.items()}  # writable copies, not views of the blob
+
+
+SNAPSHOT_TENSORS = ("b_snapshots", "shadow_snapshots")
+
+
+def encode_snapshots(update: ClientUpdate) -> bytes:
+    """The step and shadow snapshots of an update as safetensors (empty arrays stay empty)."""
+    return save_safetensors(
+        {name: np.ascontiguousarray(getattr(update, name), dtype=np.float32) for name in SNAPSHOT_TENSORS}
+    )
+
+
+def decode_snapshots(blob: bytes) -> dict[str, np.ndarray]:
+    try:
+        tensors = read_tensors(blob)
+    except SafetensorsFormatError as error:
+        raise LoraStateError(f"snapshots are not valid safetensors: {error}") from error
+    out = {}
+    for name in SNAPSHOT_TENSORS:
+        value = np.asarray(tensors.get(name, np.zeros((0, 0), np.float32)), dtype=np.float32)
+        if value.ndim != 2:
+            raise LoraStateError(f"{name}: shape {list(value.shape)}, expected [steps, features]")
+        if not np.all(np.isfinite(value)):
+            raise LoraStateError(f"{name}: contains NaN or Inf")
+        out[name] = value.copy()
+    return out

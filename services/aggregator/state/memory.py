@@ -17,6 +17,9 @@ class InMemoryStateStore(StateStore):
         self._rounds: dict[int, RoundRecord] = {}
         self._updates: dict[int, dict[str, ClientUpdate]] = {}
         self._audit: list[AuditRecord] = []
+        self._scores: dict[int, dict[str, dict]] = {}
+        self._trust: dict[str, dict] = {}
+        self._clients: dict[str, str] = {}
 
     def put_global(self, version: int, state: LoraState) -> None:
         with self._lock:
@@ -60,9 +63,43 @@ class InMemoryStateStore(StateStore):
             updates[update_id] = update
             return update_id, True
 
-    def list_updates(self, round_index: int) -> list[ClientUpdate]:
+    def update_ids(self, round_index: int) -> list[str]:
         with self._lock:
-            return list(self._updates.get(round_index, {}).values())
+            return list(self._updates.get(round_index, {}))
+
+    def get_update(self, update_id: str) -> ClientUpdate:
+        with self._lock:
+            for updates in self._updates.values():
+                if update_id in updates:
+                    return updates[update_id]
+        raise StateStoreError(f"no update {update_id}")
+
+    def latest_round(self) -> int | None:
+        with self._lock:
+            return max(self._rounds) if self._rounds else None
+
+    def put_scores(self, round_index: int, update_id: str, scores: dict) -> None:
+        with self._lock:
+            self._scores.setdefault(round_index, {})[update_id] = copy.deepcopy(scores)
+
+    def get_scores(self, round_index: int) -> dict[str, dict]:
+        with self._lock:
+            return copy.deepcopy(self._scores.get(round_index, {}))
+
+    def get_trust(self) -> dict[str, dict]:
+        with self._lock:
+            return copy.deepcopy(self._trust)
+
+    def register_client(self, client_id: str, token_hash: str) -> bool:
+        with self._lock:
+            if client_id in self._clients:
+                return False
+            self._clients[client_id] = token_hash
+            return True
+
+    def client_token_hash(self, client_id: str) -> str | None:
+        with self._lock:
+            return self._clients.get(client_id)
 
     def close_round(
         self,
@@ -71,6 +108,7 @@ class InMemoryStateStore(StateStore):
         new_version: int,
         state: LoraState,
         audit: list[AuditRecord],
+        trust: dict[str, dict] | None = None,
     ) -> None:
         with self._lock:
             record = self._rounds.get(round_index)
@@ -80,6 +118,7 @@ class InMemoryStateStore(StateStore):
                 raise StateStoreError(f"global version {new_version} already exists")
             self._globals[new_version] = {k: v.copy() for k, v in state.items()}
             self._audit.extend(copy.deepcopy(audit))
+            self._trust.update(copy.deepcopy(trust or {}))
             record.phase, record.result_version = phase, new_version
 
     def audit_log(self) -> list[AuditRecord]:

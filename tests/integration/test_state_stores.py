@@ -1,0 +1,145 @@
+"""The state-store contract, run against the in-memory store and a Redis store on a real redis-server."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from services.aggregator.state import (
+    AuditRecord,
+    InMemoryStateStore,
+    RedisStateStore,
+    RoundPhase,
+    RoundRecord,
+    StateStoreError,
+)
+from shared.updates import ClientUpdate
+
+pytestmark = pytest.mark.integration
+
+KEY = "layers.0.q_proj.lora_B.weight"
+
+
+def _update(cid: str, value: float = 1.0, round_index: int = 0) -> ClientUpdate:
+    snapshots = np.full((3, 4), value, np.float32)
+    return ClientUpdate(
+        cid,
+        round_index,
+        8,
+        {KEY: np.full((2, 2), value, np.float32)},
+        [KEY],
+        snapshots,
+        0.5,
+        snapshots * 2,
+        4,
+    )
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request):
+    s = (
+        InMemoryStateStore()
+        if request.param == "memory"
+        else RedisStateStore(request.getfixturevalue("redis_client"))
+    )
+    s.put_global(0, {KEY: np.zeros((2, 2), np.float32)})
+    s.open_round(RoundRecord(0, ["a", "b"], 0, 1e-4))
+    return s
+
+
+def test_duplicate_submission_returns_the_same_id_and_is_stored_once(store):
+    first = store.add_update(_update("a"))
+    again = store.add_update(_update("a"))
+    assert first[1] and not again[1] and first[0] == again[0]
+    assert len(store.list_updates(0)) == 1
+
+
+def test_a_second_different_update_from_one_client_is_refused(store):
+    store.add_update(_update("a", 1.0))
+    with pytest.raises(StateStoreError, match="already submitted"):
+        store.add_update(_update("a", 2.0))
+
+
+def test_unsampled_clients_and_closed_rounds_are_refused(store):
+    with pytest.raises(StateStoreError, match="not sampled"):
+        store.add_update(_update("zz"))
+    store.add_update(_update("a"))
+    store.close_round(
+        0,
+        RoundPhase.AGGREGATED,
+        1,
+        {KEY: np.ones((2, 2), np.float32)},
+        [AuditRecord(0, "a", "aggregated", 1.0)],
+    )
+    with pytest.raises(StateStoreError, match="not open"):
+        store.add_update(_update("b"))
+    with pytest.raises(StateStoreError, match="not open"):
+        store.close_round(0, RoundPhase.AGGREGATED, 2, {}, [])
+
+
+def test_reopening_returns_the_existing_round(store):
+    again = store.open_round(RoundRecord(0, ["x"], 5, 9.0))
+    assert again.sampled == ["a", "b"] and again.global_version == 0
+
+
+def test_globals_are_versioned_and_copied(store):
+    version, state = store.get_global()
+    state[KEY][:] = 7
+    assert version == 0 and store.get_global(0)[1][KEY].sum() == 0
+    with pytest.raises(StateStoreError):
+        store.put_global(0, state)
+    with pytest.raises(StateStoreError, match="no global version 3"):
+        store.get_global(3)
+
+
+def test_updates_round_trip_with_snapshots_scores_and_trust(store):
+    update_id, _ = store.add_update(_update("a", 2.0))
+    [stored] = store.list_updates(0)
+    assert store.update_ids(0) == [update_id] and stored.content_hash() == update_id
+    np.testing.assert_array_equal(stored.shadow_snapshots, np.full((3, 4), 4.0))
+    assert (stored.batch_size, stored.train_loss, stored.b_keys) == (4, 0.5, [KEY])
+    store.put_scores(0, update_id, {"steps": [0.1, 0.9]})
+    assert store.get_scores(0) == {update_id: {"steps": [0.1, 0.9]}}
+    store.close_round(
+        0, RoundPhase.SKIPPED, 1, {KEY: np.zeros((2, 2), np.float32)}, [], {"a": {"alpha": 2.0}}
+    )
+    assert store.get_trust() == {"a": {"alpha": 2.0}} and store.latest_round() == 0
+    assert store.get_round(0).phase is RoundPhase.SKIPPED and store.get_round(0).result_version == 1
+
+
+def test_client_registry_keeps_the_first_token(store):
+    assert store.register_client("a", "h1") and not store.register_client("a", "h2")
+    assert store.client_token_hash("a") == "h1" and store.client_token_hash("zz") is None
+
+
+def test_concurrent_duplicate_submissions_are_stored_once(store):
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(store.add_update(_update("b")))) for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(created for _, created in results) == 1 and len({i for i, _ in results}) == 1
+    assert len(store.update_ids(0)) == 1
+
+
+def test_redis_restart_with_aof_loses_nothing_acknowledged(redis_server, redis_client):
+    store = RedisStateStore(redis_client)
+    store.put_global(0, {KEY: np.zeros((2, 2), np.float32)})
+    store.open_round(RoundRecord(0, ["a", "b"], 0, 1e-4))
+    accepted = store.add_update(_update("a"))[0]
+    store.close_round(
+        0,
+        RoundPhase.AGGREGATED,
+        1,
+        {KEY: np.ones((2, 2), np.float32)},
+        [AuditRecord(0, "a", "aggregated", 1.0)],
+    )
+    redis_server.kill()  # SIGKILL right after the acknowledgements
+    redis_server.start()
+    after = RedisStateStore(redis_server.client())
+    assert after.update_ids(0) == [accepted]
+    assert after.get_global()[0] == 1 and after.get_round(0).phase is RoundPhase.AGGREGATED
+    assert [a.client_id for a in after.audit_log()] == ["a"]
