@@ -58,6 +58,14 @@ class LocalTrainingConfig(_Frozen):
     weight_decay: float = Field(0.0, ge=0.0)
     grad_clip: float = Field(1.0, gt=0.0)
     torch_threads: int = Field(1, ge=1, description="Intra-op threads per client process.")
+    shadow_lr: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Run the shadow branch (retrain the round's subset from the fixed init at this fixed lr) for the "
+            "shadow/evidence levels; None skips it. The method's value is 5e-5 on 7-8B models."
+        ),
+    )
 
 
 class LrSchedule(_Frozen):

@@ -8,10 +8,10 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 from services.clients.population import ClientSpec
 from shared.config import LocalTrainingConfig, LoraSettings
-from shared.lora import attach_lora, set_lora_state
+from shared.lora import attach_lora, get_lora_state, set_lora_state
 from shared.lora_state import LoraState
 from shared.prompting import tokenize_sft
-from shared.training import round_subset, train_lora_steps
+from shared.training import LocalTrainingResult, round_subset, train_lora_steps
 from shared.updates import ClientUpdate
 
 
@@ -35,6 +35,7 @@ class ClientTrainer:
         self.tokenizer = tokenizer
         self.examples = [tokenize_sft(tokenizer, q, a, training.max_seq_len) for q, a in spec.examples]
         self.model = attach_lora(base_model, lora)
+        self.init_state = get_lora_state(self.model)  # θ^0, where the shadow branch restarts every round
 
     def train_round(self, global_state: LoraState, round_index: int, lr: float) -> ClientUpdate:
         """Start from the global adapter, train T local steps on this round's subset, return the update."""
@@ -43,16 +44,12 @@ class ClientTrainer:
         set_lora_state(self.model, global_state)  # raises LoraStateError on wrong keys/shapes/NaN
         cfg = self.training
         subset = round_subset(len(self.examples), cfg.batch_size * cfg.local_steps, self.seed, round_index)
-        result = train_lora_steps(
-            self.model,
-            [self.examples[i] for i in subset],
-            self.tokenizer,
-            lr=lr,
-            steps=cfg.local_steps,
-            batch_size=cfg.batch_size,
-            weight_decay=cfg.weight_decay,
-            grad_clip=cfg.grad_clip,
-        )
+        examples = [self.examples[i] for i in subset]
+        result = self._train(examples, lr)
+        shadow = np.zeros((0, 0), np.float32)
+        if cfg.shadow_lr is not None:
+            set_lora_state(self.model, self.init_state)
+            shadow = self._train(examples, cfg.shadow_lr).b_snapshots
         return ClientUpdate(
             client_id=self.spec.client_id,
             round_index=round_index,
@@ -61,4 +58,19 @@ class ClientTrainer:
             b_keys=result.b_keys,
             b_snapshots=result.b_snapshots,
             train_loss=float(np.mean(result.losses)),
+            shadow_snapshots=shadow,
+            batch_size=cfg.batch_size,
+        )
+
+    def _train(self, examples: list, lr: float) -> LocalTrainingResult:
+        cfg = self.training
+        return train_lora_steps(
+            self.model,
+            examples,
+            self.tokenizer,
+            lr=lr,
+            steps=cfg.local_steps,
+            batch_size=cfg.batch_size,
+            weight_decay=cfg.weight_decay,
+            grad_clip=cfg.grad_clip,
         )

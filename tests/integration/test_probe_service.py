@@ -204,7 +204,7 @@ def test_bad_input_gets_its_status_and_a_message(service, adapter):
     _error(post("/v1/score", content=two, headers=octet, params=params), 422, "use /v1/score/batch")
     _error(post("/v1/score/batch", content=b"{", headers={"content-type": "application/json"}), 422, "JSON")
     short = {"probe_id": PROBE_ID, "snapshots": [[0.1] * (spec.dim - 1)]}
-    _error(post("/v1/score/batch", json=short), 422, f"expects [n, {spec.dim}]")
+    _error(post("/v1/score/batch", json=short), 422, f"snapshot width {spec.dim - 1}", f"expects {spec.dim}")
     form = {"adapter": ("a", blob), "config": ("c", b"{not json")}
     _error(post("/v1/score", files=form), 422, "adapter_config.json")
     # 404: unknown probe id; no probe for the base model (says how to train one)

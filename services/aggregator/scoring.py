@@ -1,0 +1,107 @@
+"""Asking the probe service to score accepted updates, without blocking submissions.
+
+Features follow the method: step snapshots minus the round's global layer-0 B (step and client levels),
+shadow snapshots minus the fixed init's (zero) B (shadow and evidence levels). Scorers: the Serve
+DeploymentHandle inside Ray, the HTTP client from outside, or a local ONNX bank (tests, single process).
+Each call has a timeout and retries with backoff; what still fails is reported as missing scores, and the
+defense's failure policy decides (see DefenseSettings.on_probe_unavailable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.features import FeatureSpec
+from shared.lora_state import LoraState
+from shared.updates import ClientUpdate
+
+log = logging.getLogger(__name__)
+
+
+class UpdateScorer(Protocol):
+    async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray: ...
+
+
+class ScoringPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timeout_s: float = Field(10.0, gt=0)
+    attempts: int = Field(3, ge=1)
+    backoff_s: float = Field(0.2, ge=0)
+
+
+class HttpScorer:
+    """The probe service over REST (aggregator outside Ray)."""
+
+    def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
+        from services.probe_service.client import AsyncProbeServiceClient, RetryPolicy
+
+        self.client = AsyncProbeServiceClient(base_url, timeout_s, retry=RetryPolicy(attempts=1))
+
+    async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray:
+        response = await self.client.score_snapshots(features, probe_id=probe_id)
+        return np.asarray([r.probability for r in response.results])
+
+
+class HandleScorer:
+    """The probe deployment through a Serve DeploymentHandle (aggregator inside Ray)."""
+
+    def __init__(self, handle) -> None:  # type: ignore[no-untyped-def]
+        self.handle = handle
+
+    async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray:
+        return np.asarray(await self.handle.score.remote(probe_id, features))
+
+
+class LocalScorer:
+    """ONNX Runtime in this process (single-process deployments and tests)."""
+
+    def __init__(self, bank) -> None:  # type: ignore[no-untyped-def]  # services.probe_service.scoring.ProbeBank
+        self.bank = bank
+
+    async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray:
+        return self.bank.score(probe_id, features)
+
+
+def probe_inputs(
+    update: ClientUpdate, spec: FeatureSpec, global_state: LoraState, kinds: tuple[str, ...]
+) -> dict[str, np.ndarray]:
+    """Raw feature rows per kind ("steps": vs the round's global, "shadow": vs the fixed init)."""
+    if list(update.b_keys) != list(spec.keys):
+        raise ValueError(f"{update.client_id}: snapshot keys {update.b_keys[:2]} differ from the probe's")
+    out = {}
+    if "steps" in kinds and update.b_snapshots.size:
+        reference = spec.raw(global_state)
+        out["steps"] = update.b_snapshots.astype(np.float32) - reference
+    if "shadow" in kinds and update.shadow_snapshots.size:
+        out["shadow"] = update.shadow_snapshots.astype(np.float32)  # the init's B is zero
+    return out
+
+
+async def score_update(
+    scorer: UpdateScorer,
+    probe_id: str,
+    inputs: dict[str, np.ndarray],
+    policy: ScoringPolicy,
+) -> dict:
+    """{"steps": [p...], "shadow": [p...]} or {"error": why} after the retries are spent."""
+    rows = np.concatenate(list(inputs.values())) if inputs else np.zeros((0, 0), np.float32)
+    last_error = "no snapshots to score"
+    for attempt in range(policy.attempts if inputs else 0):
+        try:
+            scores = await asyncio.wait_for(scorer.score(probe_id, rows), policy.timeout_s)
+            out, offset = {}, 0
+            for kind, block in inputs.items():
+                out[kind] = [float(p) for p in scores[offset : offset + len(block)]]
+                offset += len(block)
+            return out
+        except Exception as error:  # the policy covers any failure of a remote call: report, retry
+            last_error = f"{type(error).__name__}: {error}"
+            log.warning("probe scoring attempt %d failed: %s", attempt + 1, last_error)
+            await asyncio.sleep(policy.backoff_s * 2**attempt)
+    return {"error": last_error}
