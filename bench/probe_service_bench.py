@@ -286,6 +286,10 @@ def main() -> None:
             print(rows[-1], flush=True)
         for name, body in http_bodies(size, spec).items():
             form, kind = name.split("_")
+            if kind == "single":  # unloaded latency: one request at a time
+                stats = asyncio.run(rest(url, body, {"probe_id": probe_id}, 1, args.duration))
+                rows.append(row("c_rest_single_c1", size, form, 1, 1, stats))
+                print(rows[-1], flush=True)
             stats = asyncio.run(rest(url, body, {"probe_id": probe_id}, args.concurrency, args.duration))
             rows.append(
                 row(

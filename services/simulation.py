@@ -7,22 +7,28 @@ starting model are set up once and reused across them.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.aggregator.orchestrator import FederationConfig, RoundOrchestrator, RoundSummary
-from services.aggregator.state import InMemoryStateStore
-from services.aggregator.strategies import make_strategy
+from services.aggregator.defenses import DEFENSES, DefenseSettings
+from services.aggregator.orchestrator import RoundOrchestrator
+from services.aggregator.scoring import HandleScorer
+from services.aggregator.service import AggregatorService, RoundSummary
+from services.aggregator.settings import AggregatorSettings, FederationConfig
+from services.aggregator.state import InMemoryStateStore, RedisStateStore, StateStore, connect
 from services.clients.actor import RayClientPool
 from services.clients.population import build_population
 from services.ray_runtime import ensure_ray
 from shared.config import LocalTrainingConfig, LoraSettings, runtime_settings
 from shared.data.pools import build_pools
 from shared.evaluation.metrics import EvalSettings, SafetyReport, evaluate_model
+from shared.features import FeatureSpec
 from shared.lora import attach_lora, get_lora_state, set_lora_state
 from shared.lora_state import LoraState
 from shared.model_zoo import load_base_model
@@ -37,6 +43,9 @@ class SimulationConfig(BaseModel):
     samples_per_client: int = Field(100, ge=1)
     benign_source: str = "helpful"
     defense: str = "fedavg"
+    defense_settings: DefenseSettings = DefenseSettings()
+    probe_id: str | None = Field(None, description="Probe for the Safe-FedLLM levels (default: by model).")
+    store: str = Field("memory", description="memory, or redis (SAFE_FEDLLM_REDIS_URL; embedded if unset).")
     federation: FederationConfig = FederationConfig()
     lora: LoraSettings = LoraSettings()
     training: LocalTrainingConfig = LocalTrainingConfig()
@@ -61,15 +70,51 @@ def _row(
     }
 
 
+@dataclass
+class ProbeHookup:
+    probe_id: str
+    spec: FeatureSpec
+    shadow_lr: float  # the lr of the probe's training trajectories: shadow steps stay in distribution
+    scorer: HandleScorer
+
+
+def connect_probe(config: SimulationConfig, fingerprint: str) -> ProbeHookup:
+    """Deploy the probe service on this Ray and pick the probe made for this base model and LoRA shape."""
+    from services.probe_service.deployment import scorer_handle, start_probe_service
+    from services.probe_service.scoring import ProbeBank, ProbeSelector
+    from services.probe_service.settings import ProbeServiceSettings
+
+    settings = ProbeServiceSettings()
+    bank = ProbeBank(settings.artifacts_dir)
+    lora = config.lora
+    manifest = bank.resolve(ProbeSelector(config.probe_id, config.model, lora.r, tuple(lora.target_modules)))
+    if manifest.base_model.fingerprint != fingerprint:
+        raise ValueError(
+            f"probe {manifest.probe_id} was made for base weights {manifest.base_model.fingerprint}, "
+            f"this model is {fingerprint}; rebuild it with safe-fedllm probe build"
+        )
+    start_probe_service(settings)
+    shadow_lr = float(manifest.training.get("dataset", {}).get("lr", 5e-5))
+    return ProbeHookup(
+        manifest.probe_id, manifest.feature_spec, shadow_lr, HandleScorer(scorer_handle(settings))
+    )
+
+
+def _store(config: SimulationConfig, label: str) -> StateStore:
+    if config.store == "memory":
+        return InMemoryStateStore()
+    return RedisStateStore(connect(), namespace=f"sim-{label}-{uuid.uuid4().hex[:8]}")
+
+
 def run_sweep(
     config: SimulationConfig,
-    malicious_ratios: Sequence[float],
+    runs: Sequence[tuple[float, str]],
     *,
     evaluate_start: bool = True,
-    on_round: Callable[[float, RoundSummary], None] | None = None,
+    on_round: Callable[[float, str, RoundSummary], None] | None = None,
     progress: bool = True,
 ) -> list[dict]:
-    """Run one federation per malicious ratio from the same start; returns one result row per run."""
+    """One federation per (malicious ratio, defense) from the same start; one result row per run."""
     torch.set_num_threads(config.eval_threads)
     loaded = load_base_model(config.model)
     pools = build_pools(runtime_settings().data_dir)
@@ -77,6 +122,8 @@ def run_sweep(
     frozen_ref = ray.put(export_frozen_base(loaded.model, loaded.fingerprint))
     peft_model = attach_lora(loaded.model, config.lora)  # the driver's copy, for θ^0 and for evaluation
     initial_state = get_lora_state(peft_model)
+    needs_probe = any(defense in DEFENSES for _, defense in runs)
+    probe = connect_probe(config, loaded.fingerprint) if needs_probe else None
 
     def evaluate(state: LoraState) -> SafetyReport:
         torch.set_num_threads(config.eval_threads)
@@ -89,7 +136,7 @@ def run_sweep(
         rows.append(
             _row(config, 0.0, "none (start model)", evaluate(initial_state), {**base_extra, "rounds": 0})
         )
-    for ratio in malicious_ratios:
+    for ratio, defense in runs:
         specs = build_population(
             pools.client,
             config.num_clients,
@@ -98,31 +145,61 @@ def run_sweep(
             config.benign_source,
             config.federation.seed,
         )
-        pool = RayClientPool(
-            specs, frozen_ref, config.model, config.lora, config.training, config.federation.seed
+        level = defense in DEFENSES
+        training = config.training
+        if level and DEFENSES[defense].inputs == "shadow" and training.shadow_lr is None:
+            training = training.model_copy(update={"shadow_lr": probe.shadow_lr})  # type: ignore[union-attr]
+        pool = RayClientPool(specs, frozen_ref, config.model, config.lora, training, config.federation.seed)
+        settings = AggregatorSettings(
+            defense=defense,
+            defense_settings=config.defense_settings,
+            federation=config.federation,
+            training=training,
         )
-        store = InMemoryStateStore()
-        orchestrator = RoundOrchestrator(
-            store, make_strategy(config.defense), pool, config.federation, initial_state
+        service = AggregatorService(
+            _store(config, f"{defense}-{ratio}"),
+            settings,
+            initial_state,
+            scorer=probe.scorer if level and probe else None,
+            probe_id=probe.probe_id if level and probe else None,
+            probe_spec=probe.spec if level and probe else None,
+            population=[s.client_id for s in specs],
         )
+        orchestrator = RoundOrchestrator(service, pool)
         started = time.perf_counter()
         summaries = orchestrator.run(
-            on_round=(lambda s, r=ratio: on_round(r, s)) if on_round else None, progress=progress
+            on_round=(lambda s, r=ratio, d=defense: on_round(r, d, s)) if on_round else None,
+            progress=progress,
         )
         train_seconds = time.perf_counter() - started
+        orchestrator.close()
         pool.shutdown()
-        _, final_state = store.get_global()
+        _, final_state = service.store.get_global()
         malicious = {s.client_id for s in specs if s.malicious}
         sampled_malicious = sum(len(set(s.sampled) & malicious) for s in summaries)
+        trust = service.store.get_trust()
+        final_factors = {}
+        for summary in summaries:
+            final_factors.update(summary.factors)
         extra = {
             **base_extra,
             "num_clients": config.num_clients,
             "num_malicious": len(malicious),
             "clients_per_round": config.federation.clients_per_round,
-            "local_steps": config.training.local_steps,
+            "local_steps": training.local_steps,
             "malicious_client_rounds": sampled_malicious,
             "client_rounds": sum(len(s.sampled) for s in summaries),
+            "skipped_rounds": sum(s.phase.value == "skipped" for s in summaries),
             "train_seconds": round(train_seconds, 1),
+            "probe_id": probe.probe_id if level and probe else None,
+            "clients": {
+                s.client_id: {
+                    "malicious": s.malicious,
+                    "final_factor": final_factors.get(s.client_id),
+                    "trust": trust.get(s.client_id),
+                }
+                for s in specs
+            },
         }
-        rows.append(_row(config, ratio, config.defense, evaluate(final_state), extra))
+        rows.append(_row(config, ratio, defense, evaluate(final_state), extra))
     return rows

@@ -72,16 +72,19 @@ def align(
     typer.echo(json.dumps({"train_seconds": report["train_seconds"], **summary}, indent=2))
 
 
-def _round_printer(malicious_ids: set[str] | None = None):  # type: ignore[no-untyped-def]
-    def show(ratio: float, summary) -> None:  # type: ignore[no-untyped-def]
-        clients = " ".join(
-            f"{c.removeprefix('client-')}{'*' if malicious_ids and c in malicious_ids else ''}:"
-            f"w={summary.weights.get(c, 0.0):.2f},loss={summary.train_loss.get(c, float('nan')):.2f}"
-            for c in summary.sampled
-        )
-        typer.echo(f"[ratio {ratio:.0%}] round {summary.round_index:>2} {summary.phase.value:<10} {clients}")
-
-    return show
+def _print_round(ratio: float, defense: str, summary) -> None:  # type: ignore[no-untyped-def]
+    """One line per round: each sampled client's probe score (p), security factor (s) and weight (w)."""
+    cells = []
+    for client in summary.sampled:
+        cell = f"{client.removeprefix('client-')}:"
+        score = summary.scores.get(client)
+        if score is not None:
+            cell += f"p={score:.2f},"
+        if client in summary.factors:
+            cell += f"s={summary.factors[client]:.2f},"
+        cells.append(cell + f"w={summary.weights.get(client, 0.0):.2f}")
+    head = f"[{defense} {ratio:.0%}] round {summary.round_index:>2} {summary.phase.value:<10}"
+    typer.echo(f"{head} {' '.join(cells)}" + (f"  ({summary.reason})" if summary.reason else ""))
 
 
 @app.command()
@@ -90,6 +93,10 @@ def simulate(
         "smollm2-135m", help="Base model (the aligned one when its adapter is shipped)."
     ),
     malicious_ratio: list[float] = typer.Option([0.0, 0.3, 0.5], help="Repeat for a sweep."),
+    defense: list[str] = typer.Option(
+        ["fedavg"], help="Safe-FedLLM level (step, client, shadow, evidence) or baseline; repeat for several."
+    ),
+    store: str = typer.Option("memory", help="memory, or redis (SAFE_FEDLLM_REDIS_URL or embedded)."),
     clients: int = typer.Option(10, help="Number of FL clients."),
     clients_per_round: int = typer.Option(4, help="Clients sampled per round."),
     rounds: int = typer.Option(8, help="Federated rounds."),
@@ -106,12 +113,13 @@ def simulate(
     max_new_tokens: int = typer.Option(48, help="Greedy tokens per evaluation prompt."),
     output: Path = typer.Option(Path("docs/results/e1_vulnerability.json"), help="Result file (JSON)."),
 ) -> None:
-    """Run FedAvg federations at the given malicious ratios and write safety metrics (experiment E1)."""
+    """Run federations for every (malicious ratio, defense) pair and write safety metrics."""
     from services.simulation import SimulationConfig, run_sweep
     from shared.evaluation.metrics import EvalSettings
 
     config = SimulationConfig(
         model=model,
+        store=store,
         num_clients=clients,
         samples_per_client=samples_per_client,
         federation={
@@ -129,7 +137,8 @@ def simulate(
             max_new_tokens=max_new_tokens,
         ),
     )
-    rows = run_sweep(config, malicious_ratio, on_round=_round_printer())
+    runs = [(ratio, d) for ratio in malicious_ratio for d in defense]
+    rows = run_sweep(config, runs, on_round=_print_round)
     output.parent.mkdir(parents=True, exist_ok=True)
     result = {"command": invoked_command(), "settings": config.model_dump(mode="json"), "rows": rows}
     output.write_text(json.dumps(result, indent=2) + "\n")

@@ -24,16 +24,18 @@ from services.probe_service.settings import ProbeServiceSettings
 SCORER_NAME, INGRESS_NAME = "ProbeScorer", "ProbeIngress"
 
 
-@serve.deployment(name=SCORER_NAME)
-class ProbeScorer:
-    def __init__(self, settings: dict) -> None:
-        config = ProbeServiceSettings(**settings)
+class BatchedScoring:
+    """ONNX scoring with @serve.batch: concurrent calls share one ONNX run per probe."""
+
+    bank: ProbeBank
+
+    def _setup_scoring(self, config: ProbeServiceSettings) -> None:
         self.bank = ProbeBank(config.artifacts_dir, config.ort_threads)
         self._fused.set_max_batch_size(config.batch_max_size)
         self._fused.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
 
     async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray:
-        """Probabilities for raw feature rows [n, dim]; concurrent calls share one ONNX run per probe."""
+        """Probabilities for raw feature rows [n, dim]."""
         return await self._fused(probe_id, features)
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
@@ -54,16 +56,38 @@ class ProbeScorer:
         return [m.probe_id for m in self.bank.manifests()]
 
 
+class ReplicaBackend:
+    """Scores on the replica that received the HTTP request (no extra hop), still batched."""
+
+    def __init__(self, replica: BatchedScoring) -> None:
+        self.replica = replica
+
+    async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray:
+        return await self.replica.score(probe_id, features)
+
+    async def ready(self) -> bool:
+        return bool(self.replica.loaded_probes())
+
+
+@serve.deployment(name=SCORER_NAME)
+class ProbeScorer(BatchedScoring):
+    """The probe replicas in-Ray callers (the aggregator) reach through a DeploymentHandle."""
+
+    def __init__(self, settings: dict) -> None:
+        self._setup_scoring(ProbeServiceSettings(**settings))
+
+
 @serve.deployment(name=INGRESS_NAME)
 @serve.ingress()
-class ProbeIngress:
+class ProbeIngress(BatchedScoring):
     def __init__(self, scorer: DeploymentHandle, settings: dict) -> None:
         self.settings = ProbeServiceSettings(**settings)
         self.scorer = scorer
+        self._setup_scoring(self.settings)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        bank = ProbeBank(self.settings.artifacts_dir, self.settings.ort_threads)
-        return create_app(bank, ServeBackend(self.scorer), self.settings)
+        backend = ReplicaBackend(self) if self.settings.score_in_ingress else ServeBackend(self.scorer)
+        return create_app(self.bank, backend, self.settings)
 
 
 def build_application(settings: ProbeServiceSettings) -> Application:

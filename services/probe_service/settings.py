@@ -56,6 +56,13 @@ class ProbeServiceSettings(BaseSettings):
     )
     ingress_num_cpus: float = Field(0.25, ge=0, description="CPUs reserved per ingress replica.")
     max_ongoing_requests: int = Field(64, gt=0)
+    score_in_ingress: bool = Field(
+        True,
+        description=(
+            "HTTP requests are scored on the ingress replica that decoded them (batched there); False "
+            "forwards them to the ProbeScorer deployment (one more hop). In-Ray callers use ProbeScorer."
+        ),
+    )
     scorer_autoscaling: AutoscalingSettings = AutoscalingSettings()
 
     @property

@@ -41,8 +41,8 @@ def test_malicious_clients_raise_harm_preference_over_benign_ones(ray_session):
     rounds_seen: list[tuple[float, int]] = []
     rows = run_sweep(
         CONFIG,
-        [0.0, 1.0],
-        on_round=lambda ratio, s: rounds_seen.append((ratio, s.round_index)),
+        [(0.0, "fedavg"), (1.0, "fedavg")],
+        on_round=lambda ratio, defense, s: rounds_seen.append((ratio, s.round_index)),
         progress=False,
     )
     start, benign, malicious = rows

@@ -27,7 +27,6 @@ class DefenseSettings(BaseModel):
     client_center: float = Field(0.8, gt=0, lt=1, description="Centre of the client-level smooth step.")
     client_steepness: float = Field(10.0, gt=0, description="k of the client-level smooth step.")
     shadow_exponent: float = Field(7.0, gt=0, description="eta in s = (1 - rho)^eta.")
-    shadow_lr: float = Field(5e-5, gt=0, description="Fixed lr of the shadow branch.")
     evidence_window: int = Field(3, ge=1, description="E: agreeing records that freeze a client.")
     audit_interval: int = Field(
         5, ge=1, description="Participations between audits of a frozen-benign client."

@@ -99,6 +99,9 @@ class StateStore(ABC):
     def client_token_hash(self, client_id: str) -> str | None: ...
 
     @abstractmethod
+    def registered_clients(self) -> list[str]: ...
+
+    @abstractmethod
     def close_round(
         self,
         round_index: int,

@@ -101,6 +101,10 @@ class InMemoryStateStore(StateStore):
         with self._lock:
             return self._clients.get(client_id)
 
+    def registered_clients(self) -> list[str]:
+        with self._lock:
+            return sorted(self._clients)
+
     def close_round(
         self,
         round_index: int,

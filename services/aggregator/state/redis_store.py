@@ -226,6 +226,9 @@ class RedisStateStore(StateStore):
         value = self.redis.hget(self._key("clients"), client_id)
         return value.decode() if value is not None else None
 
+    def registered_clients(self) -> list[str]:
+        return sorted(k.decode() for k in self.redis.hkeys(self._key("clients")))
+
     def close_round(
         self,
         round_index: int,

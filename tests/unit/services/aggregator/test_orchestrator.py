@@ -5,9 +5,10 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from services.aggregator.orchestrator import FederationConfig, RoundOrchestrator
+from services.aggregator.orchestrator import RoundOrchestrator
+from services.aggregator.service import AggregatorService
+from services.aggregator.settings import AggregatorSettings, FederationConfig
 from services.aggregator.state import InMemoryStateStore, RoundPhase
-from services.aggregator.strategies import FedAvg
 from shared.updates import ClientUpdate
 
 KEY = "layers.0.v_proj.lora_B.weight"
@@ -39,12 +40,16 @@ def _initial():
     return {KEY: np.zeros((3, 2), np.float32)}
 
 
+def _orchestrator(store, pool, config: FederationConfig) -> RoundOrchestrator:
+    settings = AggregatorSettings(defense="fedavg", federation=config)
+    service = AggregatorService(store, settings, _initial(), population=pool.client_ids)
+    return RoundOrchestrator(service, pool)
+
+
 def test_rounds_apply_fedavg_of_the_sampled_clients():
     pool = ShiftPool({"a": 1.0, "b": 3.0})
     store = InMemoryStateStore()
-    orchestrator = RoundOrchestrator(
-        store, FedAvg(), pool, FederationConfig(num_rounds=3, clients_per_round=2), _initial()
-    )
+    orchestrator = _orchestrator(store, pool, FederationConfig(num_rounds=3, clients_per_round=2))
     summaries = orchestrator.run(progress=False)
     assert [s.phase for s in summaries] == [RoundPhase.AGGREGATED] * 3
     version, state = store.get_global()
@@ -57,7 +62,7 @@ def test_lr_follows_the_cosine_schedule_per_round():
     pool = ShiftPool({"a": 1.0})
     store = InMemoryStateStore()
     config = FederationConfig(num_rounds=4, clients_per_round=1, lr={"lr_max": 1e-3, "lr_min": 1e-5})
-    RoundOrchestrator(store, FedAvg(), pool, config, _initial()).run(progress=False)
+    _orchestrator(store, pool, config).run(progress=False)
     assert [store.get_round(r).lr for r in range(4)] == pytest.approx(
         [config.lr.at_round(r, 4) for r in range(4)]
     )
@@ -69,7 +74,7 @@ def test_a_crash_mid_round_resumes_without_losing_or_recounting_updates():
     config = FederationConfig(num_rounds=1, clients_per_round=3)
     crashing = ShiftPool(shifts, crash_after=2)
     with pytest.raises(RuntimeError, match="crashed"):
-        RoundOrchestrator(store, FedAvg(), crashing, config, _initial()).run_round(0)
+        _orchestrator(store, crashing, config).run_round(0)
     assert store.get_round(0).phase is RoundPhase.OPEN
     # The crash happened inside train_round before anything was returned: nothing was accepted yet.
     assert store.list_updates(0) == []
@@ -77,7 +82,7 @@ def test_a_crash_mid_round_resumes_without_losing_or_recounting_updates():
     for update in ShiftPool(shifts).train_round(["a", "b"], _initial(), 0, 1e-4):
         store.add_update(update)
     restarted = ShiftPool(shifts)
-    RoundOrchestrator(store, FedAvg(), restarted, config, _initial()).run_round(0)
+    _orchestrator(store, restarted, config).run_round(0)
     assert restarted.calls == [(0, "c")]
     assert len(store.list_updates(0)) == 3
     np.testing.assert_allclose(store.get_global()[1][KEY], (1 + 2 + 4) / 3)
@@ -86,9 +91,7 @@ def test_a_crash_mid_round_resumes_without_losing_or_recounting_updates():
 def test_a_closed_round_is_not_run_again():
     pool = ShiftPool({"a": 1.0})
     store = InMemoryStateStore()
-    orchestrator = RoundOrchestrator(
-        store, FedAvg(), pool, FederationConfig(num_rounds=1, clients_per_round=1), _initial()
-    )
+    orchestrator = _orchestrator(store, pool, FederationConfig(num_rounds=1, clients_per_round=1))
     orchestrator.run_round(0)
     orchestrator.run_round(0)
     assert pool.calls == [(0, "a")]

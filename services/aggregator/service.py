@@ -1,0 +1,305 @@
+"""The aggregator: clients, rounds, submissions, asynchronous probe scoring, defense and aggregation.
+
+One object serves both the REST API (remote clients) and the Ray simulation, so both take the same path.
+Submissions return as soon as the update is stored; scoring runs as a background task per update and
+writes its scores to the store. Closing a round waits for the round's scoring (re-scoring whatever a
+crashed predecessor left unscored), lets the defense turn scores into factors, aggregates, and commits
+the new global version, audit records and trust state in one atomic store transition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from services.aggregator.defenses import ProbeEvidence, gated_fedavg, make_defense
+from services.aggregator.sampling import sample_clients
+from services.aggregator.scoring import UpdateScorer, probe_inputs, score_update
+from services.aggregator.settings import AggregatorSettings
+from services.aggregator.state import AuditRecord, RoundPhase, RoundRecord, StateStore, StateStoreError
+from services.aggregator.strategies import AggregationResult, make_strategy
+from shared.features import FeatureSpec
+from shared.lora_state import LoraState, LoraStateError, validate_lora_state
+from shared.updates import ClientUpdate, encode_lora_state
+
+
+class AggregatorError(Exception):
+    status_code = 400
+
+
+class RoundConflict(AggregatorError):
+    """Wrong round, or a round that is not open (409)."""
+
+    status_code = 409
+
+
+class Forbidden(AggregatorError):
+    status_code = 403
+
+
+class InvalidSubmission(AggregatorError):
+    status_code = 422
+
+
+class NotFound(AggregatorError):
+    status_code = 404
+
+
+@dataclass
+class RoundSummary:
+    round_index: int
+    sampled: list[str]
+    phase: RoundPhase
+    weights: dict[str, float]
+    factors: dict[str, float] = field(default_factory=dict)
+    scores: dict[str, float | None] = field(default_factory=dict)
+    train_loss: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class AggregatorService:
+    def __init__(
+        self,
+        store: StateStore,
+        settings: AggregatorSettings,
+        initial_state: LoraState,
+        scorer: UpdateScorer | None = None,
+        probe_id: str | None = None,
+        probe_spec: FeatureSpec | None = None,
+        population: list[str] | None = None,
+    ) -> None:
+        settings.validate_defense()
+        if settings.is_level and (scorer is None or probe_id is None or probe_spec is None):
+            raise ValueError(f"defense {settings.defense!r} needs a probe scorer, probe id and feature spec")
+        self.store, self.settings = store, settings
+        self.scorer, self.probe_id, self.probe_spec = scorer, probe_id, probe_spec
+        self.population = population
+        self.defense = (
+            make_defense(settings.defense, settings.defense_settings) if settings.is_level else None
+        )
+        self.strategy = (
+            None if settings.is_level else make_strategy(settings.defense, **settings.strategy_options)
+        )
+        self._scoring: dict[str, asyncio.Task] = {}
+        try:
+            store.get_global(0)
+        except StateStoreError:
+            store.put_global(0, initial_state)
+        self._layout = store.get_global(0)[1]
+
+    # clients
+    def register(self, client_id: str) -> str:
+        token = secrets.token_urlsafe(32)
+        if not self.store.register_client(client_id, token_hash(token)):
+            raise RoundConflict(f"client {client_id!r} is already registered")
+        return token
+
+    def authenticate(self, client_id: str, token: str) -> None:
+        expected = self.store.client_token_hash(client_id)
+        if expected is None or not hmac.compare_digest(expected, token_hash(token)):
+            raise Forbidden(f"the token does not belong to client {client_id!r}")
+
+    def client_ids(self) -> list[str]:
+        """The fixed simulation population, or else every registered client."""
+        clients = self.population if self.population is not None else self.store.registered_clients()
+        if not clients:
+            raise RoundConflict("no clients: register some before opening a round")
+        return clients
+
+    # rounds
+    def open_round(self, round_index: int) -> RoundRecord:
+        existing = self.store.get_round(round_index)
+        if existing is not None:
+            return existing
+        latest = self.store.latest_round()
+        if latest is not None and (
+            latest >= round_index or self.store.get_round(latest).phase is RoundPhase.OPEN
+        ):
+            raise RoundConflict(f"round {round_index} cannot open: round {latest} exists or is still open")
+        version, _ = self.store.get_global()
+        federation = self.settings.federation
+        return self.store.open_round(
+            RoundRecord(
+                round_index=round_index,
+                sampled=sample_clients(
+                    self.client_ids(), federation.clients_per_round, federation.seed, round_index
+                ),
+                global_version=version,
+                lr=federation.lr.at_round(round_index, federation.num_rounds),
+            )
+        )
+
+    def global_blob(self, version: int) -> bytes:
+        try:
+            _, state = self.store.get_global(version)
+        except StateStoreError as error:
+            raise NotFound(str(error)) from error
+        return encode_lora_state(state)
+
+    def round_status(self, round_index: int) -> dict:
+        record = self.store.get_round(round_index)
+        if record is None:
+            raise NotFound(f"round {round_index} was never opened")
+        ids = self.store.update_ids(round_index)
+        scores = self.store.get_scores(round_index)
+        updates = {i: self.store.get_update(i).client_id for i in ids}
+        return {
+            "round_index": round_index,
+            "phase": record.phase.value,
+            "sampled": record.sampled,
+            "global_version": record.global_version,
+            "result_version": record.result_version,
+            "lr": record.lr,
+            "updates": [
+                {"update_id": i, "client_id": c, "scores": scores.get(i)} for i, c in updates.items()
+            ],
+            "missing": [c for c in record.sampled if c not in updates.values()],
+        }
+
+    def current_round(self) -> RoundRecord | None:
+        latest = self.store.latest_round()
+        return None if latest is None else self.store.get_round(latest)
+
+    # submissions
+    async def submit(self, update: ClientUpdate) -> tuple[str, bool]:
+        record = self.store.get_round(update.round_index)
+        if record is None or record.phase is not RoundPhase.OPEN:
+            raise RoundConflict(f"round {update.round_index} is not open")
+        if update.client_id not in record.sampled:
+            raise RoundConflict(f"{update.client_id} is not sampled in round {update.round_index}")
+        try:
+            validate_lora_state(update.lora_state, self._layout)
+        except LoraStateError as error:
+            raise InvalidSubmission(str(error)) from error
+        self._check_snapshots(update)
+        try:
+            update_id, created = self.store.add_update(update)
+        except StateStoreError as error:
+            raise RoundConflict(str(error)) from error
+        if created and self.defense is not None:
+            self._schedule_scoring(update_id, update, record)
+        return update_id, created
+
+    def _check_snapshots(self, update: ClientUpdate) -> None:
+        if self.defense is None or self.probe_spec is None:
+            return
+        needed = update.shadow_snapshots if self.defense.inputs == "shadow" else update.b_snapshots
+        if needed.size == 0:
+            kind = "shadow_snapshots" if self.defense.inputs == "shadow" else "b_snapshots"
+            raise InvalidSubmission(
+                f"the {self.defense.name} level needs {kind} [steps, {self.probe_spec.dim}]"
+            )
+        for name in ("b_snapshots", "shadow_snapshots"):
+            value = getattr(update, name)
+            if value.size and (value.ndim != 2 or value.shape[1] != self.probe_spec.dim):
+                raise InvalidSubmission(
+                    f"{name}: shape {list(value.shape)}, expected [steps, {self.probe_spec.dim}]"
+                )
+            if value.size and not np.all(np.isfinite(value)):
+                raise InvalidSubmission(f"{name}: contains NaN or Inf")
+
+    def _schedule_scoring(self, update_id: str, update: ClientUpdate, record: RoundRecord) -> None:
+        trust = self.store.get_trust().get(update.client_id, {})
+        if not self.defense.needs_scores(record.round_index, trust):  # type: ignore[union-attr]
+            return
+        self._scoring[update_id] = asyncio.ensure_future(self._score(update_id, update, record))
+
+    async def _score(self, update_id: str, update: ClientUpdate, record: RoundRecord) -> dict:
+        _, global_state = self.store.get_global(record.global_version)
+        kinds = ("shadow",) if self.defense.inputs == "shadow" else ("steps",)  # type: ignore[union-attr]
+        inputs = probe_inputs(update, self.probe_spec, global_state, kinds)  # type: ignore[arg-type]
+        scores = await score_update(self.scorer, self.probe_id, inputs, self.settings.scoring)  # type: ignore[arg-type]
+        self.store.put_scores(record.round_index, update_id, scores)
+        return scores
+
+    # closing
+    async def close_round(self, round_index: int) -> RoundSummary:
+        record = self.store.get_round(round_index)
+        if record is None:
+            raise RoundConflict(f"round {round_index} was never opened")
+        if record.phase is not RoundPhase.OPEN:
+            raise RoundConflict(f"round {round_index} is already {record.phase.value}")
+        ids = self.store.update_ids(round_index)
+        updates = [self.store.get_update(i) for i in ids]
+        _, global_state = self.store.get_global(record.global_version)
+        if not updates:
+            result = AggregationResult(global_state, {}, skipped=True, reason="no updates")
+            factors, scores, trust, reasons = {}, {}, {}, {}
+        elif self.defense is None:
+            result = self.strategy.aggregate(global_state, updates)  # type: ignore[union-attr]
+            factors, scores, trust, reasons = {}, {}, {}, {}
+        else:
+            result, factors, scores, trust, reasons = await self._defend(record, ids, updates, global_state)
+        phase = RoundPhase.SKIPPED if result.skipped else RoundPhase.AGGREGATED
+        audit = [
+            AuditRecord(
+                round_index=round_index,
+                client_id=u.client_id,
+                decision="skipped"
+                if result.skipped
+                else ("aggregated" if result.client_weights.get(u.client_id) else "dropped"),
+                weight=result.client_weights.get(u.client_id, 0.0),
+                factor=factors.get(u.client_id, 1.0),
+                score=scores.get(u.client_id),
+                reason="; ".join(r for r in (reasons.get(u.client_id, ""), result.reason) if r),
+            )
+            for u in updates
+        ]
+        try:
+            self.store.close_round(round_index, phase, record.global_version + 1, result.state, audit, trust)
+        except StateStoreError as error:
+            raise RoundConflict(str(error)) from error
+        return RoundSummary(
+            round_index,
+            record.sampled,
+            phase,
+            result.client_weights,
+            factors,
+            scores,
+            {u.client_id: u.train_loss for u in updates},
+            result.reason,
+        )
+
+    async def _defend(
+        self, record: RoundRecord, ids: list[str], updates: list[ClientUpdate], global_state: LoraState
+    ):  # type: ignore[no-untyped-def]
+        defense = self.defense
+        assert defense is not None
+        trust = self.store.get_trust()
+        stored = self.store.get_scores(record.round_index)
+        for update_id, update in zip(ids, updates, strict=True):
+            if update_id in stored:
+                continue
+            task = self._scoring.pop(update_id, None)
+            if task is not None:
+                stored[update_id] = await task
+            elif defense.needs_scores(record.round_index, trust.get(update.client_id, {})):
+                stored[update_id] = await self._score(update_id, update, record)  # after a restart
+        evidence = []
+        for update_id, update in zip(ids, updates, strict=True):
+            entry = stored.get(update_id, {})
+            evidence.append(
+                ProbeEvidence(
+                    update.client_id,
+                    update.num_samples,
+                    update.batch_size or self.settings.training.batch_size,
+                    step_scores=entry.get("steps"),
+                    shadow_scores=entry.get("shadow"),
+                )
+            )
+        decision = defense.decide(record.round_index, evidence, trust)
+        result = gated_fedavg(global_state, updates, decision.factors, defense.settings)
+        scores = {}
+        for update_id, update in zip(ids, updates, strict=True):
+            values = stored.get(update_id, {}).get("shadow" if defense.inputs == "shadow" else "steps")
+            scores[update.client_id] = float(np.mean(values)) if values else None
+        return result, decision.factors, scores, decision.trust, decision.reasons

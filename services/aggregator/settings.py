@@ -1,0 +1,60 @@
+"""Settings of the aggregator service (SAFE_FEDLLM_AGGREGATOR_* environment variables or a values file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.aggregator.defenses import DEFENSES, DefenseSettings
+from services.aggregator.scoring import ScoringPolicy
+from services.aggregator.strategies import STRATEGIES
+from shared.config import LocalTrainingConfig, LoraSettings, LrSchedule
+
+
+class FederationConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    num_rounds: int = Field(10, ge=1)
+    clients_per_round: int = Field(4, ge=1)
+    seed: int = 2023
+    lr: LrSchedule = LrSchedule()
+
+
+class AggregatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SAFE_FEDLLM_AGGREGATOR_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    defense: str = Field(
+        "shadow",
+        description=f"A Safe-FedLLM level ({', '.join(DEFENSES)}) or a baseline ({', '.join(STRATEGIES)}).",
+    )
+    defense_settings: DefenseSettings = DefenseSettings()
+    strategy_options: dict = Field(default_factory=dict, description="Options of a baseline strategy.")
+    federation: FederationConfig = FederationConfig()
+    training: LocalTrainingConfig = Field(
+        default_factory=lambda: LocalTrainingConfig(shadow_lr=5e-5),
+        description="The local training every client is told to run (the task).",
+    )
+    model: str = Field("smollm2-135m", description="Base model the federation fine-tunes.")
+    lora: LoraSettings = LoraSettings()
+    initial_adapter: Path | None = Field(
+        None, description="safetensors of the initial global adapter (default: the base model's LoRA init)."
+    )
+    probe_id: str | None = Field(None, description="Probe to score with (default: by base model).")
+    probe_url: str | None = Field(None, description="Probe service URL when the aggregator runs outside Ray.")
+    scoring: ScoringPolicy = ScoringPolicy()
+    namespace: str = Field("sfl", description="Redis key prefix (one federation per namespace).")
+    admin_token: str | None = Field(None, description="Bearer token of the operator endpoints.")
+    max_update_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest accepted submission body.")
+
+    @property
+    def is_level(self) -> bool:
+        return self.defense in DEFENSES
+
+    def validate_defense(self) -> None:
+        if self.defense not in DEFENSES and self.defense not in STRATEGIES:
+            known = ", ".join([*DEFENSES, *STRATEGIES])
+            raise ValueError(f"unknown defense {self.defense!r}; known: {known}")
