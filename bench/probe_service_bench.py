@@ -76,9 +76,14 @@ def make_registry(root: Path) -> dict[str, FeatureSpec]:
     return specs
 
 
-def percentiles(latencies: list[float]) -> tuple[float, float]:
+def summarise(latencies: list[float], elapsed: float) -> dict:
     values = np.asarray(latencies) * 1000
-    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+    return {
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(values, 50)),
+        "p99_ms": float(np.percentile(values, 99)),
+        "requests": len(latencies),
+    }
 
 
 async def drive(call: Callable[[], Awaitable[object]], concurrency: int, duration: float) -> dict:
@@ -95,14 +100,7 @@ async def drive(call: Callable[[], Awaitable[object]], concurrency: int, duratio
     await call()  # warm-up
     begin = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - begin
-    p50, p99 = percentiles(latencies)
-    return {
-        "requests_per_s": len(latencies) / elapsed,
-        "p50_ms": p50,
-        "p99_ms": p99,
-        "requests": len(latencies),
-    }
+    return summarise(latencies, time.perf_counter() - begin)
 
 
 def inprocess(fn: Callable[[], object], duration: float) -> dict:
@@ -114,14 +112,7 @@ def inprocess(fn: Callable[[], object], duration: float) -> dict:
         start = time.perf_counter()
         fn()
         latencies.append(time.perf_counter() - start)
-    elapsed = time.perf_counter() - begin
-    p50, p99 = percentiles(latencies)
-    return {
-        "requests_per_s": len(latencies) / elapsed,
-        "p50_ms": p50,
-        "p99_ms": p99,
-        "requests": len(latencies),
-    }
+    return summarise(latencies, time.perf_counter() - begin)
 
 
 def http_bodies(size: str, spec: FeatureSpec) -> dict[str, dict]:

@@ -28,15 +28,25 @@ def tiny():
     return load_base_model("tiny-llama")
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """A function returning a free loopback TCP port."""
+    return _free_port
+
+
 class RedisServer:
     """A real redis-server on a free loopback port, with AOF (fsync always) in a temporary directory."""
 
     def __init__(self, directory) -> None:  # type: ignore[no-untyped-def]
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = _free_port()
         self.directory = directory
         self.process = None
         self.start()

@@ -128,12 +128,19 @@ class ScoreRequests:
         return _Request("POST", path, params=_selector(probe_id, None), files=files)
 
 
-class ProbeServiceClient:
+class _Client:
+    _transport: type[httpx.Client] | type[httpx.AsyncClient]
+
     def __init__(
         self, base_url: str, timeout_s: float = 10.0, retry: RetryPolicy | None = None, **httpx_options: Any
     ) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, **httpx_options)
+        self._http = self._transport(base_url=base_url, timeout=timeout_s, **httpx_options)
         self.retry = retry or RetryPolicy()
+
+
+class ProbeServiceClient(_Client):
+    _transport = httpx.Client
+    _http: httpx.Client
 
     def close(self) -> None:
         self._http.close()
@@ -187,12 +194,9 @@ class ProbeServiceClient:
         raise AssertionError("unreachable")
 
 
-class AsyncProbeServiceClient:
-    def __init__(
-        self, base_url: str, timeout_s: float = 10.0, retry: RetryPolicy | None = None, **httpx_options: Any
-    ) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, **httpx_options)
-        self.retry = retry or RetryPolicy()
+class AsyncProbeServiceClient(_Client):
+    _transport = httpx.AsyncClient
+    _http: httpx.AsyncClient
 
     async def aclose(self) -> None:
         await self._http.aclose()

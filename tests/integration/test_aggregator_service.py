@@ -8,7 +8,6 @@ accepted update counted exactly once; the shadow level drops the planted malicio
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -42,11 +41,8 @@ def _adapter(b_value: float = 0.0) -> dict[str, np.ndarray]:
 
 
 class AggregatorProcess:
-    def __init__(self, env: dict[str, str]) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.env, self.process = env, None
+    def __init__(self, env: dict[str, str], port: int) -> None:
+        self.port, self.env, self.process = port, env, None
 
     @property
     def url(self) -> str:
@@ -77,7 +73,7 @@ class AggregatorProcess:
 
 
 @pytest.fixture
-def aggregator(redis_client, redis_server, tmp_path):
+def aggregator(redis_client, redis_server, tmp_path, free_port):
     spec = FeatureSpec.for_adapter(_adapter(), "first_B")
     weight = np.ones(spec.dim, np.float32) * 4  # B along +1 is malicious, along -1 benign
     export_linear_probe(
@@ -104,7 +100,7 @@ def aggregator(redis_client, redis_server, tmp_path):
         "SAFE_FEDLLM_AGGREGATOR_ADMIN_TOKEN": "operator-secret",
         "SAFE_FEDLLM_AGGREGATOR_FEDERATION__CLIENTS_PER_ROUND": "4",
     }
-    process = AggregatorProcess(env)
+    process = AggregatorProcess(env, free_port())
     process.start()
     yield process, spec
     if process.process.poll() is None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import socket
 
 import httpx
 import numpy as np
@@ -25,12 +24,6 @@ from shared.lora import attach_lora, get_lora_state, set_lora_state
 ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PROBE_ID = "tiny-llama-qv-r8"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +45,7 @@ def adapter(tiny, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def service(tiny, adapter, tmp_path_factory):
+def service(tiny, adapter, tmp_path_factory, free_port):
     from ray import serve
 
     from services.probe_service.deployment import start_probe_service
@@ -75,7 +68,7 @@ def service(tiny, adapter, tmp_path_factory):
     )
     settings = ProbeServiceSettings(
         artifacts_dir=root,
-        port=_free_port(),
+        port=free_port(),
         max_body_bytes=4 * 1024 * 1024,
         max_updates_per_request=256,
         scorer_autoscaling=AutoscalingSettings(min_replicas=1, max_replicas=1),
@@ -215,8 +208,8 @@ def test_bad_input_gets_its_status_and_a_message(service, adapter):
     _error(httpx.get(f"{url}/v1/probes/nope"), 404, "unknown probe")
 
 
-def test_retries_cover_a_service_that_is_not_up_yet():
-    closed = ProbeServiceClient(f"http://127.0.0.1:{_free_port()}", timeout_s=1, retry=RetryPolicy(2, 0.01))
+def test_retries_cover_a_service_that_is_not_up_yet(free_port):
+    closed = ProbeServiceClient(f"http://127.0.0.1:{free_port()}", timeout_s=1, retry=RetryPolicy(2, 0.01))
     with pytest.raises(httpx.ConnectError):
         closed.probes()
     assert not closed.ready()

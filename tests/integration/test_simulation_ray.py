@@ -68,11 +68,10 @@ def test_malicious_clients_raise_harm_preference_over_benign_ones(ray_session):
 
 
 def test_defended_run_goes_through_the_probe_service_and_the_redis_store(
-    ray_session, tiny, tmp_path, monkeypatch, redis_server, redis_client
+    ray_session, tiny, tmp_path, monkeypatch, redis_server, redis_client, free_port
 ):
     """A probe that flags everything (bias +10): the shadow level zeroes every factor, the gate skips."""
     import copy
-    import socket
 
     import numpy as np
 
@@ -96,11 +95,8 @@ def test_defended_run_goes_through_the_probe_service_and_the_redis_store(
         training_data_hash="0" * 16,
         training={"dataset": {"lr": 1e-3}},
     )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     monkeypatch.setenv("SAFE_FEDLLM_PROBE_ARTIFACTS_DIR", str(tmp_path))
-    monkeypatch.setenv("SAFE_FEDLLM_PROBE_PORT", str(port))
+    monkeypatch.setenv("SAFE_FEDLLM_PROBE_PORT", str(free_port()))
     monkeypatch.setenv("SAFE_FEDLLM_REDIS_URL", redis_server.url)
     runtime_settings.cache_clear()
     config = CONFIG.model_copy(
