@@ -213,3 +213,19 @@ def test_retries_cover_a_service_that_is_not_up_yet(free_port):
     with pytest.raises(httpx.ConnectError):
         closed.probes()
     assert not closed.ready()
+
+
+def test_the_aggregator_http_scorer_matches_and_reports_an_unreachable_service(client, service, free_port):
+    import asyncio
+
+    from services.aggregator.scoring import HttpScorer, ScoringPolicy, score_update
+
+    url, spec, _ = service
+    rows = np.random.default_rng(1).normal(size=(5, spec.dim)).astype(np.float32)
+    expected = [r.probability for r in client.score_snapshots(rows, probe_id=PROBE_ID).results]
+    got = asyncio.run(score_update(HttpScorer(url), PROBE_ID, {"steps": rows}, ScoringPolicy()))
+    np.testing.assert_allclose(got["steps"], expected, atol=1e-6)
+    policy = ScoringPolicy(timeout_s=2, attempts=2, backoff_s=0.01)
+    down = HttpScorer(f"http://127.0.0.1:{free_port()}")
+    missing = asyncio.run(score_update(down, PROBE_ID, {"steps": rows}, policy))
+    assert set(missing) == {"error"} and "ConnectError" in missing["error"]
