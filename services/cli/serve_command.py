@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +16,10 @@ def serve(
     artifacts: Path | None = typer.Option(None, help="Probe registry directory (default: shipped probes)."),
     min_replicas: int = typer.Option(1, help="Fewest probe replicas."),
     max_replicas: int = typer.Option(4, help="Most probe replicas."),
-    detach: bool = typer.Option(False, help="Return after deploying (the app keeps running in Ray)."),
+    detach: bool = typer.Option(
+        False,
+        help="Return after deploying (with SAFE_FEDLLM_RAY_ADDRESS; a local Ray stops with this process).",
+    ),
 ) -> None:
     """Start the probe service (Ray Serve + FastAPI) and print its URL; Ctrl-C stops it."""
     from ray import serve as ray_serve
@@ -30,10 +35,14 @@ def serve(
     settings = ProbeServiceSettings(**overrides, scorer_autoscaling=AutoscalingSettings(**scaling))
     url = start_probe_service(settings)
     typer.echo(f"probe service: {url}  (OpenAPI docs: {url}/docs, replicas: {replica_counts(settings)})")
+    sys.stdout.flush()
     if detach:
         return
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a pod's stop signal shuts Serve down cleanly
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        pass
+    finally:
         ray_serve.shutdown()
