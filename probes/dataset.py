@@ -113,7 +113,7 @@ class ProbeDataset:
         return digest.hexdigest()[:16]
 
 
-def _rows(pool: Pool, source: str) -> list[tuple[str, str]]:
+def source_rows(pool: Pool, source: str) -> list[tuple[str, str]]:
     if source == MALICIOUS_SOURCE:
         return [(p.instruction, p.harmful) for p in pool.harmful]
     return [(x.instruction, x.response) for x in getattr(pool, source)]
@@ -132,7 +132,7 @@ def trajectory_plan(config: ProbeDatasetConfig, pool: Pool) -> list[tuple[str, l
     }
     plan: list[tuple[str, list[tuple[str, str]]]] = []
     for source, count in counts.items():
-        rows = _rows(pool, source)
+        rows = source_rows(pool, source)
         order = rng.permutation(len(rows))
         if count * per_trajectory > len(rows):
             raise ValueError(
