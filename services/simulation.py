@@ -42,7 +42,6 @@ class SimulationConfig(BaseModel):
     num_clients: int = Field(10, ge=1)
     samples_per_client: int = Field(100, ge=1)
     benign_source: str = "helpful"
-    defense: str = "fedavg"
     defense_settings: DefenseSettings = DefenseSettings()
     probe_id: str | None = Field(None, description="Probe for the Safe-FedLLM levels (default: by model).")
     store: str = Field("memory", description="memory, or redis (SAFE_FEDLLM_REDIS_URL; embedded if unset).")

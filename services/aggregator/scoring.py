@@ -68,6 +68,10 @@ class LocalScorer:
         return self.bank.score(probe_id, features)
 
 
+# Which snapshots of a ClientUpdate each kind of probe input is built from (kinds = Defense.inputs).
+SNAPSHOTS_OF = {"steps": "b_snapshots", "shadow": "shadow_snapshots"}
+
+
 def probe_inputs(
     update: ClientUpdate, spec: FeatureSpec, global_state: LoraState, kinds: tuple[str, ...]
 ) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from services.aggregator.defenses import ProbeEvidence, gated_fedavg, make_defense
 from services.aggregator.sampling import sample_clients
-from services.aggregator.scoring import UpdateScorer, probe_inputs, score_update
+from services.aggregator.scoring import SNAPSHOTS_OF, UpdateScorer, probe_inputs, score_update
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.state import AuditRecord, RoundPhase, RoundRecord, StateStore, StateStoreError
 from services.aggregator.strategies import AggregationResult, make_strategy
@@ -192,13 +192,12 @@ class AggregatorService:
     def _check_snapshots(self, update: ClientUpdate) -> None:
         if self.defense is None or self.probe_spec is None:
             return
-        needed = update.shadow_snapshots if self.defense.inputs == "shadow" else update.b_snapshots
-        if needed.size == 0:
-            kind = "shadow_snapshots" if self.defense.inputs == "shadow" else "b_snapshots"
+        needed = SNAPSHOTS_OF[self.defense.inputs]
+        if getattr(update, needed).size == 0:
             raise InvalidSubmission(
-                f"the {self.defense.name} level needs {kind} [steps, {self.probe_spec.dim}]"
+                f"the {self.defense.name} level needs {needed} [steps, {self.probe_spec.dim}]"
             )
-        for name in ("b_snapshots", "shadow_snapshots"):
+        for name in SNAPSHOTS_OF.values():
             value = getattr(update, name)
             if value.size and (value.ndim != 2 or value.shape[1] != self.probe_spec.dim):
                 raise InvalidSubmission(
@@ -215,7 +214,7 @@ class AggregatorService:
 
     async def _score(self, update_id: str, update: ClientUpdate, record: RoundRecord) -> dict:
         _, global_state = self.store.get_global(record.global_version)
-        kinds = ("shadow",) if self.defense.inputs == "shadow" else ("steps",)  # type: ignore[union-attr]
+        kinds = (self.defense.inputs,)  # type: ignore[union-attr]
         inputs = probe_inputs(update, self.probe_spec, global_state, kinds)  # type: ignore[arg-type]
         scores = await score_update(self.scorer, self.probe_id, inputs, self.settings.scoring)  # type: ignore[arg-type]
         self.store.put_scores(record.round_index, update_id, scores)
@@ -300,6 +299,6 @@ class AggregatorService:
         result = gated_fedavg(global_state, updates, decision.factors, defense.settings)
         scores = {}
         for update_id, update in zip(ids, updates, strict=True):
-            values = stored.get(update_id, {}).get("shadow" if defense.inputs == "shadow" else "steps")
+            values = stored.get(update_id, {}).get(defense.inputs)
             scores[update.client_id] = float(np.mean(values)) if values else None
         return result, decision.factors, scores, decision.trust, decision.reasons

@@ -144,21 +144,21 @@ def evaluate(
     from probes.dataset import ProbeDataset
     from probes.experiment import split_masks
     from probes.metrics import detection_metrics
-    from probes.registry import ProbeRegistry
+    from services.probe_service.scoring import ProbeBank
 
-    probe = ProbeRegistry(artifacts).get(probe_id)
+    bank = ProbeBank(artifacts)
+    manifest = bank.manifest(probe_id)
     dataset = ProbeDataset.load(data)
-    classifier = probe.manifest.training["classifier"]
+    classifier = manifest.training["classifier"]
     masks = split_masks(dataset, classifier["test_fraction"], classifier["seed"])
-    session = probe.session()
     scores = {}
     for test_set in ("heldout", "unseen_benign_style"):
         mask = masks[test_set]
-        scores[test_set] = session.run(None, {"features": dataset.features[mask]})[0]
-        metrics = detection_metrics(dataset.labels[mask], scores[test_set], probe.manifest.threshold)
+        scores[test_set] = bank.score(probe_id, dataset.features[mask])
+        metrics = detection_metrics(dataset.labels[mask], scores[test_set], manifest.threshold)
         typer.echo(f"{test_set}: {metrics.model_dump_json()}")
     checkpoint = ProbeCheckpoint.load(DEFAULT_CHECKPOINTS / probe_id)
-    x = probe.manifest.feature_spec.transform(dataset.features[masks["heldout"]])
+    x = manifest.feature_spec.transform(dataset.features[masks["heldout"]])
     reference = 1 / (1 + np.exp(-(x.astype(np.float64) @ checkpoint.weight + checkpoint.bias)))
     typer.echo(f"max |onnx - reference| = {np.abs(scores['heldout'] - reference).max():.2e}")
 
@@ -177,17 +177,17 @@ def drift(
 
     from probes.dataset import ProbeDataset
     from probes.drift import DriftCheckConfig, run_drift_check
-    from probes.registry import ProbeRegistry
     from services.cli.main import invoked_command
+    from services.probe_service.scoring import ProbeBank
 
     torch.set_num_threads(2)
-    probe = ProbeRegistry(artifacts).get(probe_id)
-    session = probe.session()
-    classifier = probe.manifest.training["classifier"]
+    bank = ProbeBank(artifacts)
+    manifest = bank.manifest(probe_id)
+    classifier = manifest.training["classifier"]
     rows = run_drift_check(
         ProbeDataset.load(data),
-        lambda x: session.run(None, {"features": x.astype("float32")})[0],
-        probe.manifest.threshold,
+        lambda x: bank.score(probe_id, x),
+        manifest.threshold,
         classifier["test_fraction"],
         classifier["seed"],
         DriftCheckConfig(rounds=rounds, trajectories_per_class=trajectories),
