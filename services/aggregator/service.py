@@ -25,7 +25,7 @@ from services.aggregator.state import AuditRecord, RoundPhase, RoundRecord, Stat
 from services.aggregator.strategies import AggregationResult, make_strategy
 from shared.features import FeatureSpec
 from shared.lora_state import LoraState, LoraStateError, validate_lora_state
-from shared.updates import ClientUpdate, encode_lora_state
+from shared.updates import ClientUpdate
 
 
 class AggregatorError(Exception):
@@ -140,10 +140,9 @@ class AggregatorService:
 
     def global_blob(self, version: int) -> bytes:
         try:
-            _, state = self.store.get_global(version)
+            return self.store.global_blob(version)
         except StateStoreError as error:
             raise NotFound(str(error)) from error
-        return encode_lora_state(state)
 
     def round_status(self, round_index: int) -> dict:
         record = self.store.get_round(round_index)

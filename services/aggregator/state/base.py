@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from shared.lora_state import LoraState
-from shared.updates import ClientUpdate
+from shared.updates import ClientUpdate, encode_lora_state
 
 
 class StateStoreError(RuntimeError):
@@ -54,6 +54,10 @@ class StateStore(ABC):
     @abstractmethod
     def get_global(self, version: int | None = None) -> tuple[int, LoraState]:
         """(version, state); None means the latest. Raises StateStoreError when there is none."""
+
+    def global_blob(self, version: int) -> bytes:
+        """A global version in its wire form (safetensors); stores that hold the bytes return them as is."""
+        return encode_lora_state(self.get_global(version)[1])
 
     @abstractmethod
     def open_round(self, record: RoundRecord) -> RoundRecord:

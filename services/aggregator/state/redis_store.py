@@ -85,10 +85,7 @@ class RedisStateStore(StateStore):
             if latest is None:
                 raise StateStoreError("no global adapter stored yet")
             version = int(latest)
-        blob = self.redis.get(self._key("global", version))
-        if blob is None:
-            raise StateStoreError(f"no global version {version}")
-        return version, decode_lora_state(blob)
+        return version, decode_lora_state(self.global_blob(version))
 
     def global_blob(self, version: int) -> bytes:
         blob = self.redis.get(self._key("global", version))
