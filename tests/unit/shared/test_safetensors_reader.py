@@ -58,6 +58,28 @@ def test_bfloat16_is_widened_exactly():
             ),
             "overlap",
         ),
+        (struct.pack("<Q", 200_001) + b"{" + b"[" * 100_000 + b"]" * 100_000, "nested 100001 levels"),
+        (_blob({"w": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4), "must be a str"),
+        (_blob({"w": {"dtype": "F32", "shape": [2**70], "data_offsets": [0, 4]}}, b"\0" * 4), r"<= 2\^40"),
+        # 2^32 * 2^32 * 4 bytes is 0 in int64 arithmetic: the old check passed it with offsets [0, 0]
+        (_blob({"w": {"dtype": "F32", "shape": [2**32, 2**32], "data_offsets": [0, 0]}}, b""), "expected 7"),
+        (_blob({"w": {"dtype": "F32", "shape": [0, 2**41], "data_offsets": [0, 0]}}, b""), r"<= 2\^40"),
+        (
+            _blob(
+                {
+                    "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                    "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]},
+                },
+                b"\0" * 12,
+            ),
+            "4 unreferenced bytes",
+        ),
+        (_blob({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 9), "cover 4 of the 9"),
+        (_blob({"__metadata__": {"a": [1]}}, b""), "strings to strings"),
+        (b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01K\x01u.", "a pickle"),
+        (b"PK\x03\x04" + b"\0" * 40, "zip archive"),
+        (b"\x1f\x8b\x08\x00" + b"\0" * 40, "gzip"),
+        (_blob({"w": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}}, b"\0" * 4), "non-negative"),
     ],
     ids=[
         "short",
@@ -71,6 +93,18 @@ def test_bfloat16_is_widened_exactly():
         "shape",
         "fields",
         "overlap",
+        "depth",
+        "dtype-list",
+        "dim-2^70",
+        "size-wraps-int64",
+        "zero-dim-huge",
+        "gap",
+        "trailing",
+        "metadata",
+        "pickle",
+        "torch-zip",
+        "gzip",
+        "bool-shape",
     ],
 )
 def test_malformed_input_is_refused_with_a_reason(blob, message):
