@@ -9,7 +9,7 @@ accepted update twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from tqdm.auto import tqdm
@@ -25,7 +25,12 @@ class ClientPool(Protocol):
     def client_ids(self) -> list[str]: ...
 
     def train_round(
-        self, client_ids: Sequence[str], global_state: LoraState, round_index: int, lr: float
+        self,
+        client_ids: Sequence[str],
+        global_state: LoraState,
+        round_index: int,
+        lr: float,
+        shadow: Mapping[str, bool] | None = None,
     ) -> list[ClientUpdate]: ...
 
 
@@ -47,7 +52,8 @@ class RoundOrchestrator:
         done = {self.store.get_update(i).client_id for i in self.store.update_ids(round_index)}
         pending = [c for c in record.sampled if c not in done]
         if pending:
-            for update in self.pool.train_round(pending, global_state, round_index, record.lr):
+            shadow = {c: self.service.needs_shadow(round_index, c) for c in pending}
+            for update in self.pool.train_round(pending, global_state, round_index, record.lr, shadow):
                 await self.service.submit(update)
         return await self.service.close_round(round_index)
 

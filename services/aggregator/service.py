@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.aggregator.defenses import ProbeEvidence, gated_fedavg, make_defense
+from services.aggregator.defenses import ProbeEvidence, defended_aggregate, make_defense
 from services.aggregator.sampling import sample_clients
 from services.aggregator.scoring import SNAPSHOTS_OF, UpdateScorer, probe_inputs, score_update
 from services.aggregator.settings import AggregatorSettings
@@ -86,9 +86,9 @@ class AggregatorService:
         self.defense = (
             make_defense(settings.defense, settings.defense_settings) if settings.is_level else None
         )
-        self.strategy = (
-            None if settings.is_level else make_strategy(settings.defense, **settings.strategy_options)
-        )
+        # A level aggregates with its settings' rule (FedAvg by default); a baseline is the rule itself.
+        rule = settings.defense_settings.aggregator if settings.is_level else settings.defense
+        self.strategy = make_strategy(rule, **settings.strategy_options)
         self._scoring: dict[str, asyncio.Task] = {}
         try:
             store.get_global(0)
@@ -164,6 +164,12 @@ class AggregatorService:
             "missing": [c for c in record.sampled if c not in updates.values()],
         }
 
+    def needs_shadow(self, round_index: int, client_id: str) -> bool:
+        """Whether this client must train the shadow branch this round (its task says so)."""
+        if self.defense is None:
+            return False
+        return self.defense.needs_shadow(round_index, self.store.get_trust().get(client_id, {}))
+
     def current_round(self) -> RoundRecord | None:
         latest = self.store.latest_round()
         return None if latest is None else self.store.get_round(latest)
@@ -179,7 +185,7 @@ class AggregatorService:
             validate_lora_state(update.lora_state, self._layout)
         except LoraStateError as error:
             raise InvalidSubmission(str(error)) from error
-        self._check_snapshots(update)
+        self._check_snapshots(update, record)
         try:
             update_id, created = self.store.add_update(update)
         except StateStoreError as error:
@@ -188,11 +194,12 @@ class AggregatorService:
             self._schedule_scoring(update_id, update, record)
         return update_id, created
 
-    def _check_snapshots(self, update: ClientUpdate) -> None:
+    def _check_snapshots(self, update: ClientUpdate, record: RoundRecord) -> None:
         if self.defense is None or self.probe_spec is None:
             return
         needed = SNAPSHOTS_OF[self.defense.inputs]
-        if getattr(update, needed).size == 0:
+        trust = self.store.get_trust().get(update.client_id, {})  # the server's view, not the client's
+        if getattr(update, needed).size == 0 and self.defense.needs_scores(record.round_index, trust):
             raise InvalidSubmission(
                 f"the {self.defense.name} level needs {needed} [steps, {self.probe_spec.dim}]"
             )
@@ -233,7 +240,7 @@ class AggregatorService:
             result = AggregationResult(global_state, {}, skipped=True, reason="no updates")
             factors, scores, trust, reasons = {}, {}, {}, {}
         elif self.defense is None:
-            result = self.strategy.aggregate(global_state, updates)  # type: ignore[union-attr]
+            result = self.strategy.aggregate(global_state, updates, round_index=round_index)
             factors, scores, trust, reasons = {}, {}, {}, {}
         else:
             result, factors, scores, trust, reasons = await self._defend(record, ids, updates, global_state)
@@ -295,7 +302,9 @@ class AggregatorService:
                 )
             )
         decision = defense.decide(record.round_index, evidence, trust)
-        result = gated_fedavg(global_state, updates, decision.factors, defense.settings)
+        result = defended_aggregate(
+            global_state, updates, decision.factors, defense.settings, self.strategy, record.round_index
+        )
         scores = {}
         for update_id, update in zip(ids, updates, strict=True):
             values = stored.get(update_id, {}).get(defense.inputs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import ray
 
@@ -33,8 +33,10 @@ class ClientHost:
         base = materialize_frozen_base(frozen_base)
         self.trainer = ClientTrainer(spec, base, load_tokenizer(model_name), lora, training, seed)
 
-    def train_round(self, global_state: LoraState, round_index: int, lr: float) -> ClientUpdate:
-        return self.trainer.train_round(global_state, round_index, lr)
+    def train_round(
+        self, global_state: LoraState, round_index: int, lr: float, shadow: bool = True
+    ) -> ClientUpdate:
+        return self.trainer.train_round(global_state, round_index, lr, shadow)
 
     def kind(self) -> str:
         return self.trainer.spec.kind
@@ -71,13 +73,23 @@ class RayClientPool:
         return list(self.actors)
 
     def train_round(
-        self, client_ids: Sequence[str], global_state: LoraState, round_index: int, lr: float
+        self,
+        client_ids: Sequence[str],
+        global_state: LoraState,
+        round_index: int,
+        lr: float,
+        shadow: Mapping[str, bool] | None = None,
     ) -> list[ClientUpdate]:
+        """`shadow`: per client, whether to train the shadow branch (default: yes, if configured)."""
         unknown = [c for c in client_ids if c not in self.actors]
         if unknown:
             raise KeyError(f"unknown clients {unknown}")
         state_ref = ray.put(global_state)
-        futures = [self.actors[c].train_round.remote(state_ref, round_index, lr) for c in client_ids]
+        wants = shadow or {}
+        futures = [
+            self.actors[c].train_round.remote(state_ref, round_index, lr, wants.get(c, True))
+            for c in client_ids
+        ]
         return list(ray.get(futures))
 
     def shutdown(self) -> None:

@@ -37,8 +37,12 @@ class ClientTrainer:
         self.model = attach_lora(base_model, lora)
         self.init_state = get_lora_state(self.model)  # θ^0, where the shadow branch restarts every round
 
-    def train_round(self, global_state: LoraState, round_index: int, lr: float) -> ClientUpdate:
-        """Start from the global adapter, train T local steps on this round's subset, return the update."""
+    def train_round(
+        self, global_state: LoraState, round_index: int, lr: float, shadow: bool = True
+    ) -> ClientUpdate:
+        """Start from the global adapter, train T local steps on this round's subset, return the update.
+
+        `shadow`: whether the task asks for the shadow branch this round (a frozen client skips it)."""
         torch.set_num_threads(self.training.torch_threads)
         torch.manual_seed(self.seed * 100_003 + round_index)  # LoRA dropout, reproducible per round
         set_lora_state(self.model, global_state)  # raises LoraStateError on wrong keys/shapes/NaN
@@ -47,7 +51,7 @@ class ClientTrainer:
         examples = [self.examples[i] for i in subset]
         result = self._train(examples, lr)
         shadow = np.zeros((0, 0), np.float32)
-        if cfg.shadow_lr is not None:
+        if cfg.shadow_lr is not None and shadow:
             set_lora_state(self.model, self.init_state)
             shadow = self._train(examples, cfg.shadow_lr).b_snapshots
         return ClientUpdate(

@@ -6,6 +6,7 @@ when the round's mean factor is below κ. Trust state is a JSON-able dict per cl
 
 from services.aggregator.defenses.base import Defense, DefenseDecision, DefenseSettings, ProbeEvidence
 from services.aggregator.defenses.client_level import ClientLevel
+from services.aggregator.defenses.combined import defended_aggregate
 from services.aggregator.defenses.evidence_level import EvidenceLevel
 from services.aggregator.defenses.gate import gated_fedavg
 from services.aggregator.defenses.shadow_level import ShadowLevel
@@ -33,6 +34,7 @@ __all__ = [
     "ProbeEvidence",
     "ShadowLevel",
     "StepLevel",
+    "defended_aggregate",
     "gated_fedavg",
     "make_defense",
 ]

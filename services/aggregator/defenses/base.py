@@ -8,10 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from services.aggregator.strategies import STRATEGIES
 
 FailurePolicy = Literal["fail_closed", "fail_open", "method"]
 Inputs = Literal["steps", "shadow"]
+Combine = Literal["gate", "filter"]
 
 
 class DefenseSettings(BaseModel):
@@ -31,6 +34,28 @@ class DefenseSettings(BaseModel):
     audit_interval: int = Field(
         5, ge=1, description="Participations between audits of a frozen-benign client."
     )
+    aggregator: str = Field(
+        "fedavg",
+        description=(
+            "The rule that aggregates after the level: fedavg (the method: weights n_i * max(s_i, s_min)) "
+            "or a robust baseline, whose options are the aggregator's strategy_options."
+        ),
+    )
+    combine: Combine = Field(
+        "gate",
+        description=(
+            "With a robust aggregator: gate (the official code: the level only skips rounds, the robust "
+            "rule aggregates every update) or filter (also drops updates whose weight max(s_i, s_min) is 0)."
+        ),
+    )
+
+    @field_validator("aggregator")
+    @classmethod
+    def _known_aggregator(cls, name: str) -> str:
+        if name not in STRATEGIES:
+            raise ValueError(f"unknown aggregator {name!r}; available: {', '.join(sorted(STRATEGIES))}")
+        return name
+
     on_probe_unavailable: FailurePolicy = Field(
         "fail_closed",
         description=(
@@ -79,6 +104,11 @@ class Defense(ABC):
     def needs_scores(self, round_index: int, trust: dict) -> bool:
         """Whether this client's update must be scored this round (frozen clients may skip the probe)."""
         return True
+
+    def needs_shadow(self, round_index: int, trust: dict) -> bool:
+        """Whether the client must train the shadow branch this round (told in its task). Only a level
+        that scores shadow steps needs one, and only for clients it scores."""
+        return self.inputs == "shadow" and self.needs_scores(round_index, trust)
 
     @abstractmethod
     def decide_client(self, round_index: int, evidence: ProbeEvidence, trust: dict) -> ClientDecision: ...

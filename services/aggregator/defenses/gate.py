@@ -10,6 +10,28 @@ from shared.lora_state import LoraState
 from shared.updates import ClientUpdate
 
 
+def safety_gate(
+    global_state: LoraState,
+    updates: Sequence[ClientUpdate],
+    factors: Mapping[str, float],
+    settings: DefenseSettings,
+) -> AggregationResult | None:
+    """The skipped round (global unchanged) if the mean of max(s_i, s_min) is below κ, else None.
+
+    The floor comes first, as in the official code (`compute` floors each factor, then averages);
+    method.md writes the mean of s_i, which differs only when s_min > 0."""
+    values = [max(factors[u.client_id], settings.min_weight) for u in updates]
+    mean = sum(values) / len(values) if values else 0.0
+    if mean >= settings.skip_below:
+        return None
+    return AggregationResult(
+        dict(global_state),
+        {u.client_id: 0.0 for u in updates},
+        skipped=True,
+        reason=f"safety gate: mean factor {mean:.3f} < {settings.skip_below}",
+    )
+
+
 def gated_fedavg(
     global_state: LoraState,
     updates: Sequence[ClientUpdate],
@@ -17,16 +39,10 @@ def gated_fedavg(
     settings: DefenseSettings,
 ) -> AggregationResult:
     """Skip the round (global unchanged) if mean factor < κ; else FedAvg with n_i · max(s_i, s_min)."""
-    values = [factors[u.client_id] for u in updates]
-    mean = sum(values) / len(values) if values else 0.0
-    if mean < settings.skip_below:
-        return AggregationResult(
-            dict(global_state),
-            {u.client_id: 0.0 for u in updates},
-            skipped=True,
-            reason=f"safety gate: mean factor {mean:.3f} < {settings.skip_below}",
-        )
-    weights = [max(v, settings.min_weight) for v in values]
+    skipped = safety_gate(global_state, updates, factors, settings)
+    if skipped is not None:
+        return skipped
+    weights = [max(factors[u.client_id], settings.min_weight) for u in updates]
     result = FedAvg().aggregate(global_state, updates, weights)
-    result.details["mean_factor"] = mean
+    result.details["mean_factor"] = sum(weights) / len(weights)
     return result

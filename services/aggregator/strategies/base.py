@@ -20,12 +20,39 @@ class AggregationResult:
 
 
 class Strategy(ABC):
-    """Aggregators are stateless between calls; any state a defense keeps lives in the state store."""
+    """Aggregators are stateless between calls; any state a defense keeps lives in the state store.
+
+    `uses_factors`: whether the rule takes Safe-FedLLM security factors as weights. A rule that does not
+    refuses them rather than silently ignoring them. `randomised`: whether it draws random numbers; those
+    draw them from (seed, round_index), so each round is fresh and a resumed round draws the same.
+    """
 
     name: str
+    uses_factors: bool = False
+    randomised: bool = False
 
-    @abstractmethod
     def aggregate(
-        self, global_state: LoraState, updates: Sequence[ClientUpdate], factors: Sequence[float] | None = None
+        self,
+        global_state: LoraState,
+        updates: Sequence[ClientUpdate],
+        factors: Sequence[float] | None = None,
+        *,
+        round_index: int | None = None,
     ) -> AggregationResult:
         """`factors`: optional per-update security factors in [0, 1] (1 = fully trusted)."""
+        if factors is not None and not self.uses_factors:
+            raise ValueError(f"{self.name} does not weight clients by security factors; got factors")
+        if self.randomised and round_index is None:
+            raise ValueError(f"{self.name} draws fresh random numbers each round: pass round_index")
+        if not updates:
+            return AggregationResult(dict(global_state), {}, skipped=True, reason="no updates")
+        return self._aggregate(global_state, updates, factors, round_index)
+
+    @abstractmethod
+    def _aggregate(
+        self,
+        global_state: LoraState,
+        updates: Sequence[ClientUpdate],
+        factors: Sequence[float] | None,
+        round_index: int | None,
+    ) -> AggregationResult: ...

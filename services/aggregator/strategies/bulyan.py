@@ -1,6 +1,8 @@
-"""Bulyan (El Mhamdi et al. 2018): pick n − 2f clients by repeated Krum, then a coordinate-wise trimmed mean
-that keeps the n − 4f values closest to the median. Needs n >= 4f + 3; with fewer clients f is lowered and
-the result says so.
+"""Bulyan (El Mhamdi et al., ICML 2018): pick θ = n − 2f updates by repeated Krum (each pick rescored on
+the updates left), then per coordinate average the β = θ − 2f values closest to the selection's median.
+
+Options: `num_attackers` (f, required; see Krum). Departure: the paper needs n >= 4f + 3; with fewer
+clients f is lowered to the largest value that fits and the result says so.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from services.aggregator.strategies.base import AggregationResult, Strategy
-from services.aggregator.strategies.krum import krum_scores
+from services.aggregator.strategies.krum import check_attackers, krum_scores
 from services.aggregator.strategies.tensors import apply_delta, client_deltas, uniform_weights
 from shared.lora_state import LoraState
 from shared.updates import ClientUpdate
@@ -19,11 +21,16 @@ from shared.updates import ClientUpdate
 class Bulyan(Strategy):
     name = "bulyan"
 
-    def __init__(self, num_attackers: int = 1) -> None:
+    def __init__(self, *, num_attackers: int) -> None:
+        check_attackers(num_attackers)
         self.num_attackers = num_attackers
 
-    def aggregate(
-        self, global_state: LoraState, updates: Sequence[ClientUpdate], factors: Sequence[float] | None = None
+    def _aggregate(
+        self,
+        global_state: LoraState,
+        updates: Sequence[ClientUpdate],
+        factors: Sequence[float] | None,
+        round_index: int | None,
     ) -> AggregationResult:
         deltas, layout = client_deltas(global_state, updates)
         n = len(updates)

@@ -1,7 +1,7 @@
-"""FedAvg (McMahan et al. 2017): the sample-weighted mean of the clients' full local adapters.
+"""FedAvg (McMahan et al., AISTATS 2017): the sample-weighted mean of the clients' full local adapters.
 
-With security factors s_i it is the Safe-FedLLM aggregation rule: weights n_i * s_i. All clients start a
-round from the same global adapter, so averaging states equals averaging deltas.
+Options: none. With security factors s_i it is the Safe-FedLLM aggregation rule: weights n_i · s_i. All
+clients start a round from the same global adapter, so averaging states equals averaging deltas.
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ from shared.updates import ClientUpdate
 
 class FedAvg(Strategy):
     name = "fedavg"
+    uses_factors = True
 
-    def aggregate(
-        self, global_state: LoraState, updates: Sequence[ClientUpdate], factors: Sequence[float] | None = None
+    def _aggregate(
+        self,
+        global_state: LoraState,
+        updates: Sequence[ClientUpdate],
+        factors: Sequence[float] | None,
+        round_index: int | None,
     ) -> AggregationResult:
-        if not updates:
-            return AggregationResult(dict(global_state), {}, skipped=True, reason="no updates")
         factors = [1.0] * len(updates) if factors is None else list(factors)
         if len(factors) != len(updates):
             raise ValueError(f"{len(factors)} factors for {len(updates)} updates")

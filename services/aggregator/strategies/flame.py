@@ -1,14 +1,26 @@
-"""FLAME (Nguyen et al. 2022): cluster, clip, add noise.
+"""FLAME (Nguyen et al., USENIX Security 2022): cluster, clip, add noise.
 
-HDBSCAN (min_cluster_size ⌊n/2⌋ + 1, min_samples 1, one cluster allowed) on pairwise cosine distances
-keeps the largest cluster; its updates are clipped to the round's median norm, averaged, and Gaussian noise
-with σ = noise_factor · median norm is added (seeded). Distances are between updates, not weights as in the
-official code: every client shares the global A matrices, which dominate the weight vectors' cosine.
+1. Pairwise cosine distances between the clients' local models; HDBSCAN (min_cluster_size ⌊n/2⌋ + 1,
+   min_samples 1, a single cluster allowed) admits the largest cluster (everyone when all are noise).
+2. Clipping bound S = median over all n clients of ‖W_i − G‖; each admitted update is scaled by
+   min(1, S / ‖W_i − G‖) and the admitted updates are averaged.
+3. Gaussian noise N(0, (λ·S)²) is added to the new global, drawn from (seed, round_index): fresh each
+   round. λ = `noise_factor`, 0.001 as in the official code.
+
+Options:
+- `cluster_on`: "weights" (default, the paper: the local models W_i) or "updates" (W_i − G). Departure
+  available because every LoRA client starts from the same global adapter, whose shared part dominates
+  the cosine of whole weight vectors; on updates the clustering sees only what the clients changed.
+- `clustering`: "paper" (default: HDBSCAN on the precomputed cosine-distance matrix) or "official" (the
+  official code: the rows of that matrix clustered as points under HDBSCAN's default Euclidean metric).
+- `noise_factor` (λ), `seed`.
+Departure: scikit-learn's HDBSCAN, not the hdbscan package the official code imports (same algorithm).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -16,29 +28,33 @@ from services.aggregator.strategies.base import AggregationResult, Strategy
 from services.aggregator.strategies.norm_clipping import clip_to
 from services.aggregator.strategies.tensors import (
     apply_delta,
+    check_choice,
     client_deltas,
     cosine_similarities,
+    round_rng,
     uniform_weights,
 )
 from shared.lora_state import LoraState
 from shared.updates import ClientUpdate
 
+ClusterOn = Literal["weights", "updates"]
+Clustering = Literal["paper", "official"]
 
-def largest_cluster(deltas: np.ndarray) -> np.ndarray:
-    """Indices of HDBSCAN's largest cluster (all clients when there are too few to cluster)."""
+
+def largest_cluster(vectors: np.ndarray, clustering: Clustering = "paper") -> np.ndarray:
+    """Indices of HDBSCAN's largest cluster over cosine distances (all when too few or all noise)."""
     from sklearn.cluster import HDBSCAN
 
-    n = len(deltas)
+    n = len(vectors)
     if n < 3:
         return np.arange(n)
-    distances = np.clip(1 - cosine_similarities(deltas), 0, 2)
-    labels = HDBSCAN(
-        min_cluster_size=n // 2 + 1,
-        min_samples=1,
-        metric="precomputed",
-        allow_single_cluster=True,
-        copy=True,
-    ).fit_predict(distances)
+    distances = np.clip(1 - cosine_similarities(vectors), 0, 2)
+    np.fill_diagonal(distances, 0.0)
+    options = {"min_cluster_size": n // 2 + 1, "min_samples": 1, "allow_single_cluster": True, "copy": True}
+    if clustering == "paper":
+        labels = HDBSCAN(metric="precomputed", **options).fit_predict(distances)
+    else:
+        labels = HDBSCAN(**options).fit_predict(distances)
     clustered = labels[labels >= 0]
     if len(clustered) == 0:
         return np.arange(n)
@@ -48,18 +64,35 @@ def largest_cluster(deltas: np.ndarray) -> np.ndarray:
 
 class Flame(Strategy):
     name = "flame"
+    randomised = True
 
-    def __init__(self, noise_factor: float = 0.001, seed: int = 2023) -> None:
+    def __init__(
+        self,
+        noise_factor: float = 0.001,
+        seed: int = 2023,
+        cluster_on: ClusterOn = "weights",
+        clustering: Clustering = "paper",
+    ) -> None:
+        check_choice("cluster_on", cluster_on, ("weights", "updates"))
+        check_choice("clustering", clustering, ("paper", "official"))
+        if noise_factor < 0:
+            raise ValueError(f"noise_factor must be >= 0, got {noise_factor}")
         self.noise_factor, self.seed = noise_factor, seed
+        self.cluster_on, self.clustering = cluster_on, clustering
 
-    def aggregate(
-        self, global_state: LoraState, updates: Sequence[ClientUpdate], factors: Sequence[float] | None = None
+    def _aggregate(
+        self,
+        global_state: LoraState,
+        updates: Sequence[ClientUpdate],
+        factors: Sequence[float] | None,
+        round_index: int | None,
     ) -> AggregationResult:
         deltas, layout = client_deltas(global_state, updates)
-        kept = largest_cluster(deltas)
+        vectors = deltas + layout.flatten(global_state) if self.cluster_on == "weights" else deltas
+        kept = largest_cluster(vectors, self.clustering)
         bound = float(np.median(np.linalg.norm(deltas, axis=1)))
         delta = clip_to(deltas[kept], bound).mean(axis=0)
-        rng = np.random.default_rng(self.seed)
+        rng = round_rng(self.seed, round_index)  # type: ignore[arg-type]
         delta = delta + rng.normal(0.0, self.noise_factor * bound, size=delta.shape)
         return AggregationResult(
             apply_delta(global_state, layout, delta),

@@ -1,9 +1,10 @@
-"""FoolsGold (Fung et al. 2020): down-weight clients whose updates look alike (sybils pushing one goal).
+"""FoolsGold (Fung et al., RAID 2020): down-weight clients whose updates look alike (sybils pushing one goal).
 
 As the official code: cosine similarity of the round's updates, "pardoning" of clients less similar to
 others than their partner is, wv = 1 − max similarity, rescaled, logit + 0.5, clipped to [0, 1]; the new
 global is the global plus the mean over clients with wv > 0 of wv_i · Δ_i. (The paper accumulates each
 client's update history; a per-round version keeps this strategy stateless, like the official code.)
+Options: none (the paper's confidence κ is 1, as in the official code).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ def foolsgold_weights(deltas: np.ndarray, confidence: float = 1.0) -> np.ndarray
     n = len(deltas)
     if n == 1:
         return np.ones(1)
-    cs = cosine_similarities(deltas) - np.eye(n)
+    cs = cosine_similarities(deltas)
+    np.fill_diagonal(cs, 0.0)  # exactly 0 (1 − eye leaves ±1 ulp, and a −ulp max would divide by 0 below)
     max_cs = cs.max(axis=1)
     for i in range(n):
         for j in range(n):
@@ -40,8 +42,12 @@ def foolsgold_weights(deltas: np.ndarray, confidence: float = 1.0) -> np.ndarray
 class FoolsGold(Strategy):
     name = "foolsgold"
 
-    def aggregate(
-        self, global_state: LoraState, updates: Sequence[ClientUpdate], factors: Sequence[float] | None = None
+    def _aggregate(
+        self,
+        global_state: LoraState,
+        updates: Sequence[ClientUpdate],
+        factors: Sequence[float] | None,
+        round_index: int | None,
     ) -> AggregationResult:
         deltas, layout = client_deltas(global_state, updates)
         wv = foolsgold_weights(deltas)

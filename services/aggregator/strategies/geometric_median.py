@@ -1,4 +1,9 @@
-"""Geometric median of the updates (RFA, Pillutla et al. 2022), by smoothed Weiszfeld iterations."""
+"""Geometric median of the updates (RFA, Pillutla et al., IEEE TSP 2022), by smoothed Weiszfeld iterations.
+
+Each update is weighted by its sample count, as in RFA. Options: `iterations` (Weiszfeld steps, at most;
+it stops early when the point moves less than 1e-8 relative). Departure: distances are floored at 1e-8
+instead of RFA's smoothing ν; no official-code counterpart.
+"""
 
 from __future__ import annotations
 
@@ -34,8 +39,12 @@ class GeometricMedian(Strategy):
     def __init__(self, iterations: int = 100) -> None:
         self.iterations = iterations
 
-    def aggregate(
-        self, global_state: LoraState, updates: Sequence[ClientUpdate], factors: Sequence[float] | None = None
+    def _aggregate(
+        self,
+        global_state: LoraState,
+        updates: Sequence[ClientUpdate],
+        factors: Sequence[float] | None,
+        round_index: int | None,
     ) -> AggregationResult:
         deltas, layout = client_deltas(global_state, updates)
         weights = normalised_weights([u.num_samples for u in updates])

@@ -1,6 +1,8 @@
-"""Norm clipping (Sun et al. 2019): scale every update down to at most a bound, then FedAvg.
+"""Norm clipping (Sun et al., "Can you really backdoor federated learning?", 2019): scale every update
+down to at most a bound, then average weighted by sample counts.
 
-The bound is fixed, or (default) the median update norm of the round, as FLAME and LASA use it.
+Options: `bound` — a fixed norm, or None (default) for the round's median update norm, as FLAME and LASA
+use it. Departure: the paper fixes the bound; the adaptive default needs no tuning per model.
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ class NormClipping(Strategy):
     def __init__(self, bound: float | None = None) -> None:
         self.bound = bound
 
-    def aggregate(
-        self, global_state: LoraState, updates: Sequence[ClientUpdate], factors: Sequence[float] | None = None
+    def _aggregate(
+        self,
+        global_state: LoraState,
+        updates: Sequence[ClientUpdate],
+        factors: Sequence[float] | None,
+        round_index: int | None,
     ) -> AggregationResult:
         deltas, layout = client_deltas(global_state, updates)
         bound = self.bound if self.bound is not None else float(np.median(np.linalg.norm(deltas, axis=1)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -91,3 +92,31 @@ def uniform_weights(updates: Sequence[ClientUpdate], kept: Sequence[int]) -> dic
     """Normalised weight per client when the `kept` clients share the aggregate equally."""
     kept_set = set(kept)
     return {u.client_id: (1 / len(kept_set) if i in kept_set else 0.0) for i, u in enumerate(updates)}
+
+
+EvenMedian = Literal["mean", "lower"]
+
+
+def check_choice(option: str, value: object, allowed: Sequence[object]) -> None:
+    """Options are checked when a strategy is built, not when its first round closes."""
+    if value not in allowed:
+        raise ValueError(f"{option} must be one of {list(allowed)}, got {value!r}")
+
+
+def coordinate_median(x: np.ndarray, even: EvenMedian, axis: int = 0) -> np.ndarray:
+    """Median along `axis`. With an even count, "mean" averages the two middle values (numpy, the textbook
+    median); "lower" takes the lower one (torch.median, hence the official code)."""
+    check_choice("even", even, ("mean", "lower"))
+    if even == "mean":
+        return np.median(x, axis=axis)
+    return np.take(np.sort(x, axis=axis), (x.shape[axis] - 1) // 2, axis=axis)
+
+
+def round_rng(seed: int, round_index: int) -> np.random.Generator:
+    """A generator fresh for each round and reproducible for a resumed one."""
+    return np.random.default_rng([seed, round_index])
+
+
+def expected_attackers(clients_per_round: int, num_malicious: int, num_clients: int) -> int:
+    """The official code's f: malicious clients expected among the sampled ones, rounded."""
+    return round(clients_per_round * num_malicious / num_clients)

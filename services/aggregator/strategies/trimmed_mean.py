@@ -1,7 +1,8 @@
-"""Coordinate-wise trimmed mean (Yin et al. 2018): drop the `trim` smallest and largest values per coordinate.
+"""Coordinate-wise trimmed mean (Yin et al., ICML 2018): per coordinate, drop the `trim` smallest and
+`trim` largest values and average the rest.
 
-The official code drops exactly one of each; with n <= 2 * trim nothing would be left, so it falls back to
-the median and says so.
+Options: `trim` (default 1, as the official code; the paper's β·n). Departure: with n <= 2 · trim nothing
+would be left, so it falls back to the median (even count: the mean of the middle two) and says so.
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ class TrimmedMean(Strategy):
             raise ValueError("trim must be >= 0")
         self.trim = trim
 
-    def aggregate(
-        self, global_state: LoraState, updates: Sequence[ClientUpdate], factors: Sequence[float] | None = None
+    def _aggregate(
+        self,
+        global_state: LoraState,
+        updates: Sequence[ClientUpdate],
+        factors: Sequence[float] | None,
+        round_index: int | None,
     ) -> AggregationResult:
         deltas, layout = client_deltas(global_state, updates)
         n, reason = len(updates), ""

@@ -33,6 +33,7 @@ class Task(BaseModel):
     global_version: int | None
     lr: float | None
     training: dict
+    shadow: bool = Field(False, description="Whether this round needs the shadow branch from this client.")
 
 
 class Accepted(BaseModel):
@@ -60,6 +61,7 @@ async def task(client_id: ClientId, service: Service) -> Task:
         global_version=record.global_version,
         lr=record.lr,
         training=training,
+        shadow=client_id in record.sampled and service.needs_shadow(record.round_index, client_id),
     )
 
 

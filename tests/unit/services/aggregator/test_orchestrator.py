@@ -9,9 +9,11 @@ from services.aggregator.orchestrator import RoundOrchestrator
 from services.aggregator.service import AggregatorService
 from services.aggregator.settings import AggregatorSettings, FederationConfig
 from services.aggregator.state import InMemoryStateStore, RoundPhase
+from shared.config import LocalTrainingConfig
 from shared.updates import ClientUpdate
 
 KEY = "layers.0.v_proj.lora_B.weight"
+TASK = LocalTrainingConfig()  # what the service tells clients to train by default
 
 
 class ShiftPool:
@@ -25,14 +27,15 @@ class ShiftPool:
         return list(self.shifts)
 
     def train_round(
-        self, client_ids: Sequence[str], global_state, round_index: int, lr: float
+        self, client_ids: Sequence[str], global_state, round_index: int, lr: float, shadow=None
     ) -> list[ClientUpdate]:
         out = []
         for cid in client_ids:
             if self.crash_after is not None and len(self.calls) >= self.crash_after:
                 raise RuntimeError("aggregator crashed")
             self.calls.append((round_index, cid))
-            out.append(ClientUpdate(cid, round_index, 10, {KEY: global_state[KEY] + self.shifts[cid]}))
+            state = {KEY: global_state[KEY] + self.shifts[cid]}
+            out.append(ClientUpdate(cid, round_index, 10, state, batch_size=TASK.batch_size))
         return out
 
 
@@ -96,3 +99,69 @@ def test_a_closed_round_is_not_run_again():
     orchestrator.run_round(0)
     assert pool.calls == [(0, "a")]
     assert store.get_global()[0] == 1
+
+
+class ShadowPool(ShiftPool):
+    """Sends two shadow snapshots only when the task asks for the shadow branch, and records each ask."""
+
+    def __init__(self, shifts: dict[str, float]) -> None:
+        super().__init__(shifts)
+        self.shadow_asked: list[tuple[int, str, bool]] = []
+
+    def train_round(self, client_ids, global_state, round_index, lr, shadow=None):
+        out = []
+        for update in super().train_round(client_ids, global_state, round_index, lr):
+            wanted = bool(shadow[update.client_id])
+            self.shadow_asked.append((round_index, update.client_id, wanted))
+            update.b_keys = [KEY]
+            rows = TASK.local_steps
+            update.shadow_snapshots = (
+                np.full((rows, 6), 0.5, np.float32) if wanted else np.zeros((0, 0), np.float32)
+            )
+            out.append(update)
+        return out
+
+
+class BenignScorer:
+    def __init__(self) -> None:
+        self.rows = 0
+
+    async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray:
+        self.rows += len(features)
+        return np.full(len(features), 0.1)
+
+
+def test_evidence_level_frozen_clients_skip_the_shadow_branch_until_their_fifth_participation():
+    """Simulated run of the evidence level with the default audit interval (5): every client is benign,
+    so it is frozen at its 3rd participation and trains the shadow branch again only at the 5th
+    participation after that (and every 5th after a passed audit). The service accepts the updates
+    without shadow snapshots from frozen clients."""
+    from services.aggregator.defenses import DefenseSettings
+    from shared.features import FeatureSpec
+
+    pool, scorer, store = ShadowPool({"a": 1.0, "b": 2.0, "c": 3.0}), BenignScorer(), InMemoryStateStore()
+    settings = AggregatorSettings(
+        defense="evidence", federation=FederationConfig(num_rounds=40, clients_per_round=2)
+    )
+    assert settings.defense_settings == DefenseSettings() and settings.defense_settings.audit_interval == 5
+    spec = FeatureSpec(keys=(KEY,), shapes=((3, 2),))
+    service = AggregatorService(
+        store, settings, _initial(), scorer, "probe", spec, population=pool.client_ids
+    )
+    RoundOrchestrator(service, pool).run(progress=False)
+    for client in "abc":
+        asks = [wanted for _, c, wanted in pool.shadow_asked if c == client]
+        # participation k (1-based) needs a shadow branch iff k <= 3 or (k - 3) is a multiple of 5
+        assert asks == [k <= 3 or (k - 3) % 5 == 0 for k in range(1, len(asks) + 1)], client
+    trained = sum(wanted for *_, wanted in pool.shadow_asked)
+    assert len(pool.shadow_asked) == 80 and scorer.rows == TASK.local_steps * trained
+    skipped = 80 - trained
+    assert skipped == 80 - sum(3 + (n - 3) // 5 for n in _participations(pool).values())
+    assert skipped > 50  # the saving: most shadow branches are skipped once clients are frozen
+
+
+def _participations(pool: ShadowPool) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for _, client, _ in pool.shadow_asked:
+        counts[client] = counts.get(client, 0) + 1
+    return counts
