@@ -10,19 +10,19 @@ the new global version, audit records and trust state in one atomic store transi
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
-import secrets
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from services.aggregator.defenses import ProbeEvidence, defended_aggregate, make_defense
+from services.aggregator.registration import Registrar, digest
 from services.aggregator.sampling import sample_clients
 from services.aggregator.scoring import SNAPSHOTS_OF, UpdateScorer, probe_inputs, score_update
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.state import AuditRecord, RoundPhase, RoundRecord, StateStore, StateStoreError
 from services.aggregator.strategies import AggregationResult, make_strategy
+from services.aggregator.update_bounds import UpdateOutOfBounds, bound_update
 from shared.features import FeatureSpec
 from shared.lora_state import LoraState, LoraStateError, validate_lora_state
 from shared.updates import ClientUpdate
@@ -62,8 +62,7 @@ class RoundSummary:
     reason: str = ""
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+token_hash = digest
 
 
 class AggregatorService:
@@ -95,13 +94,13 @@ class AggregatorService:
         except StateStoreError:
             store.put_global(0, initial_state)
         self._layout = store.get_global(0)[1]
+        self.registrar = Registrar(store, settings)
+        self.registrar.load_configured_tokens()
 
     # clients
-    def register(self, client_id: str) -> str:
-        token = secrets.token_urlsafe(32)
-        if not self.store.register_client(client_id, token_hash(token)):
-            raise RoundConflict(f"client {client_id!r} is already registered")
-        return token
+    def register(self, client_id: str, enrollment_token: str | None = None) -> str:
+        """A new client's bearer token, if the registration policy admits it (RegistrationError if not)."""
+        return self.registrar.register(client_id, enrollment_token)
 
     def authenticate(self, client_id: str, token: str) -> None:
         expected = self.store.client_token_hash(client_id)
@@ -176,6 +175,17 @@ class AggregatorService:
 
     # submissions
     async def submit(self, update: ClientUpdate) -> tuple[str, bool]:
+        update_id, created, record, update = self.accept(update)
+        if created:
+            self.start_scoring(update_id, update, record)
+        return update_id, created
+
+    def accept(self, update: ClientUpdate) -> tuple[str, bool, RoundRecord, ClientUpdate]:
+        """Validate, bound and store an update (blocking I/O: the API runs it in a worker thread)."""
+        try:
+            update = bound_update(update, self.settings.training, self.settings.oversized_updates)
+        except UpdateOutOfBounds as error:
+            raise InvalidSubmission(str(error)) from error
         record = self.store.get_round(update.round_index)
         if record is None or record.phase is not RoundPhase.OPEN:
             raise RoundConflict(f"round {update.round_index} is not open")
@@ -190,9 +200,7 @@ class AggregatorService:
             update_id, created = self.store.add_update(update)
         except StateStoreError as error:
             raise RoundConflict(str(error)) from error
-        if created and self.defense is not None:
-            self._schedule_scoring(update_id, update, record)
-        return update_id, created
+        return update_id, created, record, update
 
     def _check_snapshots(self, update: ClientUpdate, record: RoundRecord) -> None:
         if self.defense is None or self.probe_spec is None:
@@ -212,18 +220,21 @@ class AggregatorService:
             if value.size and not np.all(np.isfinite(value)):
                 raise InvalidSubmission(f"{name}: contains NaN or Inf")
 
-    def _schedule_scoring(self, update_id: str, update: ClientUpdate, record: RoundRecord) -> None:
+    def start_scoring(self, update_id: str, update: ClientUpdate, record: RoundRecord) -> None:
+        """Score a newly accepted update in the background (a task on the running event loop)."""
+        if self.defense is None:
+            return
         trust = self.store.get_trust().get(update.client_id, {})
         if not self.defense.needs_scores(record.round_index, trust):  # type: ignore[union-attr]
             return
         self._scoring[update_id] = asyncio.ensure_future(self._score(update_id, update, record))
 
     async def _score(self, update_id: str, update: ClientUpdate, record: RoundRecord) -> dict:
-        _, global_state = self.store.get_global(record.global_version)
+        _, global_state = await asyncio.to_thread(self.store.get_global, record.global_version)
         kinds = (self.defense.inputs,)  # type: ignore[union-attr]
         inputs = probe_inputs(update, self.probe_spec, global_state, kinds)  # type: ignore[arg-type]
         scores = await score_update(self.scorer, self.probe_id, inputs, self.settings.scoring)  # type: ignore[arg-type]
-        self.store.put_scores(record.round_index, update_id, scores)
+        await asyncio.to_thread(self.store.put_scores, record.round_index, update_id, scores)
         return scores
 
     # closing
@@ -255,7 +266,7 @@ class AggregatorService:
                 weight=result.client_weights.get(u.client_id, 0.0),
                 factor=factors.get(u.client_id, 1.0),
                 score=scores.get(u.client_id),
-                reason="; ".join(r for r in (reasons.get(u.client_id, ""), result.reason) if r),
+                reason="; ".join(r for r in (reasons.get(u.client_id, ""), result.reason, u.notes) if r),
             )
             for u in updates
         ]
@@ -296,7 +307,7 @@ class AggregatorService:
                 ProbeEvidence(
                     update.client_id,
                     update.num_samples,
-                    update.batch_size or self.settings.training.batch_size,
+                    self.settings.training.batch_size,  # the task's b, never the client's claim
                     step_scores=entry.get("steps"),
                     shadow_scores=entry.get("shadow"),
                 )

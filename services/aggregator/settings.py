@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,7 +49,33 @@ class AggregatorSettings(BaseSettings):
     scoring: ScoringPolicy = ScoringPolicy()
     namespace: str = Field("sfl", description="Redis key prefix (one federation per namespace).")
     admin_token: str | None = Field(None, description="Bearer token of the operator endpoints.")
-    max_update_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest accepted submission body.")
+    max_update_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest accepted submission part.")
+    max_request_bytes: int = Field(
+        64 * 1024, gt=0, description="Largest body of every other request (JSON), enforced while streaming."
+    )
+    registration: Literal["enrollment", "open"] = Field(
+        "enrollment",
+        description=(
+            "enrollment: a client registers with a single-use token the operator issued (POST "
+            "/v1/admin/enrollments, or enrollment_tokens); open: anyone may register, at most "
+            "open_registration_limit per open_registration_window_s (demos only: open admits Sybils)."
+        ),
+    )
+    enrollment_tokens: list[str] = Field(
+        default_factory=list,
+        description="Single-use enrollment tokens loaded at start (e.g. from a Kubernetes Secret); a spent "
+        "token stays spent across restarts.",
+    )
+    open_registration_limit: int = Field(10, ge=1, description="Open registrations allowed per window.")
+    open_registration_window_s: int = Field(60, ge=1, description="Window of the open-registration limit.")
+    oversized_updates: Literal["reject", "clip"] = Field(
+        "reject",
+        description=(
+            "A submission claiming more samples than the task's subset (batch_size x local_steps) or another "
+            "batch size: reject answers 422; clip caps it at the task's values and notes it in the audit log."
+        ),
+    )
+    retry_after_s: int = Field(2, ge=1, description="Retry-After of 503 answers (state store unavailable).")
 
     @property
     def is_level(self) -> bool:

@@ -6,6 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
+from services.probe_service.errors import ProbeServiceError, ScorerUnavailable
 from services.probe_service.scoring import ProbeBank
 
 
@@ -35,7 +36,12 @@ class ServeBackend:
         self.handle = handle
 
     async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray:
-        return await self.handle.score.remote(probe_id, features)
+        try:
+            return await self.handle.score.remote(probe_id, features)
+        except ProbeServiceError:
+            raise
+        except Exception as error:  # any failure of the remote replicas (Ray errors, timeouts): retryable
+            raise ScorerUnavailable(f"probe replicas unavailable: {type(error).__name__}") from error
 
     async def ready(self) -> bool:
         return bool(await self.handle.loaded_probes.remote())

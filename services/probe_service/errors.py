@@ -28,3 +28,10 @@ class InvalidUpdate(ProbeServiceError):
 
 class ProbeNotFound(ProbeServiceError):
     status_code, code = 404, "probe_not_found"
+
+
+class ScorerUnavailable(ProbeServiceError):
+    """The scoring replicas did not answer; the caller should retry after `retry_after_s`."""
+
+    status_code, code = 503, "scorer_unavailable"
+    retry_after_s = 1

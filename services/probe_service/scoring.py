@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,38 @@ from probes.artifact import INPUT_NAME, LoadedProbe, ProbeArtifactError, ProbeMa
 from probes.registry import ProbeRegistry, UnknownProbeError
 from services.probe_service.errors import InvalidUpdate, ProbeNotFound
 from shared.features import FeatureSpec
-from shared.lora_state import LoraStateError
+from shared.lora_state import LoraStateError, first_layer_b_keys
+
+# Hub ids (and their last path segment) of the model zoo's base models, lower-cased -> zoo name. Kept here
+# rather than importing shared.model_zoo, which pulls in torch; tests pin it against the zoo's names.
+MODEL_ALIASES = {
+    "huggingfacetb/smollm2-135m-instruct": "smollm2-135m",
+    "smollm2-135m-instruct": "smollm2-135m",
+}
+ZOO_MODELS = ("smollm2-135m", "tiny-llama")
+
+
+def canonical_model_name(name: str) -> str:
+    """The zoo name for a hub id (`HuggingFaceTB/SmolLM2-135M-Instruct` -> `smollm2-135m`), else the
+    last path segment (PEFT writes local paths such as `/cache/tiny-llama` into adapter_config.json)."""
+    stripped = name.strip().rstrip("/")
+    lowered = stripped.lower()
+    last = stripped.rsplit("/", 1)[-1]
+    return MODEL_ALIASES.get(lowered) or MODEL_ALIASES.get(last.lower()) or last
+
+
+AdapterShape = tuple[int | None, tuple[str, ...]]  # (LoRA rank, sorted target modules) of layer 0
+
+
+def adapter_lora_shape(header: Mapping[str, Mapping]) -> AdapterShape:
+    """Rank and target modules of an adapter, read from its layer-0 lora_B tensor names and shapes."""
+    try:
+        keys = first_layer_b_keys(list(header))
+    except LoraStateError as error:
+        raise InvalidUpdate(str(error)) from error
+    ranks = {tuple(header[k]["shape"])[-1] for k in keys if len(header[k]["shape"]) == 2}
+    targets = tuple(sorted({k.split(".lora_B")[0].rsplit(".", 1)[-1] for k in keys}))
+    return (ranks.pop() if len(ranks) == 1 else None), targets
 
 
 @dataclass(frozen=True)
@@ -31,8 +62,8 @@ class ProbeSelector:
     target_modules: tuple[str, ...] | None = None
     dim: int | None = None
 
-    def describe(self) -> str:
-        parts = [f"base model {self.base_model!r}"]
+    def describe(self, with_model: bool = True) -> str:
+        parts = [f"base model {self.base_model!r}"] if with_model else []
         if self.lora_r is not None:
             parts.append(f"r={self.lora_r}")
         if self.target_modules:
@@ -77,7 +108,10 @@ class ProbeBank:
             raise ProbeNotFound(f"probe {probe_id!r} is not loaded")
         return self._probes[probe_id].manifest
 
-    def resolve(self, selector: ProbeSelector) -> ProbeManifest:
+    def resolve(self, selector: ProbeSelector, adapter_shape: AdapterShape | None = None) -> ProbeManifest:
+        """The probe for this request; an adapter's own rank and targets must fit it (422 otherwise)."""
+        if adapter_shape is not None:
+            selector = _with_adapter_shape(selector, adapter_shape)
         if selector.probe_id:
             manifest = self.manifest(selector.probe_id)
             if selector.dim is not None and selector.dim != manifest.feature_spec.dim:
@@ -85,17 +119,27 @@ class ProbeBank:
                     f"snapshot width {selector.dim}, probe {manifest.probe_id!r} expects "
                     f"{manifest.feature_spec.dim} (layer-0 lora_B of {list(manifest.feature_spec.keys)})"
                 )
+            if not _fits(manifest, replace(selector, base_model=None, dim=None)):
+                lora = manifest.lora
+                raise InvalidUpdate(
+                    f"the update has {selector.describe(with_model=False)}; probe {manifest.probe_id!r} "
+                    f"was trained for r={lora.r}, targets {sorted(lora.target_modules)}"
+                )
             return manifest
         if not selector.base_model:
             raise InvalidUpdate("name the probe: give probe_id, or base_model (adapter_config.json has it)")
         matches = [m for m in self.manifests() if _fits(m, selector)]
         if not matches:
             known = ", ".join(f"{m.probe_id} ({m.base_model.name})" for m in self.manifests()) or "none"
-            model = _model_name(selector.base_model)
+            model = canonical_model_name(selector.base_model)
+            build = (
+                f"safe-fedllm probe build --model {model}"
+                if model in ZOO_MODELS
+                else f"a zoo model ({', '.join(ZOO_MODELS)}): safe-fedllm probe build --model <name>"
+            )
             raise ProbeNotFound(
-                f"no probe for {selector.describe()}; registered: {known}. Train one with: "
-                f"safe-fedllm probe build --model {model} && safe-fedllm probe train ... && "
-                "safe-fedllm probe export ..."
+                f"no probe for {selector.describe()}; registered: {known}. Train one with {build} && "
+                "safe-fedllm probe train ... && safe-fedllm probe export ..."
             )
         return max(matches, key=lambda m: m.created_at)
 
@@ -159,14 +203,27 @@ def check_finite(x: np.ndarray, what: str) -> None:
         raise InvalidUpdate(f"{what}: {value} at index {bad.tolist()} ({int((~finite).sum())} non-finite)")
 
 
-def _model_name(base_model: str) -> str:
-    return base_model.rstrip("/").rsplit("/", 1)[-1]
+def _with_adapter_shape(selector: ProbeSelector, shape: AdapterShape) -> ProbeSelector:
+    """The adapter's tensors decide its rank and targets; a request claiming otherwise is refused."""
+    rank, targets = shape
+    if selector.lora_r is not None and rank is not None and selector.lora_r != rank:
+        raise InvalidUpdate(f"the request says r={selector.lora_r} but the adapter's tensors have r={rank}")
+    if selector.target_modules and sorted(selector.target_modules) != list(targets):
+        raise InvalidUpdate(
+            f"the request says targets {sorted(selector.target_modules)} but the adapter's layer-0 lora_B "
+            f"tensors are for {list(targets)}"
+        )
+    return replace(selector, lora_r=rank if rank is not None else selector.lora_r, target_modules=targets)
 
 
 def _fits(manifest: ProbeManifest, selector: ProbeSelector) -> bool:
-    name = manifest.base_model.name
-    if selector.base_model not in (name,) and _model_name(selector.base_model or "") != name:
-        return False
+    if selector.base_model is not None:
+        wanted, name = (
+            canonical_model_name(selector.base_model),
+            canonical_model_name(manifest.base_model.name),
+        )
+        if wanted.lower() != name.lower():
+            return False
     if selector.lora_r is not None and selector.lora_r != manifest.lora.r:
         return False
     if selector.target_modules and sorted(selector.target_modules) != sorted(manifest.lora.target_modules):

@@ -48,6 +48,9 @@ class ProbeServiceSettings(BaseSettings):
     max_body_bytes: int = Field(
         64 * 1024 * 1024, gt=0, description="Larger request bodies get 413 before they are read."
     )
+    max_json_body_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="Limit of JSON (snapshot) bodies; send safetensors for more."
+    )
     max_updates_per_request: int = Field(4096, gt=0, description="Updates or snapshots in one batch call.")
     batch_max_size: int = Field(64, gt=0, description="@serve.batch: most requests fused into one ONNX call.")
     batch_wait_timeout_s: float = Field(0.002, ge=0, description="@serve.batch: wait for a batch to fill.")

@@ -107,7 +107,7 @@ def aggregator(redis_client, redis_server, tmp_path, free_port):
         process.kill()
 
 
-def _submission(value: float, dim: int, steps: int = 4) -> dict:
+def _submission(value: float, dim: int, steps: int = 5, num_samples: int = 16) -> dict:
     snapshots = {
         "b_snapshots": np.full((steps, dim), value, np.float32),
         "shadow_snapshots": np.full((steps, dim), value, np.float32),
@@ -117,7 +117,7 @@ def _submission(value: float, dim: int, steps: int = 4) -> dict:
             "adapter": ("adapter_model.safetensors", save(_adapter(value))),
             "snapshots": ("snapshots.safetensors", save(snapshots)),
         },
-        "data": {"num_samples": "16", "batch_size": "4", "train_loss": "1.5"},
+        "data": {"num_samples": str(num_samples), "batch_size": "4", "train_loss": "1.5"},
     }
 
 
@@ -125,11 +125,16 @@ def test_remote_clients_a_crash_mid_round_and_the_shadow_level(aggregator):
     process, spec = aggregator
     http = httpx.Client(base_url=process.url, timeout=30)
     tokens = {}
-    for cid in ("c0", "c1", "c2", "evil"):
-        response = http.post("/v1/clients", json={"client_id": cid})
+    assert http.post("/v1/clients", json={"client_id": "c0"}).status_code == 401  # no enrollment token
+    enroll = http.post("/v1/admin/enrollments", headers=ADMIN, json={"count": 5}).json()["tokens"]
+    for cid, enrollment in zip(("c0", "c1", "c2", "evil"), enroll, strict=False):
+        response = http.post("/v1/clients", json={"client_id": cid, "enrollment_token": enrollment})
         assert response.status_code == 201, response.text
         tokens[cid] = response.json()["token"]
-    assert http.post("/v1/clients", json={"client_id": "c0"}).status_code == 409
+    spent = http.post("/v1/clients", json={"client_id": "c9", "enrollment_token": enroll[0]})
+    assert spent.status_code == 403 and "already used" in spent.json()["detail"]
+    taken = http.post("/v1/clients", json={"client_id": "c0", "enrollment_token": enroll[4]})
+    assert taken.status_code == 409
 
     def auth(cid: str, token: str | None = None) -> dict:
         return {"x-client-id": cid, "authorization": f"Bearer {token or tokens[cid]}"}
@@ -138,6 +143,7 @@ def test_remote_clients_a_crash_mid_round_and_the_shadow_level(aggregator):
     assert opened.status_code == 200 and sorted(opened.json()["sampled"]) == ["c0", "c1", "c2", "evil"]
     task = http.get("/v1/task", headers=auth("c1")).json()
     assert task["sampled"] and task["round_index"] == 0 and task["global_version"] == 0
+    assert (task["local_steps"], task["batch_size"], task["max_num_samples"]) == (5, 4, 20)
     blob = http.get("/v1/global/0", headers=auth("c1")).content
     np.testing.assert_array_equal(decode_lora_state(blob)[spec.keys[0]], 0.0)
 
@@ -170,6 +176,13 @@ def test_remote_clients_a_crash_mid_round_and_the_shadow_level(aggregator):
     assert bad.status_code == 422 and "NaN" in bad.json()["detail"]
     narrow = http.post("/v1/rounds/0/updates", headers=auth("c1"), **_submission(-0.4, spec.dim - 1))
     assert narrow.status_code == 422 and "expected [steps, 18]" in narrow.json()["detail"]
+    # the weight capture of issue 10: 10^15 claimed samples, and snapshot rows that are not the task's T
+    greedy = http.post("/v1/rounds/0/updates", headers=auth("c1"), **_submission(-0.4, spec.dim, 5, 10**15))
+    assert (
+        greedy.status_code == 422 and "num_samples 1000000000000000 > the task's subset of 20" in greedy.text
+    )
+    long = http.post("/v1/rounds/0/updates", headers=auth("c1"), **_submission(-0.4, spec.dim, steps=50))
+    assert long.status_code == 422 and "50 rows, the task has 5 local steps" in long.text
     assert http.get("/v1/admin/trust", headers={"authorization": "Bearer wrong"}).status_code == 403
 
     process.kill()  # mid-round, two updates accepted

@@ -3,30 +3,60 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from services.aggregator.api.limits import SUBMISSION, BodyLimitMiddleware
+from services.aggregator.api.metrics import AggregatorMetrics, TimedScorer
 from services.aggregator.api.routes import admin, clients
+from services.aggregator.registration import RegistrationError
 from services.aggregator.service import AggregatorError, AggregatorService
-from services.aggregator.state import StateStoreError
+from services.aggregator.state import StateStoreError, StoreUnavailable
+from services.probe_service.api.metrics import MetricsMiddleware
 
 DESCRIPTION = """
-The Safe-FedLLM aggregator. Clients register once (and get a bearer token), fetch the current task (round,
-global adapter version, learning rate, local training settings), download the global adapter, train, and
-submit their adapter (safetensors) with their layer-0 B snapshots. Submissions are idempotent: the same
-update returns the same id. Every update is scored by the probe service asynchronously; the round's
-defense turns scores into security factors when the operator closes the round.
+The Safe-FedLLM aggregator. Clients register once with an operator-issued enrollment token (or freely,
+rate-limited, when the operator chose open registration) and get a bearer token; they fetch the current
+task (round, global adapter version, learning rate, local training settings and the bounds their update
+must respect), download the global adapter, train, and submit their adapter (safetensors) with their
+layer-0 B snapshots. Submissions are idempotent: the same update returns the same id. Every update is
+scored by the probe service asynchronously; the round's defense turns scores into security factors when
+the operator closes the round. Errors are `{"detail": ...}`; 503 answers carry Retry-After.
 """
+MULTIPART_OVERHEAD = 1024 * 1024  # boundaries, part headers and form fields around the two files
 
 
 def create_app(service: AggregatorService) -> FastAPI:
     app = FastAPI(title="safe-fedllm aggregator", version="1", description=DESCRIPTION)
-    app.state.service = service
+    metrics = AggregatorMetrics()
+    app.state.service, app.state.metrics = service, metrics
+    if service.scorer is not None and not isinstance(service.scorer, TimedScorer):
+        service.scorer = TimedScorer(service.scorer, metrics)
+    settings = service.settings
+
+    def limit_for(path: str) -> int:
+        if SUBMISSION.match(path):
+            return 2 * settings.max_update_bytes + MULTIPART_OVERHEAD
+        return settings.max_request_bytes
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(clients.router)
     app.include_router(admin.router)
 
     @app.exception_handler(AggregatorError)
     async def _aggregator_error(_: Request, error: AggregatorError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=error.status_code)
+
+    @app.exception_handler(RegistrationError)
+    async def _registration_error(_: Request, error: RegistrationError) -> JSONResponse:
+        headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s else None
+        return JSONResponse({"detail": str(error)}, status_code=error.status_code, headers=headers)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(_: Request, error: StoreUnavailable) -> JSONResponse:
+        headers = {"Retry-After": str(settings.retry_after_s)}
+        return JSONResponse({"detail": str(error)}, status_code=503, headers=headers)
 
     @app.exception_handler(StateStoreError)
     async def _store_error(_: Request, error: StateStoreError) -> JSONResponse:
@@ -35,5 +65,9 @@ def create_app(service: AggregatorService) -> FastAPI:
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", tags=["operations"], response_class=Response, summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -37,7 +37,9 @@ def operator(service: Service, authorization: Annotated[str | None, Header()] = 
     expected = service.settings.admin_token
     if expected is None:
         raise HTTPException(403, "operator endpoints are disabled (set SAFE_FEDLLM_AGGREGATOR_ADMIN_TOKEN)")
-    if not hmac.compare_digest(_bearer(authorization), expected):
+    # bytes, not str: compare_digest refuses non-ASCII strings (a TypeError, i.e. a 500)
+    given = _bearer(authorization).encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(given, expected.encode("utf-8", "surrogateescape")):
         raise HTTPException(403, "wrong operator token")
 
 

@@ -1,16 +1,26 @@
 """Where the aggregator keeps its state: one interface, an in-memory and a Redis implementation."""
 
-from services.aggregator.state.base import AuditRecord, RoundPhase, RoundRecord, StateStore, StateStoreError
+from services.aggregator.state.base import (
+    AuditRecord,
+    Enrollment,
+    RoundPhase,
+    RoundRecord,
+    StateStore,
+    StateStoreError,
+    StoreUnavailable,
+)
 from services.aggregator.state.memory import InMemoryStateStore
 from services.aggregator.state.redis_store import RedisStateStore, connect
 
 __all__ = [
     "AuditRecord",
+    "Enrollment",
     "InMemoryStateStore",
     "RedisStateStore",
     "RoundPhase",
     "RoundRecord",
     "StateStore",
     "StateStoreError",
+    "StoreUnavailable",
     "connect",
 ]

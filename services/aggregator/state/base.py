@@ -19,6 +19,20 @@ class StateStoreError(RuntimeError):
     pass
 
 
+class StoreUnavailable(StateStoreError):
+    """The store cannot be reached right now (the API answers 503 with Retry-After)."""
+
+
+class Enrollment(StrEnum):
+    """Outcome of registering with an operator-issued enrollment token."""
+
+    CREATED = "created"
+    EXISTS = "exists"  # the client id is taken (the token stays unused)
+    UNKNOWN = "unknown"  # no such token
+    USED = "used"  # the token was already spent
+    BOUND = "bound"  # the token was issued for another client id
+
+
 class RoundPhase(StrEnum):
     OPEN = "open"
     AGGREGATED = "aggregated"
@@ -98,6 +112,19 @@ class StateStore(ABC):
     @abstractmethod
     def register_client(self, client_id: str, token_hash: str) -> bool:
         """Record a client's token hash; False if the client is already registered."""
+
+    @abstractmethod
+    def add_enrollments(self, entries: dict[str, str | None]) -> int:
+        """Store enrollment token hashes (-> the client id each is bound to, or None for any); a hash
+        already stored, used or not, is left as it is. Returns how many were new."""
+
+    @abstractmethod
+    def enroll_client(self, client_id: str, token_hash: str, enrollment_hash: str) -> Enrollment:
+        """Atomically spend an enrollment token and register the client with its token hash."""
+
+    @abstractmethod
+    def count_registration(self, window: int, ttl_s: int) -> int:
+        """Count one open registration in fixed window `window` (kept ttl_s); returns the window's count."""
 
     @abstractmethod
     def client_token_hash(self, client_id: str) -> str | None: ...

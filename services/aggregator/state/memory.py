@@ -5,7 +5,14 @@ from __future__ import annotations
 import copy
 import threading
 
-from services.aggregator.state.base import AuditRecord, RoundPhase, RoundRecord, StateStore, StateStoreError
+from services.aggregator.state.base import (
+    AuditRecord,
+    Enrollment,
+    RoundPhase,
+    RoundRecord,
+    StateStore,
+    StateStoreError,
+)
 from shared.lora_state import LoraState
 from shared.updates import ClientUpdate
 
@@ -20,6 +27,8 @@ class InMemoryStateStore(StateStore):
         self._scores: dict[int, dict[str, dict]] = {}
         self._trust: dict[str, dict] = {}
         self._clients: dict[str, str] = {}
+        self._enrollments: dict[str, tuple[str | None, str | None]] = {}  # hash -> (bound to, used by)
+        self._registrations: dict[int, int] = {}
 
     def put_global(self, version: int, state: LoraState) -> None:
         with self._lock:
@@ -96,6 +105,33 @@ class InMemoryStateStore(StateStore):
                 return False
             self._clients[client_id] = token_hash
             return True
+
+    def add_enrollments(self, entries: dict[str, str | None]) -> int:
+        with self._lock:
+            new = {h: (c, None) for h, c in entries.items() if h not in self._enrollments}
+            self._enrollments.update(new)
+            return len(new)
+
+    def enroll_client(self, client_id: str, token_hash: str, enrollment_hash: str) -> Enrollment:
+        with self._lock:
+            if enrollment_hash not in self._enrollments:
+                return Enrollment.UNKNOWN
+            bound, used = self._enrollments[enrollment_hash]
+            if used is not None:
+                return Enrollment.USED
+            if bound is not None and bound != client_id:
+                return Enrollment.BOUND
+            if client_id in self._clients:
+                return Enrollment.EXISTS
+            self._enrollments[enrollment_hash] = (bound, client_id)
+            self._clients[client_id] = token_hash
+            return Enrollment.CREATED
+
+    def count_registration(self, window: int, ttl_s: int) -> int:
+        with self._lock:
+            self._registrations = {w: n for w, n in self._registrations.items() if w >= window - 1}
+            self._registrations[window] = self._registrations.get(window, 0) + 1
+            return self._registrations[window]
 
     def client_token_hash(self, client_id: str) -> str | None:
         with self._lock:

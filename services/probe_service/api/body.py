@@ -33,6 +33,11 @@ class _InMemoryParser(MultiPartParser):
 
 async def read_multipart(request: Request, body: bytes, max_files: int) -> dict[str, list[bytes | str]]:
     """Field name -> values (bytes for files, str for plain fields), in order."""
+    boundary = _boundary(request.headers.get("content-type", ""))
+    if not boundary:
+        raise InvalidUpdate("multipart body without a boundary parameter in its content type")
+    if b"--" + boundary + b"--" not in body[-len(boundary) - 64 :]:
+        raise InvalidUpdate("multipart body is truncated: its closing boundary is missing")
 
     async def stream() -> AsyncIterator[bytes]:
         yield body
@@ -42,6 +47,8 @@ async def read_multipart(request: Request, body: bytes, max_files: int) -> dict[
         form = await parser.parse()
     except MultiPartException as error:
         raise InvalidUpdate(f"malformed multipart body: {error.message}") from error
+    except (ValueError, KeyError) as error:  # python-multipart on broken headers or encodings
+        raise InvalidUpdate(f"malformed multipart body: {error}") from error
     fields: dict[str, list[bytes | str]] = {}
     for name, value in form.multi_items():
         if isinstance(value, UploadFile):
@@ -49,3 +56,14 @@ async def read_multipart(request: Request, body: bytes, max_files: int) -> dict[
         else:
             fields.setdefault(name, []).append(value)
     return fields
+
+
+def _boundary(content_type: str) -> bytes | None:
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.strip().lower() == "boundary" and value:
+            try:
+                return value.strip().strip('"').encode("latin-1")
+            except UnicodeEncodeError:
+                return None
+    return None

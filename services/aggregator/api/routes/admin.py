@@ -1,44 +1,90 @@
-"""Operator endpoints (admin bearer token): rounds, trust, audit log, global adapters."""
+"""Operator endpoints (admin bearer token): rounds, enrollment tokens, trust, audit log, global adapters.
+
+Routes that only touch the store are plain functions: FastAPI runs them in its worker threads, so Redis
+round trips and adapter decoding never block the event loop that serves the clients.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from services.aggregator.api.deps import Operator, Service
+from services.aggregator.api.errors import OPERATOR_AUTH, errors
 
-router = APIRouter(prefix="/v1/admin", tags=["operators"], dependencies=[Operator])
+router = APIRouter(prefix="/v1/admin", tags=["operators"], dependencies=[Operator], responses=OPERATOR_AUTH)
+RoundIndex = Annotated[int, Path(ge=0, le=2**31 - 1)]
+Version = Annotated[int, Path(ge=0, le=2**31 - 1)]
 
 
-@router.post("/rounds/{round_index}/open", summary="Open a round (samples its clients)")
-async def open_round(round_index: int, service: Service) -> dict:
+class EnrollmentRequest(BaseModel):
+    count: int = Field(1, ge=1, le=1000, description="How many single-use tokens to mint.")
+    client_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Bind the token(s) to this client id."
+    )
+
+
+class EnrollmentTokens(BaseModel):
+    tokens: list[str] = Field(description="Single-use enrollment tokens; shown once, only hashes are stored.")
+    client_id: str | None
+
+
+@router.post("/enrollments", status_code=201, summary="Mint single-use enrollment tokens for new clients")
+def enrollments(body: EnrollmentRequest, service: Service) -> EnrollmentTokens:
+    return EnrollmentTokens(
+        tokens=service.registrar.issue(body.count, body.client_id), client_id=body.client_id
+    )
+
+
+@router.post(
+    "/rounds/{round_index}/open",
+    summary="Open a round (samples its clients)",
+    responses=errors(s409="A later round exists, the previous one is still open, or no clients"),
+)
+def open_round(round_index: RoundIndex, service: Service) -> dict:
     record = service.open_round(round_index)
     return {**asdict(record), "phase": record.phase.value}
 
 
-@router.post("/rounds/{round_index}/close", summary="Score what is left, defend, aggregate, close the round")
-async def close_round(round_index: int, service: Service) -> dict:
+@router.post(
+    "/rounds/{round_index}/close",
+    summary="Score what is left, defend, aggregate, close the round",
+    responses=errors(s409="Round never opened or already closed"),
+)
+async def close_round(round_index: RoundIndex, service: Service, request: Request) -> dict:
     summary = await service.close_round(round_index)
+    request.app.state.metrics.rounds.labels(summary.phase.value).inc()
     return {**asdict(summary), "phase": summary.phase.value}
 
 
-@router.get("/rounds/{round_index}", summary="A round: phase, sampled clients, accepted updates, scores")
-async def round_status(round_index: int, service: Service) -> dict:
+@router.get(
+    "/rounds/{round_index}",
+    summary="A round: phase, sampled clients, accepted updates, scores",
+    responses=errors(s404="Round never opened"),
+)
+def round_status(round_index: RoundIndex, service: Service) -> dict:
     return service.round_status(round_index)
 
 
 @router.get("/trust", summary="Per-client trust state of the defense")
-async def trust(service: Service) -> dict[str, dict]:
+def trust(service: Service) -> dict[str, dict]:
     return service.store.get_trust()
 
 
 @router.get("/audit", summary="The audit log: who, round, score, factor, decision, why")
-async def audit(service: Service) -> list[dict]:
+def audit(service: Service) -> list[dict]:
     return [asdict(a) for a in service.store.audit_log()]
 
 
-@router.get("/global/{version}", response_class=Response, summary="Download a global adapter version")
-async def global_adapter(version: int, service: Service) -> Response:
+@router.get(
+    "/global/{version}",
+    response_class=Response,
+    summary="Download a global adapter version",
+    responses={200: {"content": {"application/octet-stream": {}}}, **errors(s404="No such version")},
+)
+def global_adapter(version: Version, service: Service) -> Response:
     return Response(service.global_blob(version), media_type="application/octet-stream")

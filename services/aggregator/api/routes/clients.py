@@ -1,24 +1,39 @@
-"""Client endpoints: register, current task, global adapter download, update submission."""
+"""Client endpoints: register, current task, global adapter download, update submission.
+
+Store I/O, adapter decoding and hashing run in worker threads (plain `def` routes, or `run_in_threadpool`
+for the submission), never on the event loop: one large submission does not stall the other clients.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Path, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from services.aggregator.api.deps import ClientId, Service
-from services.aggregator.service import InvalidSubmission
+from services.aggregator.api.errors import CLIENT_AUTH, UNAVAILABLE, errors
+from services.aggregator.registration import RegistrationError
+from services.aggregator.service import AggregatorError, InvalidSubmission
+from services.aggregator.update_bounds import max_num_samples
 from shared.lora_state import LoraStateError
 from shared.updates import ClientUpdate, decode_lora_state, decode_snapshots
 
 router = APIRouter(prefix="/v1", tags=["clients"])
+RoundIndex = Annotated[int, Path(ge=0, le=2**31 - 1)]
+Version = Annotated[int, Path(ge=0, le=2**31 - 1)]
 
 
 class Registration(BaseModel):
     client_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", examples=["client-3"])
+    enrollment_token: str | None = Field(
+        None,
+        max_length=256,
+        description="Single-use token from the operator (unless registration is open).",
+    )
 
 
 class Credentials(BaseModel):
@@ -33,6 +48,12 @@ class Task(BaseModel):
     global_version: int | None
     lr: float | None
     training: dict
+    local_steps: int = Field(description="T: local steps to train; snapshots must have exactly T rows.")
+    batch_size: int = Field(description="b: samples per step; submit exactly this batch_size.")
+    max_num_samples: int = Field(
+        description="The subset size b * T: the most num_samples an update may claim."
+    )
+    oversized_updates: str = Field(description="What a larger claim gets: reject (422) or clip (audited).")
     shadow: bool = Field(False, description="Whether this round needs the shadow branch from this client.")
 
 
@@ -41,26 +62,54 @@ class Accepted(BaseModel):
     duplicate: bool = Field(description="True when this exact update was already accepted.")
 
 
-@router.post("/clients", status_code=201, summary="Register a client and receive its token")
-async def register(body: Registration, service: Service) -> Credentials:
-    return Credentials(client_id=body.client_id, token=service.register(body.client_id))
+@router.post(
+    "/clients",
+    status_code=201,
+    summary="Register a client and receive its token",
+    responses=errors(
+        s401="Enrollment token missing (registration policy 'enrollment')",
+        s403="Enrollment token unknown, spent, or issued for another client id",
+        s409="Client id already registered",
+        s413="Request body over the limit",
+        s429="Open registration over its rate limit; retry after Retry-After seconds",
+        s503=UNAVAILABLE,
+    ),
+)
+def register(body: Registration, service: Service, request: Request) -> Credentials:
+    outcomes = request.app.state.metrics.registrations
+    try:
+        token = service.register(body.client_id, body.enrollment_token)
+    except RegistrationError as error:
+        outcomes.labels(str(error.status_code)).inc()
+        raise
+    outcomes.labels("created").inc()
+    return Credentials(client_id=body.client_id, token=token)
 
 
-@router.get("/task", summary="The current round, whether this client is sampled, and what to train")
-async def task(client_id: ClientId, service: Service) -> Task:
+@router.get(
+    "/task",
+    summary="The current round, whether this client is sampled, and what to train",
+    responses=CLIENT_AUTH,
+)
+def task(client_id: ClientId, service: Service) -> Task:
     record = service.current_round()
-    training = service.settings.training.model_dump(mode="json")
+    settings = service.settings
+    limits = {
+        "training": settings.training.model_dump(mode="json"),
+        "local_steps": settings.training.local_steps,
+        "batch_size": settings.training.batch_size,
+        "max_num_samples": max_num_samples(settings.training),
+        "oversized_updates": settings.oversized_updates,
+    }
     if record is None:
-        return Task(
-            round_index=None, phase=None, sampled=False, global_version=None, lr=None, training=training
-        )
+        return Task(round_index=None, phase=None, sampled=False, global_version=None, lr=None, **limits)
     return Task(
         round_index=record.round_index,
         phase=record.phase.value,
         sampled=client_id in record.sampled,
         global_version=record.global_version,
         lr=record.lr,
-        training=training,
+        **limits,
         shadow=client_id in record.sampled and service.needs_shadow(record.round_index, client_id),
     )
 
@@ -69,9 +118,13 @@ async def task(client_id: ClientId, service: Service) -> Task:
     "/global/{version}",
     summary="Download a global adapter version (safetensors)",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        **CLIENT_AUTH,
+        **errors(s404="No such version"),
+    },
 )
-async def global_adapter(version: int, client_id: ClientId, service: Service) -> Response:
+def global_adapter(version: Version, client_id: ClientId, service: Service) -> Response:
     return Response(service.global_blob(version), media_type="application/octet-stream")
 
 
@@ -80,24 +133,41 @@ async def global_adapter(version: int, client_id: ClientId, service: Service) ->
     status_code=202,
     summary="Submit this round's update: the adapter and the layer-0 B snapshots",
     responses={
-        403: {"description": "token of another client"},
-        409: {"description": "wrong or closed round"},
+        **CLIENT_AUTH,
+        **errors(
+            s409="Wrong or closed round, not sampled, or a different update from this client this round",
+            s422="Not safetensors, wrong keys or shapes, NaN/Inf, or a claim above the task's bounds",
+        ),
     },
 )
 async def submit(
-    round_index: int,
+    round_index: RoundIndex,
     client_id: ClientId,
     service: Service,
+    request: Request,
     adapter: Annotated[UploadFile, File(description="adapter_model.safetensors (all LoRA tensors)")],
-    num_samples: Annotated[int, Form(ge=1)],
-    batch_size: Annotated[int, Form(ge=1)],
+    num_samples: Annotated[int, Form(ge=1, le=2**62, description="n_i; at most the task's max_num_samples")],
+    batch_size: Annotated[int, Form(ge=1, le=2**62, description="b; the task's batch_size")],
     snapshots: Annotated[
         UploadFile | None, File(description="safetensors with b_snapshots [T, D] and shadow_snapshots [T, D]")
     ] = None,
     train_loss: Annotated[float | None, Form()] = None,
 ) -> Accepted:
-    limit = service.settings.max_update_bytes
-    blobs = []
+    outcomes = request.app.state.metrics.submissions
+    try:
+        blobs = await _read_parts(adapter, snapshots, service.settings.max_update_bytes)
+        update_id, created = await _accept(
+            service, client_id, round_index, blobs, num_samples, batch_size, train_loss
+        )
+    except (AggregatorError, HTTPException) as error:
+        outcomes.labels(str(error.status_code)).inc()
+        raise
+    outcomes.labels("accepted" if created else "duplicate").inc()
+    return Accepted(update_id=update_id, duplicate=not created)
+
+
+async def _read_parts(adapter: UploadFile, snapshots: UploadFile | None, limit: int) -> list[bytes | None]:
+    blobs: list[bytes | None] = []
     for part in (adapter, snapshots):
         if part is None:
             blobs.append(None)
@@ -106,13 +176,44 @@ async def submit(
         if len(data) > limit:
             raise HTTPException(413, f"part {part.filename!r} exceeds {limit} bytes")
         blobs.append(data)
+    return blobs
+
+
+async def _accept(
+    service: Service,
+    client_id: str,
+    round_index: int,
+    blobs: list[bytes | None],
+    num_samples: int,
+    batch_size: int,
+    train_loss: float | None,
+) -> tuple[str, bool]:
+    def decode_and_store():  # type: ignore[no-untyped-def]  # CPU (parse, hash) and Redis: off the loop
+        update = _decode(service, client_id, round_index, blobs, num_samples, batch_size, train_loss)
+        return service.accept(update)
+
+    update_id, created, record, update = await run_in_threadpool(decode_and_store)
+    if created:
+        service.start_scoring(update_id, update, record)  # on the loop, where the scoring tasks live
+    return update_id, created
+
+
+def _decode(
+    service: Service,
+    client_id: str,
+    round_index: int,
+    blobs: list[bytes | None],
+    num_samples: int,
+    batch_size: int,
+    train_loss: float | None,
+) -> ClientUpdate:
     try:
-        lora_state = decode_lora_state(blobs[0])
+        lora_state = decode_lora_state(blobs[0])  # type: ignore[arg-type]
         decoded = decode_snapshots(blobs[1]) if blobs[1] is not None else {}
     except LoraStateError as error:
         raise InvalidSubmission(str(error)) from error
     spec = service.probe_spec
-    update = ClientUpdate(
+    return ClientUpdate(
         client_id=client_id,
         round_index=round_index,
         num_samples=num_samples,
@@ -122,5 +223,3 @@ async def submit(
         batch_size=batch_size,
         **decoded,
     )
-    update_id, created = await service.submit(update)
-    return Accepted(update_id=update_id, duplicate=not created)

@@ -14,8 +14,10 @@ def test_probe_is_found_by_id_or_by_base_model_and_lora_shape(planted):
     assert bank.resolve(by_model).probe_id == "toy-probe"
     with pytest.raises(ProbeNotFound, match="known probes: toy-probe"):
         bank.resolve(ProbeSelector(probe_id="nope"))
-    with pytest.raises(ProbeNotFound, match="safe-fedllm probe build --model llama-8b"):
+    with pytest.raises(ProbeNotFound, match=r"a zoo model \(smollm2-135m, tiny-llama\)"):
         bank.resolve(ProbeSelector(base_model="llama-8b"))
+    with pytest.raises(ProbeNotFound, match="safe-fedllm probe build --model smollm2-135m &&"):
+        bank.resolve(ProbeSelector(base_model="HuggingFaceTB/SmolLM2-135M-Instruct"))
     with pytest.raises(ProbeNotFound, match="r=16"):
         bank.resolve(ProbeSelector(base_model="toy-model", lora_r=16))
     with pytest.raises(InvalidUpdate, match="name the probe"):
@@ -68,3 +70,18 @@ def test_snapshots_are_checked_for_width_rank_and_values(planted):
         check_snapshots(planted.spec, np.full((2, dim), np.nan), "p")
     with pytest.raises(InvalidUpdate, match="dtype int64"):
         check_snapshots(planted.spec, np.ones((2, dim), dtype=np.int64), "p")
+
+
+def test_hub_ids_and_zoo_names_name_the_same_base_model():
+    from services.probe_service.scoring import ZOO_MODELS, canonical_model_name
+    from shared.model_zoo import MODEL_NAMES
+
+    assert ZOO_MODELS == MODEL_NAMES  # the probe service's copy of the zoo's names stays in step
+    for name in (
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "huggingfacetb/smollm2-135m-instruct/",
+        "smollm2-135m",
+    ):
+        assert canonical_model_name(name) == "smollm2-135m"
+    assert canonical_model_name("/cache/tiny-llama") == "tiny-llama"
+    assert canonical_model_name("meta-llama/Llama-3-8B") == "Llama-3-8B"
