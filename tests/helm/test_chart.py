@@ -1,0 +1,235 @@
+"""The chart renders with a real Helm engine, lints clean, and every object passes its schema and checks."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+
+import helm_python
+import pytest
+import yaml
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "safe-fedllm"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+MUTATIONS = Path(__file__).parent / "mutations"
+
+# Each broken values file and the words of the refusal (from Helm's schema check, a template's `fail`, or the
+# chart checks); each must be refused with its own reason, not merely refused.
+REFUSALS = {
+    "typo-in-autoscaling.yaml": "additional properties 'maxReplica' not allowed",
+    "scorer-min-above-max.yaml": "scorer.autoscaling.minReplicas (6) must not exceed maxReplicas (2)",
+    "workers-min-above-max.yaml": "probeService.workers.minReplicas (3) must not exceed maxReplicas (2)",
+    "external-redis-without-url.yaml": "/externalRedis/url",
+    "unknown-defense.yaml": "at '/aggregator/defense': value must be one of",
+    "name-too-long.yaml": "at '/fullnameOverride': maxLength",
+    "redis-password-not-url-safe.yaml": "at '/redis/password'",
+    "probe-volume-without-source.yaml": "at '/probeArtifacts'",
+    "serve-port-on-dashboard.yaml": "at '/probeService/servePort'",
+    "replicas-exceed-workers.yaml": "probe replicas need 16.5 CPUs at most, worker pods offer 4.0",
+    "weak-admin-token.yaml": "at '/aggregator/auth/adminToken'",
+    "autoscaler-off-with-range.yaml": "probeService.rayAutoscaler.enabled is false",
+}
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.name)
+def test_ci_values_render_to_valid_objects(kit, rendered, values_file: Path) -> None:
+    values = kit.load_values(values_file)
+    objects = rendered(values)
+    assert kit.chart_problems(values, objects) == []
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.name)
+def test_lint_strict_is_clean(kit, values_file: Path) -> None:
+    report = helm_python.lint(CHART, kit.load_values(values_file), strict=True, namespace=kit.namespace)
+    assert report["errors"] == []
+    # Severity 1 (INFO) is only "icon is recommended"; warnings and errors fail strict lint.
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_every_ci_values_file_and_mutation_is_covered() -> None:
+    assert {p.name for p in CI_VALUES} >= {
+        "default-values.yaml",
+        "external-redis-values.yaml",
+        "probe-scale-values.yaml",
+    }
+    assert {p.name for p in MUTATIONS.glob("*.yaml")} == set(REFUSALS)
+
+
+@pytest.mark.parametrize("mutation", sorted(REFUSALS), ids=str)
+def test_broken_values_are_refused(kit, mutation: str) -> None:
+    values = kit.load_values(MUTATIONS / mutation)
+    try:
+        objects = kit.chart().render(values, name=kit.release, namespace=kit.namespace)
+    except (helm_python.HelmValuesError, helm_python.HelmRenderError) as error:
+        assert REFUSALS[mutation] in str(error)
+        return
+    texts = [text for name, text in objects.items() if not name.endswith("NOTES.txt")]
+    problems = kit.chart_problems(values, [doc for text in texts for doc in yaml.safe_load_all(text) if doc])
+    assert any(REFUSALS[mutation] in p for p in problems), problems
+
+
+def test_a_kind_without_schema_fails(kit) -> None:
+    unknown = {"apiVersion": "example.com/v1", "kind": "Frobnicator", "metadata": {"name": "x"}, "spec": {}}
+    assert kit.schema_errors(unknown) == [
+        "Frobnicator/x: no schema for example.com/v1 Frobnicator in Kubernetes 1.30.0",
+        "Frobnicator/x: no schema for example.com/v1 Frobnicator in Kubernetes 1.37.0",
+    ]
+
+
+def test_crd_validation_refuses_unknown_and_mistyped_fields(kit, rendered) -> None:
+    service = kit.one(rendered(), "RayService")
+    assert kit.schema_errors(service) == []
+    broken = copy.deepcopy(service)
+    broken["spec"]["rayClusterConfig"]["enableInTreeAutoscalling"] = True
+    broken["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"] = "four"
+    errors = kit.schema_errors(broken)
+    assert any("'enableInTreeAutoscalling' was unexpected" in e for e in errors), errors
+    assert any("workerGroupSpecs/0/maxReplicas: 'four' is not of type 'integer'" in e for e in errors), errors
+    assert len(errors) == 2
+
+
+def test_kubernetes_validation_refuses_unknown_fields(kit, rendered) -> None:
+    deployment = kit.one(rendered(), "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    errors = kit.schema_errors(deployment)
+    assert len(errors) == 2 and all("'livenesProbe' was unexpected" in e for e in errors), errors
+
+
+def test_operator_rules(kit, rendered) -> None:
+    service = kit.one(rendered(), "RayService")
+    assert kit.kuberay_rule_errors(service) == []
+    service["metadata"]["name"] = "x" * 48
+    group = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    group.update(minReplicas=3, maxReplicas=2, replicas=3)
+    name = service["metadata"]["name"]
+    assert kit.kuberay_rule_errors(service) == [
+        f"RayService/{name}: name longer than 47 characters",
+        f"RayService/{name}: group probe has minReplicas 3 greater than maxReplicas 2",
+        f"RayService/{name}: group probe replicas 3 outside [3, 2]",
+    ]
+
+
+def test_cross_checks_catch_a_wrong_url_and_selector(kit, rendered) -> None:
+    objects = rendered()
+    config = kit.one(objects, "ConfigMap")["data"]
+    config["SAFE_FEDLLM_AGGREGATOR_PROBE_URL"] = "http://fl-safe-fedllm-probe-svc.federation.svc:8000"
+    service = next(
+        s for s in kit.by_kind(objects, "Service") if s["metadata"]["name"] == "fl-safe-fedllm-redis"
+    )
+    service["spec"]["selector"]["app.kubernetes.io/component"] = "redis-primary"
+    errors = kit.reference_errors(objects, {})
+    assert errors == [
+        "Service/fl-safe-fedllm-redis: selector matches no pod",
+        "probe URL host fl-safe-fedllm-probe-svc is not KubeRay's Serve service of fl-safe-fedllm-probe",
+    ]
+
+
+def test_probe_service_is_elastic_and_head_runs_no_replicas(kit, rendered) -> None:
+    values = kit.load_values(CHART / "ci" / "probe-scale-values.yaml")
+    service = kit.one(rendered(values), "RayService")
+    cluster = service["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    (workers,) = cluster["workerGroupSpecs"]
+    assert (workers["minReplicas"], workers["replicas"], workers["maxReplicas"]) == (1, 1, 4)
+    serve = yaml.safe_load(service["spec"]["serveConfigV2"])
+    (app,) = serve["applications"]
+    assert app["import_path"] == "services.probe_service.app_builder:build_app"
+    deployments = {d["name"]: d for d in app["deployments"]}
+    scorer = deployments["ProbeScorer"]["autoscaling_config"]
+    assert (scorer["min_replicas"], scorer["max_replicas"], scorer["target_ongoing_requests"]) == (1, 8, 2)
+    # The app's own settings carry the same numbers, so code and config agree.
+    assert app["args"]["scorer_autoscaling"] == scorer
+    assert app["args"]["ingress_autoscaling"] == deployments["ProbeIngress"]["autoscaling_config"]
+    assert deployments["ProbeScorer"]["ray_actor_options"] == {"num_cpus": app["args"]["scorer_num_cpus"]}
+
+
+def test_redis_is_persistent_with_aof_and_a_secret_password(kit, rendered) -> None:
+    objects = rendered()
+    redis = kit.one(objects, "StatefulSet")
+    container = redis["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--appendfsync") + 1] == "always"
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    (claim,) = redis["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/data"}
+    (secret,) = [s for s in kit.by_kind(objects, "Secret") if s["metadata"]["name"] == "fl-safe-fedllm-redis"]
+    assert len(secret["data"]["redis-password"]) > 40  # generated: 40 random characters, base64
+
+
+def test_external_redis_url_comes_from_the_named_secret(kit, rendered) -> None:
+    objects = rendered(kit.load_values(CHART / "ci" / "external-redis-values.yaml"))
+    assert kit.by_kind(objects, "StatefulSet") == []
+    env = {
+        e["name"]: e
+        for e in kit.one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["SAFE_FEDLLM_REDIS_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": "managed-redis", "key": "url"}
+    }
+
+
+def test_no_value_is_missing_in_any_rendering(kit) -> None:
+    for values_file in CI_VALUES:
+        files = kit.chart().render(kit.load_values(values_file), name=kit.release, namespace=kit.namespace)
+        for name, text in files.items():
+            assert "<no value>" not in text, f"{values_file.name}: {name}"
+
+
+def test_configmap_is_what_the_services_read(kit, rendered, monkeypatch) -> None:
+    """The ConfigMap's SAFE_FEDLLM_* variables load into the services' own settings classes."""
+    from services.aggregator.settings import AggregatorSettings
+    from services.probe_service.settings import ProbeServiceSettings
+    from shared.config import RuntimeSettings
+
+    values = kit.load_values(CHART / "ci" / "all-features-values.yaml")
+    data = kit.one(rendered(values), "ConfigMap")["data"]
+    for name in [n for n in os.environ if n.startswith("SAFE_FEDLLM_")]:
+        monkeypatch.delenv(name)
+    for name, value in data.items():
+        monkeypatch.setenv(name, value)
+    aggregator, probe, runtime = AggregatorSettings(), ProbeServiceSettings(), RuntimeSettings()
+    assert (aggregator.defense, aggregator.namespace, aggregator.probe_id) == (
+        "evidence",
+        "sfl",
+        "smollm2-135m-r8-qv",
+    )
+    assert aggregator.probe_url == "http://fl-safe-fedllm-probe-serve-svc.federation.svc:8000"
+    assert (aggregator.federation.num_rounds, aggregator.federation.clients_per_round) == (10, 4)
+    assert aggregator.scoring.timeout_s == 20
+    assert str(probe.artifacts_dir) == "/var/lib/safe-fedllm/probes"
+    assert str(runtime.cache_dir) == "/var/cache/safe-fedllm"
+
+
+def test_schema_accepts_only_defenses_the_aggregator_knows() -> None:
+    from services.aggregator.defenses import DEFENSES
+    from services.aggregator.strategies import STRATEGIES
+
+    schema = yaml.safe_load((CHART / "values.schema.json").read_text())
+    accepted = schema["properties"]["aggregator"]["properties"]["defense"]["enum"]
+    assert set(accepted) <= set(DEFENSES) | set(STRATEGIES)
+    assert set(DEFENSES) <= set(accepted)
+
+
+def test_every_leaf_value_is_documented() -> None:
+    """values.yaml: a leaf key has a comment right above it, or its parent key has (flow maps, contexts)."""
+    undocumented, stack = [], []  # stack: (indent, key, documented)
+    previous = ""
+    for line in (CHART / "values.yaml").read_text().splitlines():
+        match = re.match(r"^(\s*)([A-Za-z][\w.-]*):(.*)$", line)
+        if match:
+            indent, key, rest = len(match[1]), match[2], match[3].strip()
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            documented = previous.lstrip().startswith("#")
+            is_leaf = rest != "" and not rest.startswith("#")
+            if is_leaf and not documented and not (stack and stack[-1][2]):
+                undocumented.append(".".join([k for _, k, _ in stack] + [key]))
+            stack.append((indent, key, documented))
+        if line.strip():
+            previous = line
+    assert undocumented == []
