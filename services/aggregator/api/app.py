@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException
 
 from services.aggregator.api.limits import SUBMISSION, BodyLimitMiddleware
 from services.aggregator.api.metrics import AggregatorMetrics, TimedScorer
@@ -47,6 +49,12 @@ def create_app(service: AggregatorService) -> FastAPI:
     @app.exception_handler(AggregatorError)
     async def _aggregator_error(_: Request, error: AggregatorError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=error.status_code)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, error: HTTPException) -> Response:
+        if error.status_code == 400:  # FastAPI's "malformed body" (multipart, JSON): a 422 like any bad input
+            return JSONResponse({"detail": f"malformed request body: {error.detail}"}, status_code=422)
+        return await http_exception_handler(request, error)
 
     @app.exception_handler(RegistrationError)
     async def _registration_error(_: Request, error: RegistrationError) -> JSONResponse:
