@@ -80,33 +80,53 @@ def test_missing_scores_follow_the_failure_policy():
     assert "probe unavailable" in StepLevel(closed).decide_client(0, missing, {}).reason
 
 
-def test_evidence_level_freezes_audits_and_resets():
-    level = EvidenceLevel(DefenseSettings(audit_interval=3))
+def _participate(level, trust, scores):
+    decision = level.decide_client(0, _evidence(shadow=scores), trust)
+    return decision, decision.trust
+
+
+def test_evidence_level_audits_at_the_fifth_participation_after_freezing():
+    """Default settings (audit_interval 5), counted from the freeze as in the official code, not every
+    5th participation overall: frozen at participation 3, the audits fall on participations 8 and 13."""
+    level = EvidenceLevel()
+    assert level.settings.audit_interval == 5
     clean, bad = [CLEAN] * 10, [FLAGGED] * 10
     trust: dict = {}
     for _ in range(3):
-        decision = level.decide_client(0, _evidence(shadow=clean), trust)
-        trust = decision.trust
+        decision, trust = _participate(level, trust, clean)
     assert trust["frozen"] == "benign" and decision.factor == 1.0
-    # participation 4: frozen, not probed; participation 6 (= multiple of 3): audit
-    assert not level.needs_scores(0, trust)
-    decision = level.decide_client(0, _evidence(shadow=bad), trust)
-    assert decision.reason == "frozen benign" and decision.factor == 1.0
-    trust = decision.trust
-    decision = level.decide_client(0, _evidence(shadow=bad), trust)
-    trust = decision.trust
-    assert level.needs_scores(0, trust)
-    audit = level.decide_client(0, _evidence(shadow=bad), trust)
-    assert audit.factor == 0.0 and "audit flagged" in audit.reason and "frozen" not in audit.trust
-    # disagreement resets; three malicious records freeze at 0 for good
-    trust = audit.trust
+    needs = []
+    for _ in range(10):  # participations 4..13, all with clean shadow scores when probed
+        needs.append(level.needs_scores(0, trust) and level.needs_shadow(0, trust))
+        decision, trust = _participate(level, trust, clean)
+    assert needs == [False, False, False, False, True, False, False, False, False, True]
+    assert decision.reason.startswith("audit passed") and trust["since_frozen"] == 0
+    # between audits the shadow scores are not even looked at: the frozen factor stands
+    decision, trust = _participate(level, trust, bad)
+    assert decision.reason == "frozen benign" and decision.factor == 1.0 and not decision.probed
+
+
+def test_evidence_level_flagged_audit_unfreezes_and_restarts_the_evidence():
+    level = EvidenceLevel()
+    clean, bad = [CLEAN] * 10, [FLAGGED] * 10
+    trust: dict = {}
+    for _ in range(3 + 4):
+        _, trust = _participate(level, trust, clean)
+    audit, trust = _participate(level, trust, bad)
+    assert audit.factor == 0.0 and "audit flagged" in audit.reason and trust == {"records": []}
+    # disagreement resets; three malicious records freeze at 0 for good, with no shadow branch any more
     for scores in (bad, clean, bad):
-        trust = level.decide_client(0, _evidence(shadow=scores), trust).trust
+        _, trust = _participate(level, trust, scores)
     assert trust["records"] == [] and "frozen" not in trust
     for _ in range(3):
-        trust = level.decide_client(0, _evidence(shadow=bad), trust).trust
-    assert trust["frozen"] == "malicious" and not level.needs_scores(0, trust)
+        _, trust = _participate(level, trust, bad)
+    assert trust["frozen"] == "malicious" and not level.needs_shadow(0, trust)
     assert level.decide_client(0, _evidence(shadow=clean), trust).factor == 0.0
+
+
+def test_only_shadow_levels_ask_for_a_shadow_branch():
+    assert ShadowLevel().needs_shadow(30, {}) and EvidenceLevel().needs_shadow(0, {})
+    assert not StepLevel().needs_shadow(0, {}) and not ClientLevel().needs_shadow(0, {})
 
 
 KEY = "m.layers.0.q.lora_B.weight"
@@ -126,6 +146,45 @@ def test_gate_skips_low_trust_rounds_and_weights_the_rest():
     kept = gated_fedavg(global_state, updates, {"good": 0.9, "bad": 0.1}, settings)
     np.testing.assert_allclose(kept.state[KEY], (0.9 * 1 + 0.1 * 9) / 1.0)
     assert kept.client_weights == pytest.approx({"good": 0.9, "bad": 0.1})
+
+
+def test_gate_boundary_is_strict():
+    global_state = {KEY: np.zeros((2, 2), np.float32)}
+    updates = [_update("a", 1.0), _update("b", 3.0)]
+    at = gated_fedavg(global_state, updates, {"a": 0.25, "b": 0.15}, DefenseSettings())  # mean = κ exactly
+    assert not at.skipped
+    np.testing.assert_allclose(at.state[KEY], (0.25 * 1 + 0.15 * 3) / 0.4)
+
+
+def test_gate_and_weights_use_the_floored_factors_as_the_official_code():
+    """max(s_i, s_min) first, then the mean (official `compute`); method.md's mean of raw s_i would skip."""
+    global_state = {KEY: np.zeros((2, 2), np.float32)}
+    updates = [_update("a", 1.0), _update("b", 5.0)]
+    result = gated_fedavg(global_state, updates, {"a": 0.1, "b": 0.0}, DefenseSettings(min_weight=0.25))
+    assert not result.skipped  # floored mean 0.25 >= 0.2; the raw mean 0.05 would skip
+    np.testing.assert_allclose(result.state[KEY], (0.25 * 1 + 0.25 * 5) / 0.5)  # weights 0.25 each
+    assert result.details["mean_factor"] == 0.25
+
+
+def test_a_level_combined_with_a_robust_rule_gates_then_filters_on_request():
+    from services.aggregator.defenses import defended_aggregate
+    from services.aggregator.strategies import make_strategy
+
+    global_state = {KEY: np.zeros((2, 2), np.float32)}
+    updates = [_update("a", 1.0), _update("b", 2.0), _update("c", 9.0)]
+    factors = {"a": 1.0, "b": 1.0, "c": 0.0}
+    median = make_strategy("median")
+    gate = defended_aggregate(global_state, updates, factors, DefenseSettings(aggregator="median"), median, 0)
+    np.testing.assert_array_equal(gate.state[KEY], 2.0)  # the official pairing: median of all three
+    filtered = defended_aggregate(
+        global_state, updates, factors, DefenseSettings(aggregator="median", combine="filter"), median, 0
+    )
+    np.testing.assert_array_equal(filtered.state[KEY], 1.5)  # c (weight 0) withheld: median of 1 and 2
+    assert filtered.client_weights["c"] == 0.0
+    low = {"a": 0.1, "b": 0.1, "c": 0.0}
+    assert defended_aggregate(global_state, updates, low, DefenseSettings(), median, 0).skipped
+    with pytest.raises(ValueError, match="unknown aggregator"):
+        DefenseSettings(aggregator="nope")
 
 
 def test_decide_runs_every_client_and_make_defense_knows_the_levels():

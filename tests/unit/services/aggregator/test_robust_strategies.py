@@ -31,16 +31,17 @@ def _scenario(seed: int = 0):
     return LAYOUT.unflatten(global_vec), updates, global_vec, np.mean(deltas[:5], axis=0), attack_dir
 
 
-ROBUST = sorted(set(STRATEGIES) - {"fedavg"})
+ROBUST = sorted(set(STRATEGIES) - {"fedavg", "fltrust"})  # FLTrust needs a root-set trainer
 OPTIONS = {"krum": {"num_attackers": 2}, "multi_krum": {"num_attackers": 2}, "bulyan": {"num_attackers": 1}}
-OPTIONS |= {"dnc": {"num_attackers": 2}, "flame": {"noise_factor": 0.0}, "trimmed_mean": {"trim": 2}}
+OPTIONS |= {"dnc": {"num_attackers": 2}, "flame": {"noise_factor": 0.0, "cluster_on": "updates"}}
+OPTIONS |= {"trimmed_mean": {"trim": 2}, "krum_official": {"num_attackers": 2}}
 
 
 @pytest.mark.parametrize("name", ROBUST)
 def test_defense_moves_the_aggregate_towards_the_benign_clients(name):
     global_state, updates, global_vec, benign_mean, attack_dir = _scenario()
     fedavg = LAYOUT.flatten(make_strategy("fedavg").aggregate(global_state, updates).state) - global_vec
-    result = make_strategy(name, **OPTIONS.get(name, {})).aggregate(global_state, updates)
+    result = make_strategy(name, **OPTIONS.get(name, {})).aggregate(global_state, updates, round_index=0)
     defended = LAYOUT.flatten(result.state) - global_vec
     assert np.linalg.norm(defended - benign_mean) < np.linalg.norm(fedavg - benign_mean), name
     assert abs(defended @ attack_dir) < 0.5 * abs(fedavg @ attack_dir), name
@@ -50,7 +51,7 @@ def test_defense_moves_the_aggregate_towards_the_benign_clients(name):
 @pytest.mark.parametrize("name", ["krum", "multi_krum", "dnc", "flame", "foolsgold"])
 def test_selecting_defenses_give_the_attackers_no_weight(name):
     global_state, updates, *_ = _scenario()
-    result = make_strategy(name, **OPTIONS.get(name, {})).aggregate(global_state, updates)
+    result = make_strategy(name, **OPTIONS.get(name, {})).aggregate(global_state, updates, round_index=0)
     assert result.client_weights["c5"] == result.client_weights["c6"] == 0.0, result.client_weights
 
 
@@ -58,7 +59,8 @@ def test_without_an_attack_robust_means_stay_near_fedavg():
     global_state, updates, global_vec, benign_mean, _ = _scenario()
     benign_only = updates[:5]
     for name in ("median", "trimmed_mean", "geometric_median", "multi_krum"):
-        agg = LAYOUT.flatten(make_strategy(name).aggregate(global_state, benign_only).state) - global_vec
+        strategy = make_strategy(name, **OPTIONS.get(name, {}))
+        agg = LAYOUT.flatten(strategy.aggregate(global_state, benign_only).state) - global_vec
         assert np.linalg.norm(agg - benign_mean) < 0.3 * np.linalg.norm(benign_mean), name
 
 
