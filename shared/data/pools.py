@@ -4,7 +4,9 @@
 - probe: LoRA trajectories that train the probe classifier (never seen by FL clients);
 - client: the FL clients' shards (benign and malicious);
 - evaluation: held-out prompts and pairs for the safety and utility metrics, plus the prompt-only sets
-  (AdvBench, I-MaliciousInstructions, I-Alpaca) that no other pool ever draws from.
+  (AdvBench, I-MaliciousInstructions, I-Alpaca) that no other pool ever draws from;
+- root: FLTrust's small clean server set, from the Alpaca seed tasks, which no other pool uses (drawn
+  after the split, so the other pools are exactly as without it).
 
 Each source is de-duplicated by normalised instruction, the unique instructions are shuffled with a fixed
 seed and cut into pools by the counts in `PoolSizes`; samples sharing an instruction always land in the
@@ -14,6 +16,7 @@ alignment) is removed from the lower ones, so no normalised instruction is in tw
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +32,7 @@ from shared.data.sources import Example, HarmfulPair, normalise_instruction
 
 POOL_NAMES = ("alignment", "probe", "client", "evaluation")
 _PRIORITY = ("evaluation", "probe", "client", "alignment")
+ROOT_POOL = "root"
 _T = TypeVar("_T", Example, HarmfulPair)
 
 
@@ -41,6 +45,7 @@ class PoolSizes(BaseModel):
     helpful: tuple[int, int, int] = (300, 300, 500)
     alpaca: tuple[int, int, int] = (0, 300, 1000)
     dolly: tuple[int, int, int] = (0, 150, 150)
+    root: int = 100  # FLTrust's root set (the paper uses 100 examples)
     seed: int = 2023
 
 
@@ -75,10 +80,11 @@ class DataPools:
     probe: Pool
     client: Pool
     evaluation: Pool
+    root: Pool = field(default_factory=lambda: Pool("root"))
     sizes: PoolSizes = field(default_factory=PoolSizes)
 
     def __getitem__(self, name: str) -> Pool:
-        if name not in POOL_NAMES:
+        if name not in (*POOL_NAMES, ROOT_POOL):
             raise KeyError(f"Unknown pool {name!r}; pools are {POOL_NAMES}")
         pool: Pool = getattr(self, name)
         return pool
@@ -92,7 +98,9 @@ def _split(items: Sequence[_T], counts: tuple[int, int, int], rng: np.random.Gen
     order = rng.permutation(len(keys))
     bounds = np.cumsum(counts)
     if bounds[-1] > len(keys):
-        raise ValueError(f"Pool sizes {counts} need {bounds[-1]} unique instructions; the source has {len(keys)}")
+        raise ValueError(
+            f"Pool sizes {counts} need {bounds[-1]} unique instructions; the source has {len(keys)}"
+        )
     parts: list[list[_T]] = [[], [], [], []]
     for rank, key_index in enumerate(order):
         part = int(np.searchsorted(bounds, rank, side="right"))
@@ -129,10 +137,38 @@ def build_pools(data_dir: Path, sizes: PoolSizes | None = None) -> DataPools:
     pools: dict[str, Pool] = {}
     for pool_name in _PRIORITY:
         kept = {source: _drop_claimed(split[pool_name][source], claimed) for source in loaders}
-        extra = {"harmful_prompts": harmful_prompts, "benign_prompts": benign_prompts} if pool_name == "evaluation" else {}
+        extra = (
+            {"harmful_prompts": harmful_prompts, "benign_prompts": benign_prompts}
+            if pool_name == "evaluation"
+            else {}
+        )
         pools[pool_name] = Pool(name=pool_name, **kept, **extra)
         claimed |= pools[pool_name].instructions()
-    return DataPools(**pools, sizes=sizes)
+    return DataPools(**pools, root=_root_pool(data_dir, claimed, sizes), sizes=sizes)
+
+
+def _seed_tasks(data_dir: Path) -> list[Example]:
+    """The 175 human-written Alpaca seed tasks (first instance each), which no other pool reads."""
+    path = data_dir / "alpaca" / "seed_tasks.jsonl"
+    if not path.is_file():
+        raise sources.DataFileError(f"Missing data file {path}")
+    examples = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            first = row["instances"][0]
+            instruction = (
+                f"{row['instruction']}\n\n{first['input']}" if first["input"].strip() else row["instruction"]
+            )
+            examples.append(Example(instruction, first["output"].strip(), "alpaca_seed"))
+    return examples
+
+
+def _root_pool(data_dir: Path, claimed: set[str], sizes: PoolSizes) -> Pool:
+    """FLTrust's root set: seed tasks no other pool claims, shuffled by their own generator."""
+    tasks = [x for x in _seed_tasks(data_dir) if normalise_instruction(x.instruction) not in claimed]
+    order = np.random.default_rng([sizes.seed, 1]).permutation(len(tasks))
+    return Pool(name=ROOT_POOL, alpaca=tuple(tasks[i] for i in order[: sizes.root]))
 
 
 @lru_cache(maxsize=4)

@@ -42,3 +42,19 @@ def test_harmful_pairs_keep_question_alignment(pools):
 
 def test_normalisation_ignores_case_space_and_punctuation():
     assert normalise_instruction("  How do I, bake  bread? ") == normalise_instruction("how do i bake bread")
+
+
+def test_the_fltrust_root_pool_is_small_clean_and_disjoint_from_every_other_pool(pools):
+    from shared.data.pools import ROOT_POOL
+
+    root = pools[ROOT_POOL]
+    assert root.counts() == {
+        "harmful": 0,
+        "helpful": 0,
+        "alpaca": 100,
+        "dolly": 0,
+        "harmful_prompts": 0,
+        "benign_prompts": 0,
+    }
+    for name in POOL_NAMES:
+        assert not root.instructions() & pools[name].instructions(), name
