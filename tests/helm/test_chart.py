@@ -146,6 +146,25 @@ def test_probe_service_is_elastic_and_head_runs_no_replicas(kit, rendered) -> No
     assert deployments["ProbeScorer"]["ray_actor_options"] == {"num_cpus": app["args"]["scorer_num_cpus"]}
 
 
+def test_serve_config_matches_the_app_its_args_build(kit, rendered) -> None:
+    """Serve refuses config deployments the app lacks; the code's options must equal the config's."""
+    from services.probe_service.app_builder import build_app
+
+    for values_file in CI_VALUES:
+        service = kit.one(rendered(kit.load_values(values_file)), "RayService")
+        (app,) = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
+        ingress = build_app(app["args"])._bound_deployment
+        built = {d.name: d for d in (ingress, ingress.init_args[0]._bound_deployment)}
+        configured = {d["name"]: d for d in app["deployments"]}
+        assert set(built) == set(configured)
+        for name, deployment in built.items():
+            scaling = deployment._deployment_config.autoscaling_config
+            for key, value in configured[name]["autoscaling_config"].items():
+                assert getattr(scaling, key) == value, (values_file.name, name, key)
+            assert deployment.ray_actor_options == configured[name]["ray_actor_options"]
+            assert deployment.max_ongoing_requests == configured[name]["max_ongoing_requests"]
+
+
 def test_redis_is_persistent_with_aof_and_a_secret_password(kit, rendered) -> None:
     objects = rendered()
     redis = kit.one(objects, "StatefulSet")
