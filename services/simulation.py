@@ -22,8 +22,10 @@ from services.aggregator.scoring import HandleScorer
 from services.aggregator.service import AggregatorService, RoundSummary
 from services.aggregator.settings import AggregatorSettings, FederationConfig
 from services.aggregator.state import InMemoryStateStore, RedisStateStore, StateStore, connect
+from services.aggregator.strategies import takes_option
+from services.aggregator.strategies.tensors import expected_attackers
 from services.clients.actor import RayClientPool
-from services.clients.population import build_population
+from services.clients.population import ClientSpec, build_population
 from services.ray_runtime import ensure_ray
 from shared.config import LocalTrainingConfig, LoraSettings, runtime_settings
 from shared.data.pools import build_pools
@@ -43,6 +45,14 @@ class SimulationConfig(BaseModel):
     samples_per_client: int = Field(100, ge=1)
     benign_source: str = "helpful"
     defense_settings: DefenseSettings = DefenseSettings()
+    strategy_options: dict = Field(
+        default_factory=dict,
+        description=(
+            "Options of the aggregation rule (a baseline, or a level's defense_settings.aggregator). "
+            "num_attackers, where the rule takes one and it is not given, is the expected number of "
+            "malicious clients per round: round(clients_per_round * malicious / clients)."
+        ),
+    )
     probe_id: str | None = Field(None, description="Probe for the Safe-FedLLM levels (default: by model).")
     store: str = Field("memory", description="memory, or redis (SAFE_FEDLLM_REDIS_URL; embedded if unset).")
     federation: FederationConfig = FederationConfig()
@@ -149,9 +159,30 @@ def run_sweep(
         if level and DEFENSES[defense].inputs == "shadow" and training.shadow_lr is None:
             training = training.model_copy(update={"shadow_lr": probe.shadow_lr})  # type: ignore[union-attr]
         pool = RayClientPool(specs, frozen_ref, config.model, config.lora, training, config.federation.seed)
+        rule = config.defense_settings.aggregator if level else defense
+        options = dict(config.strategy_options)
+        if takes_option(rule, "num_attackers") and "num_attackers" not in options:
+            malicious_count = sum(s.malicious for s in specs)
+            cpr = min(config.federation.clients_per_round, config.num_clients)
+            options["num_attackers"] = expected_attackers(cpr, malicious_count, config.num_clients)
+        root_pool = None
+        if rule == "fltrust":  # the server's own update on the root set, with the clients' training
+            root_spec = ClientSpec(
+                "server-root", "benign", tuple((x.instruction, x.response) for x in pools.root.alpaca)
+            )
+            root_training = training.model_copy(update={"shadow_lr": None})
+            root_pool = RayClientPool(
+                [root_spec], frozen_ref, config.model, config.lora, root_training, config.federation.seed
+            )
+            options["server_update"] = lambda state, r, p=root_pool: (
+                p.train_round(
+                    ["server-root"], state, r, config.federation.lr.at_round(r, config.federation.num_rounds)
+                )[0].lora_state
+            )
         settings = AggregatorSettings(
             defense=defense,
             defense_settings=config.defense_settings,
+            strategy_options=options,
             federation=config.federation,
             training=training,
         )
@@ -173,6 +204,8 @@ def run_sweep(
         train_seconds = time.perf_counter() - started
         orchestrator.close()
         pool.shutdown()
+        if root_pool is not None:
+            root_pool.shutdown()
         _, final_state = service.store.get_global()
         malicious = {s.client_id for s in specs if s.malicious}
         sampled_malicious = sum(len(set(s.sampled) & malicious) for s in summaries)
@@ -191,6 +224,8 @@ def run_sweep(
             "skipped_rounds": sum(s.phase.value == "skipped" for s in summaries),
             "train_seconds": round(train_seconds, 1),
             "probe_id": probe.probe_id if level and probe else None,
+            "aggregator": rule,
+            "strategy_options": {k: v for k, v in options.items() if k != "server_update"},
             "clients": {
                 s.client_id: {
                     "malicious": s.malicious,
