@@ -1,0 +1,19 @@
+"""The behavioural audit: what a LoRA update does to the model's safety on a private canary set.
+
+Independent of the data an attacker trained on: the update is applied to the frozen base and the paired
+harm preference (compliant minus refusal log-likelihood) is measured on harmful canaries, relative to the
+round's global adapter. `canaries` draws the set, `scorer` measures, `calibration` picks the threshold.
+"""
+
+from shared.audit.calibration import false_positive_rate, threshold_for_fpr
+from shared.audit.canaries import CanarySettings, canary_examples, draw_canaries
+from shared.audit.scorer import HarmPreferenceAudit
+
+__all__ = [
+    "CanarySettings",
+    "HarmPreferenceAudit",
+    "canary_examples",
+    "draw_canaries",
+    "false_positive_rate",
+    "threshold_for_fpr",
+]

@@ -1,0 +1,39 @@
+"""threshold_for_fpr: at most floor(fpr * n) benign scores at or above the threshold, ties never flagged."""
+
+import numpy as np
+import pytest
+
+from shared.audit.calibration import false_positive_rate, threshold_for_fpr
+
+BENIGN = [0.1, 0.5, 0.3, 0.9, 0.7, 0.2, 0.8, 0.4, 0.6, 0.0]
+
+
+def test_zero_fpr_sits_just_above_the_largest_benign_score():
+    threshold = threshold_for_fpr(BENIGN, 0.0)
+    assert threshold == np.nextafter(0.9, np.inf)
+    assert false_positive_rate(BENIGN, threshold) == 0.0
+
+
+@pytest.mark.parametrize(("fpr", "above"), [(0.1, 0.8), (0.19, 0.8), (0.2, 0.7), (0.35, 0.6)])
+def test_k_largest_are_flagged_with_k_floor_of_fpr_times_n(fpr, above):
+    threshold = threshold_for_fpr(BENIGN, fpr)
+    assert threshold == np.nextafter(above, np.inf)
+    assert false_positive_rate(BENIGN, threshold) == pytest.approx(int(fpr * 10 + 1e-9) / 10)
+
+
+def test_ties_at_the_cut_are_not_flagged_so_the_rate_stays_below_the_target():
+    scores = [1.0, 2.0, 2.0, 2.0, 3.0]
+    threshold = threshold_for_fpr(scores, 0.4)  # k = 2, but three scores tie at 2.0
+    assert threshold == np.nextafter(2.0, np.inf)
+    assert false_positive_rate(scores, threshold) == 0.2
+
+
+def test_rounding_of_fpr_times_n_does_not_lose_a_flag():
+    scores = np.arange(50, dtype=float)
+    assert threshold_for_fpr(scores, 0.02) == np.nextafter(48.0, np.inf)  # 0.02 * 50 = 1 flag
+
+
+@pytest.mark.parametrize(("scores", "fpr"), [([], 0.1), ([0.1, np.nan], 0.1), ([0.1], 1.0), ([0.1], -0.1)])
+def test_bad_inputs_are_refused(scores, fpr):
+    with pytest.raises(ValueError):
+        threshold_for_fpr(scores, fpr)
