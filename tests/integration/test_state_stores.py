@@ -143,3 +143,23 @@ def test_redis_restart_with_aof_loses_nothing_acknowledged(redis_server, redis_c
     assert after.update_ids(0) == [accepted]
     assert after.get_global()[0] == 1 and after.get_round(0).phase is RoundPhase.AGGREGATED
     assert [a.client_id for a in after.audit_log()] == ["a"]
+
+
+def test_enrollment_tokens_registration_windows_and_the_latest_round(store):
+    from services.aggregator.state import Enrollment
+
+    assert store.add_enrollments({"h1": None, "h2": "b"}) == 2
+    assert store.add_enrollments({"h1": None, "h3": None}) == 1  # h1 stays as it is
+    assert store.enroll_client("a", "tok-a", "nope") is Enrollment.UNKNOWN
+    assert store.enroll_client("a", "tok-a", "h2") is Enrollment.BOUND
+    assert store.enroll_client("a", "tok-a", "h1") is Enrollment.CREATED
+    assert store.enroll_client("c", "tok-c", "h1") is Enrollment.USED
+    assert store.enroll_client("a", "tok-x", "h3") is Enrollment.EXISTS
+    assert store.client_token_hash("a") == "tok-a"
+    assert store.enroll_client("b", "tok-b", "h2") is Enrollment.CREATED
+    assert [store.count_registration(7, 60) for _ in range(3)] == [1, 2, 3]
+    assert store.count_registration(8, 60) == 1
+    store.close_round(0, RoundPhase.AGGREGATED, 1, {KEY: np.ones((2, 2), np.float32)}, [])
+    for index in (1, 12, 3):  # out of order: the latest is the largest index, found without a key scan
+        store.open_round(RoundRecord(index, ["a"], 1, 1e-4))
+    assert store.latest_round() == 12

@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from services.aggregator.update_bounds import UpdateOutOfBounds, bound_update, max_num_samples
+from shared.config import LocalTrainingConfig
+from shared.updates import ClientUpdate
+
+TASK = LocalTrainingConfig(local_steps=5, batch_size=4)
+
+
+def _update(num_samples: int, batch_size: int = 4, steps: int = 5) -> ClientUpdate:
+    return ClientUpdate(
+        "c", 0, num_samples, {}, b_snapshots=np.zeros((steps, 3), np.float32), batch_size=batch_size
+    )
+
+
+def test_the_task_bounds_the_weight_a_client_may_claim():
+    assert max_num_samples(TASK) == 20
+    honest = bound_update(_update(20), TASK, "reject")
+    assert (honest.num_samples, honest.batch_size, honest.notes) == (20, 4, "")
+    assert bound_update(_update(7, batch_size=0), TASK, "reject").batch_size == 4  # unstated: the task's
+    with pytest.raises(UpdateOutOfBounds, match="num_samples 1000000000000000 > the task's subset of 20"):
+        bound_update(_update(10**15), TASK, "reject")
+    with pytest.raises(UpdateOutOfBounds, match="batch_size 64 != the task's 4"):
+        bound_update(_update(20, batch_size=64), TASK, "reject")
+    clipped = bound_update(_update(10**15, batch_size=64), TASK, "clip")
+    assert (clipped.num_samples, clipped.batch_size) == (20, 4)
+    assert (
+        clipped.notes
+        == "clipped: num_samples 1000000000000000 > the task's subset of 20; batch_size 64 != the task's 4"
+    )
+
+
+@pytest.mark.parametrize("steps", [1, 4, 6, 500])
+def test_snapshot_rows_must_be_the_task_s_local_steps_under_either_policy(steps):
+    for policy in ("reject", "clip"):
+        with pytest.raises(UpdateOutOfBounds, match=f"{steps} rows, the task has 5 local steps"):
+            bound_update(_update(20, steps=steps), TASK, policy)  # type: ignore[arg-type]
