@@ -107,5 +107,7 @@ async def score_update(
         except Exception as error:  # the policy covers any failure of a remote call: report, retry
             last_error = f"{type(error).__name__}: {error}"
             log.warning("probe scoring attempt %d failed: %s", attempt + 1, last_error)
-            await asyncio.sleep(policy.backoff_s * 2**attempt)
+            # A 503 from the probe service says when to come back (Retry-After); honour it, bounded.
+            asked = min(getattr(error, "retry_after_s", None) or 0.0, policy.timeout_s)
+            await asyncio.sleep(max(policy.backoff_s * 2**attempt, asked))
     return {"error": last_error}

@@ -31,9 +31,10 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
 class ProbeServiceClientError(RuntimeError):
-    def __init__(self, status_code: int, code: str, detail: str) -> None:
+    def __init__(self, status_code: int, code: str, detail: str, retry_after_s: float | None = None) -> None:
         super().__init__(f"{status_code} {code}: {detail}")
         self.status_code, self.code, self.detail = status_code, code, detail
+        self.retry_after_s = retry_after_s  # the server's Retry-After (503, 429), when it sent one
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,10 @@ class RetryPolicy:
     backoff_s: float = 0.1
     max_backoff_s: float = 2.0
 
-    def delay(self, attempt: int) -> float:
-        return min(self.max_backoff_s, self.backoff_s * 2**attempt)
+    def delay(self, attempt: int, retry_after_s: float | None = None) -> float:
+        """Exponential backoff, or the server's Retry-After when it asked for longer (up to 30 s)."""
+        backoff = min(self.max_backoff_s, self.backoff_s * 2**attempt)
+        return max(backoff, min(retry_after_s or 0.0, 30.0))
 
     def again(self, attempt: int, status: int | None) -> bool:
         """Retry after this attempt? status None: the connection failed."""
@@ -182,6 +185,7 @@ class ProbeServiceClient(_Client):
 
     def _json(self, request: _Request) -> Any:
         for attempt in range(self.retry.attempts):
+            response = None
             try:
                 response = self._http.request(**request.arguments())
             except httpx.TransportError:
@@ -190,7 +194,7 @@ class ProbeServiceClient(_Client):
             else:
                 if not self.retry.again(attempt, response.status_code):
                     return _checked(response)
-            time.sleep(self.retry.delay(attempt))
+            time.sleep(self.retry.delay(attempt, retry_after(response)))
         raise AssertionError("unreachable")
 
 
@@ -226,6 +230,7 @@ class AsyncProbeServiceClient(_Client):
 
     async def _json(self, request: _Request) -> Any:
         for attempt in range(self.retry.attempts):
+            response = None
             try:
                 response = await self._http.request(**request.arguments())
             except httpx.TransportError:
@@ -234,7 +239,7 @@ class AsyncProbeServiceClient(_Client):
             else:
                 if not self.retry.again(attempt, response.status_code):
                     return _checked(response)
-            await asyncio.sleep(self.retry.delay(attempt))
+            await asyncio.sleep(self.retry.delay(attempt, retry_after(response)))
         raise AssertionError("unreachable")
 
 
@@ -246,7 +251,16 @@ def _checked(response: httpx.Response) -> Any:
         code, detail = body.get("error", "error"), body.get("detail", response.text)
     except ValueError:
         code, detail = "error", response.text
-    raise ProbeServiceClientError(response.status_code, code, str(detail))
+    raise ProbeServiceClientError(response.status_code, code, str(detail), retry_after(response))
+
+
+def retry_after(response: httpx.Response | None) -> float | None:
+    """Seconds from a Retry-After header (the delta-seconds form; an HTTP date is ignored)."""
+    value = response.headers.get("retry-after", "") if response is not None else ""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _selector(probe_id: str | None, base_model: str | None) -> dict[str, str]:

@@ -72,3 +72,14 @@ def test_async_client_retries_the_same_way():
 
     assert asyncio.run(_async_call(handler)).flagged == 0
     assert len(calls) == 2 and calls[-1].url.params["base_model"] == "m"
+
+
+def test_retry_after_from_the_server_sets_the_wait():
+    from services.probe_service.client import retry_after
+
+    policy = RetryPolicy(attempts=3, backoff_s=0.1, max_backoff_s=2.0)
+    assert policy.delay(0) == 0.1 and policy.delay(5) == 2.0
+    assert policy.delay(0, 3.0) == 3.0 and policy.delay(5, 0.5) == 2.0 and policy.delay(0, 1e9) == 30.0
+    assert retry_after(httpx.Response(503, headers={"Retry-After": "2"})) == 2.0
+    assert retry_after(httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})) is None
+    assert retry_after(httpx.Response(503)) is None and retry_after(None) is None
