@@ -216,7 +216,7 @@ def test_configmap_is_what_the_services_read(kit, rendered, monkeypatch) -> None
     assert (aggregator.defense, aggregator.namespace, aggregator.probe_id) == (
         "evidence",
         "sfl",
-        "smollm2-135m-r8-qv",
+        "smollm2-135m-qv-r8",
     )
     assert aggregator.probe_url == "http://fl-safe-fedllm-probe-serve-svc.federation.svc:8000"
     assert (aggregator.federation.num_rounds, aggregator.federation.clients_per_round) == (10, 4)
