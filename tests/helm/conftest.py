@@ -26,9 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "helm" / "safe-fedllm"
 KUBERAY_CRDS = REPO_ROOT.parent / "shared" / "kuberay"
 MUTATIONS_DIR = Path(__file__).parent / "mutations"
-# The oldest Kubernetes the chart declares (Chart.yaml kubeVersion >= 1.27 is older than the schemas shipped
-# by kubernetes-validate's oldest supported line we test) and the newest kubernetes-validate ships.
-KUBE_VERSIONS = ("1.30.0", "1.37.0")
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest kubernetes-validate ships.
+KUBE_VERSIONS = ("1.27.0", "1.37.0")
 RELEASE, NAMESPACE = "fl", "federation"
 
 Manifest = dict[str, Any]
