@@ -4,14 +4,16 @@ Features follow the method: step snapshots minus the round's global layer-0 B (s
 shadow snapshots minus the fixed init's (zero) B (shadow and evidence levels). Scorers: the Serve
 DeploymentHandle inside Ray, the HTTP client from outside, or a local ONNX bank (tests, single process).
 Each call has a timeout and retries with backoff; what still fails is reported as missing scores, and the
-defense's failure policy decides (see DefenseSettings.on_probe_unavailable).
+defense's failure policy decides (see DefenseSettings.on_probe_unavailable). The audit levels also ask
+the audit service for each update's Δ harm preference vs the round's global, under the same policy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +23,7 @@ from shared.lora_state import LoraState
 from shared.updates import ClientUpdate
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class UpdateScorer(Protocol):
@@ -94,20 +97,87 @@ async def score_update(
     policy: ScoringPolicy,
 ) -> dict:
     """{"steps": [p...], "shadow": [p...]} or {"error": why} after the retries are spent."""
-    rows = np.concatenate(list(inputs.values())) if inputs else np.zeros((0, 0), np.float32)
-    last_error = "no snapshots to score"
-    for attempt in range(policy.attempts if inputs else 0):
+    if not inputs:
+        return {"error": "no snapshots to score"}
+    rows = np.concatenate(list(inputs.values()))
+    scores, error = await call_with_policy(lambda: scorer.score(probe_id, rows), policy, "probe scoring")
+    if error is not None:
+        return {"error": error}
+    out, offset = {}, 0
+    for kind, block in inputs.items():
+        out[kind] = [float(p) for p in scores[offset : offset + len(block)]]
+        offset += len(block)
+    return out
+
+
+async def call_with_policy(
+    call: Callable[[], Awaitable[_T]], policy: ScoringPolicy, what: str
+) -> tuple[_T, None] | tuple[None, str]:
+    """(result, None), or (None, why) once the policy's attempts are spent: timeouts and errors alike."""
+    last_error = ""
+    for attempt in range(policy.attempts):
         try:
-            scores = await asyncio.wait_for(scorer.score(probe_id, rows), policy.timeout_s)
-            out, offset = {}, 0
-            for kind, block in inputs.items():
-                out[kind] = [float(p) for p in scores[offset : offset + len(block)]]
-                offset += len(block)
-            return out
+            return await asyncio.wait_for(call(), policy.timeout_s), None
         except Exception as error:  # the policy covers any failure of a remote call: report, retry
             last_error = f"{type(error).__name__}: {error}"
-            log.warning("probe scoring attempt %d failed: %s", attempt + 1, last_error)
+            log.warning("%s attempt %d failed: %s", what, attempt + 1, last_error)
             # A 503 from the probe service says when to come back (Retry-After); honour it, bounded.
             asked = min(getattr(error, "retry_after_s", None) or 0.0, policy.timeout_s)
             await asyncio.sleep(max(policy.backoff_s * 2**attempt, asked))
-    return {"error": last_error}
+    return None, last_error
+
+
+class UpdateAuditor(Protocol):
+    async def audit(self, base_model: str, adapter: LoraState, reference: LoraState) -> float:
+        """Δ harm preference of `adapter` vs `reference` on the audit service's canaries."""
+        ...
+
+
+class HttpAuditor:
+    """The audit service over REST (aggregator outside Ray)."""
+
+    def __init__(self, base_url: str, timeout_s: float = 120.0) -> None:
+        from services.audit_service.client import AsyncAuditServiceClient
+
+        self.client = AsyncAuditServiceClient(base_url, timeout_s)
+
+    async def audit(self, base_model: str, adapter: LoraState, reference: LoraState) -> float:
+        return (await self.client.audit(adapter, reference, base_model=base_model)).score
+
+
+class HandleAuditor:
+    """The audit deployment through a Serve DeploymentHandle (aggregator inside Ray)."""
+
+    def __init__(self, handle) -> None:  # type: ignore[no-untyped-def]
+        self.handle = handle
+
+    async def audit(self, base_model: str, adapter: LoraState, reference: LoraState) -> float:
+        return float((await self.handle.audit.remote(base_model, adapter, reference)).score)
+
+
+class LocalAuditor:
+    """The audit in this process, off the event loop (single-process deployments and tests)."""
+
+    def __init__(self, bank) -> None:  # type: ignore[no-untyped-def]  # services.audit_service.bank.AuditBank
+        from services.audit_service.api import InProcessBackend
+
+        self.backend = InProcessBackend(bank)
+
+    async def audit(self, base_model: str, adapter: LoraState, reference: LoraState) -> float:
+        from services.audit_service.bank import AuditJob
+
+        return (await self.backend.audit(AuditJob(base_model, adapter, reference))).score
+
+
+async def audit_update(
+    auditor: UpdateAuditor,
+    base_model: str,
+    update: ClientUpdate,
+    global_state: LoraState,
+    policy: ScoringPolicy,
+) -> dict:
+    """{"audit": [Δ]} (the update vs the round's global) or {"audit_error": why} after the retries."""
+    score, error = await call_with_policy(
+        lambda: auditor.audit(base_model, update.lora_state, global_state), policy, "audit"
+    )
+    return {"audit_error": error} if error is not None else {"audit": [float(score)]}

@@ -15,10 +15,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.aggregator.defenses import ProbeEvidence, defended_aggregate, make_defense
+from services.aggregator.defenses import AuditEvidence, defended_aggregate, make_defense
+from services.aggregator.defenses.audit_level import AuditedDefense
 from services.aggregator.registration import Registrar, digest
 from services.aggregator.sampling import sample_clients
-from services.aggregator.scoring import SNAPSHOTS_OF, UpdateScorer, probe_inputs, score_update
+from services.aggregator.scoring import (
+    SNAPSHOTS_OF,
+    HttpAuditor,
+    UpdateAuditor,
+    UpdateScorer,
+    audit_update,
+    probe_inputs,
+    score_update,
+)
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.state import AuditRecord, RoundPhase, RoundRecord, StateStore, StateStoreError
 from services.aggregator.strategies import AggregationResult, make_strategy
@@ -75,16 +84,29 @@ class AggregatorService:
         probe_id: str | None = None,
         probe_spec: FeatureSpec | None = None,
         population: list[str] | None = None,
+        auditor: UpdateAuditor | None = None,
     ) -> None:
         settings.validate_defense()
-        if settings.is_level and (scorer is None or probe_id is None or probe_spec is None):
+        self.defense = (
+            make_defense(settings.defense, settings.defense_settings) if settings.is_level else None
+        )
+        probed = self.defense is not None and self.defense.inputs in SNAPSHOTS_OF
+        if probed and (scorer is None or probe_id is None or probe_spec is None):
             raise ValueError(f"defense {settings.defense!r} needs a probe scorer, probe id and feature spec")
         self.store, self.settings = store, settings
         self.scorer, self.probe_id, self.probe_spec = scorer, probe_id, probe_spec
         self.population = population
-        self.defense = (
-            make_defense(settings.defense, settings.defense_settings) if settings.is_level else None
-        )
+        # The audit levels also need the audit service: a given auditor, else its URL from their settings.
+        self.auditor: UpdateAuditor | None = None
+        if isinstance(self.defense, AuditedDefense):
+            url = self.defense.audit.url
+            self.auditor = auditor or (
+                HttpAuditor(url, self.defense.audit.scoring.timeout_s) if url else None
+            )
+            if self.auditor is None:
+                raise ValueError(
+                    f"defense {settings.defense!r} needs an auditor (SAFE_FEDLLM_AUDIT_LEVEL_URL)"
+                )
         # A level aggregates with its settings' rule (FedAvg by default); a baseline is the rule itself.
         rule = settings.defense_settings.aggregator if settings.is_level else settings.defense
         self.strategy = make_strategy(rule, **settings.strategy_options)
@@ -205,9 +227,13 @@ class AggregatorService:
     def _check_snapshots(self, update: ClientUpdate, record: RoundRecord) -> None:
         if self.defense is None or self.probe_spec is None:
             return
-        needed = SNAPSHOTS_OF[self.defense.inputs]
+        needed = SNAPSHOTS_OF.get(self.defense.inputs)  # None: the audit level reads no snapshots
         trust = self.store.get_trust().get(update.client_id, {})  # the server's view, not the client's
-        if getattr(update, needed).size == 0 and self.defense.needs_scores(record.round_index, trust):
+        if (
+            needed
+            and getattr(update, needed).size == 0
+            and self.defense.needs_scores(record.round_index, trust)
+        ):
             raise InvalidSubmission(
                 f"the {self.defense.name} level needs {needed} [steps, {self.probe_spec.dim}]"
             )
@@ -225,15 +251,28 @@ class AggregatorService:
         if self.defense is None:
             return
         trust = self.store.get_trust().get(update.client_id, {})
-        if not self.defense.needs_scores(record.round_index, trust):  # type: ignore[union-attr]
+        probe = self._probes(record.round_index, trust)
+        if not probe and self.auditor is None:
             return
-        self._scoring[update_id] = asyncio.ensure_future(self._score(update_id, update, record))
+        self._scoring[update_id] = asyncio.ensure_future(self._score(update_id, update, record, probe))
 
-    async def _score(self, update_id: str, update: ClientUpdate, record: RoundRecord) -> dict:
+    def _probes(self, round_index: int, trust: dict) -> bool:
+        """Whether the level asks the probe about this client's update (an audit level audits every round)."""
+        assert self.defense is not None
+        return self.defense.inputs in SNAPSHOTS_OF and self.defense.needs_scores(round_index, trust)
+
+    async def _score(
+        self, update_id: str, update: ClientUpdate, record: RoundRecord, probe: bool = True
+    ) -> dict:
         _, global_state = await asyncio.to_thread(self.store.get_global, record.global_version)
-        kinds = (self.defense.inputs,)  # type: ignore[union-attr]
-        inputs = probe_inputs(update, self.probe_spec, global_state, kinds)  # type: ignore[arg-type]
-        scores = await score_update(self.scorer, self.probe_id, inputs, self.settings.scoring)  # type: ignore[arg-type]
+        scores: dict = {}
+        if probe:
+            kinds = (self.defense.inputs,)  # type: ignore[union-attr]
+            inputs = probe_inputs(update, self.probe_spec, global_state, kinds)  # type: ignore[arg-type]
+            scores.update(await score_update(self.scorer, self.probe_id, inputs, self.settings.scoring))  # type: ignore[arg-type]
+        if self.auditor is not None:
+            policy = self.defense.audit.scoring  # type: ignore[union-attr]
+            scores.update(await audit_update(self.auditor, self.settings.model, update, global_state, policy))
         await asyncio.to_thread(self.store.put_scores, record.round_index, update_id, scores)
         return scores
 
@@ -298,18 +337,19 @@ class AggregatorService:
             task = self._scoring.pop(update_id, None)
             if task is not None:
                 stored[update_id] = await task
-            elif defense.needs_scores(record.round_index, trust.get(update.client_id, {})):
-                stored[update_id] = await self._score(update_id, update, record)  # after a restart
+            elif (probe := self._probes(record.round_index, trust.get(update.client_id, {}))) or self.auditor:
+                stored[update_id] = await self._score(update_id, update, record, probe)  # after a restart
         evidence = []
         for update_id, update in zip(ids, updates, strict=True):
             entry = stored.get(update_id, {})
             evidence.append(
-                ProbeEvidence(
+                AuditEvidence(
                     update.client_id,
                     update.num_samples,
                     self.settings.training.batch_size,  # the task's b, never the client's claim
                     step_scores=entry.get("steps"),
                     shadow_scores=entry.get("shadow"),
+                    audit_score=(entry.get("audit") or [None])[0],
                 )
             )
         decision = defense.decide(record.round_index, evidence, trust)

@@ -4,6 +4,7 @@
 when the round's mean factor is below κ. Trust state is a JSON-able dict per client, kept by the store.
 """
 
+from services.aggregator.defenses.audit_level import AUDIT_LEVELS, AuditEvidence, AuditLevelSettings
 from services.aggregator.defenses.base import Defense, DefenseDecision, DefenseSettings, ProbeEvidence
 from services.aggregator.defenses.client_level import ClientLevel
 from services.aggregator.defenses.combined import defended_aggregate
@@ -13,7 +14,7 @@ from services.aggregator.defenses.shadow_level import ShadowLevel
 from services.aggregator.defenses.step_level import StepLevel
 
 DEFENSES: dict[str, type[Defense]] = {
-    cls.name: cls for cls in (StepLevel, ClientLevel, ShadowLevel, EvidenceLevel)
+    cls.name: cls for cls in (StepLevel, ClientLevel, ShadowLevel, EvidenceLevel, *AUDIT_LEVELS)
 }
 
 
@@ -26,6 +27,8 @@ def make_defense(name: str, settings: DefenseSettings | None = None) -> Defense:
 
 __all__ = [
     "DEFENSES",
+    "AuditEvidence",
+    "AuditLevelSettings",
     "ClientLevel",
     "Defense",
     "DefenseDecision",
