@@ -204,12 +204,14 @@ def demo(
 
 def _register_subcommands() -> None:
     from services.cli.aggregator_command import aggregator
+    from services.cli.audit_command import serve_audit
     from services.cli.probe_commands import probe_app
     from services.cli.serve_command import serve
 
     app.add_typer(probe_app, name="probe")
     app.command()(serve)
     app.command()(aggregator)
+    app.command(name="serve-audit")(serve_audit)
 
 
 _register_subcommands()
