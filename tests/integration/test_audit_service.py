@@ -6,6 +6,7 @@ served score must equal the in-process HarmPreferenceAudit on the same base and 
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import pickle
@@ -15,13 +16,14 @@ import httpx
 import numpy as np
 import pytest
 
+from services.aggregator.scoring import HandleAuditor, HttpAuditor, ScoringPolicy, audit_update
 from services.audit_service.client import AuditServiceClient
 from services.audit_service.settings import AuditServiceSettings
 from services.probe_service.settings import AutoscalingSettings
 from shared.audit import CanarySettings, HarmPreferenceAudit, draw_canaries
 from shared.config import LoraSettings
 from shared.lora import attach_lora, get_lora_state, set_lora_state
-from shared.updates import encode_lora_state
+from shared.updates import ClientUpdate, encode_lora_state
 
 ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -114,6 +116,22 @@ def test_concurrent_audits_are_batched_and_equal_single_ones_and_the_handle_agre
     np.testing.assert_allclose(concurrent, singles * 2, atol=1e-5)
     outcome = audit_handle(service[1]).audit.remote("tiny-llama", second, init).result()
     assert outcome.score == pytest.approx(singles[1], abs=1e-5)
+    in_ray = asyncio.run(HandleAuditor(audit_handle(service[1])).audit("tiny-llama", second, init))
+    assert in_ray == pytest.approx(singles[1], abs=1e-5)
+
+
+def test_the_aggregators_http_auditor_scores_an_update_and_reports_an_outage(
+    service, adapters, expected, free_port
+):
+    init, first, _, _ = adapters
+    [(score, _, _)] = expected.audit([first], init)
+    update = ClientUpdate("client-000", 0, 8, first)
+    policy = ScoringPolicy(timeout_s=60, attempts=2, backoff_s=0)
+    got = asyncio.run(audit_update(HttpAuditor(service[0]), "tiny-llama", update, init, policy))
+    assert got == {"audit": [pytest.approx(score, abs=1e-4)]}
+    nobody = HttpAuditor(f"http://127.0.0.1:{free_port()}/audit")
+    down = asyncio.run(audit_update(nobody, "tiny-llama", update, init, policy))
+    assert list(down) == ["audit_error"] and down["audit_error"].startswith("ConnectError")
 
 
 def _error(response: httpx.Response, status: int, code: str, *needles: str) -> None:
