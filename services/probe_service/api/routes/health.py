@@ -19,7 +19,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: probes are loaded and the scorer answers")
+@router.get(
+    "/readyz",
+    summary="Readiness: probes are loaded and the scorer answers",
+    responses={503: {"description": "No probe loaded, or the scorer does not answer"}},
+)
 async def readyz(context: Context) -> JSONResponse:
     probes = [m.probe_id for m in context.bank.manifests()]
     try:
