@@ -49,6 +49,8 @@ class ProbeManifest(BaseModel):
     reference: str = "init"  # the delta's reference the probe was trained on: the fixed initial adapter
     normalization_in_graph: bool = True
     threshold: float
+    # scores of local steps before this one are not evidence: they integrate too few samples (E2 curve)
+    min_step: int = 1
     training_data_hash: str
     training: dict
     metrics: dict
@@ -123,6 +125,7 @@ def export_linear_probe(
     lora: LoraSettings | dict,
     threshold: float,
     training_data_hash: str,
+    min_step: int = 1,
     training: dict | None = None,
     metrics: dict | None = None,
 ) -> ProbeManifest:
@@ -136,6 +139,7 @@ def export_linear_probe(
             "lora": lora,
             "feature_spec": spec,
             "threshold": threshold,
+            "min_step": min_step,
             "training_data_hash": training_data_hash,
             "training": training or {},
             "metrics": metrics or {},

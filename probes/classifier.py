@@ -50,7 +50,12 @@ def split_by_trajectory(
         else [np.unique(trajectory[labels == c]) for c in np.unique(labels)]
     )
     for ids in groups:
-        take = rng.permutation(ids)[: round(len(ids) * fraction)]
+        # at least one trajectory per class when asked for a share and the class can spare one: the
+        # threshold is calibrated on the held-out benign ones
+        count = round(len(ids) * fraction)
+        if fraction > 0 and count == 0 and len(ids) >= 2:
+            count = 1
+        take = rng.permutation(ids)[:count]
         second |= np.isin(trajectory, take)
     return ~second, second
 

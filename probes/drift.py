@@ -9,13 +9,24 @@ are re-run from it with the same samples and seeds, and the probe scores both ki
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+from peft import PeftModel
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
 
-from probes.dataset import ProbeDataset, ProbeDatasetConfig, run_trajectory, trajectory_plan
+from probes.dataset import (
+    PlannedTrajectory,
+    ProbeDataset,
+    ProbeDatasetConfig,
+    run_trajectory,
+    trajectory_plan,
+)
 from probes.experiment import split_masks
 from probes.metrics import detection_metrics
+from probes.sources import load_probe_sources
 from services.aggregator.strategies.tensors import stack_states, weighted_mean
 from shared.config import runtime_settings
 from shared.data.pools import build_pools
@@ -35,12 +46,15 @@ class DriftCheckConfig(BaseModel):
 
 
 def drift_global_adapter(
-    dataset_config: ProbeDatasetConfig, drift: DriftCheckConfig, model, tokenizer, init: LoraState
-) -> LoraState:  # type: ignore[no-untyped-def]
+    dataset_config: ProbeDatasetConfig,
+    drift: DriftCheckConfig,
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    init: LoraState,
+) -> LoraState:
     """k rounds of FedAvg from θ^0 over client-pool data (never probe or evaluation data)."""
     pool = build_pools(runtime_settings().data_dir).client
-    per_client = dataset_config.batch_size * dataset_config.steps
-    local = dataset_config.model_copy(update={"lr": drift.lr})
+    per_client = dataset_config.samples_per_trajectory
     global_state, cursor = init, {"harmful": 0, "helpful": 0}
     for round_index in range(drift.rounds):
         states = []
@@ -53,19 +67,29 @@ def drift_global_adapter(
             )
             start = cursor[source] % len(rows)
             cursor[source] += per_client
-            samples = (rows * 2)[start : start + per_client]
-            seed_index = 10_000 + round_index * 97 + client
-            states.append(run_trajectory(model, tokenizer, samples, local, global_state, seed_index)[-1])
+            local = PlannedTrajectory(
+                source,
+                int(source == "harmful"),
+                "drift",
+                "drift",
+                drift.lr,
+                dataset_config.batch_size,
+                dataset_config.steps,
+                tuple((rows * 2)[start : start + per_client]),
+            )
+            seed = 10_000 + round_index * 97 + client
+            states.append(
+                run_trajectory(model, tokenizer, local, dataset_config.max_seq_len, global_state, seed)[-1]
+            )
         global_state = weighted_mean(stack_states(states, init), [1.0] * len(states))
     return global_state
 
 
 def run_drift_check(
     dataset: ProbeDataset,
-    score,  # type: ignore[no-untyped-def]  # raw features [n, dim] -> probabilities [n]
+    score: Callable[[np.ndarray], np.ndarray],  # raw features [n, dim] -> probabilities [n]
     threshold: float,
-    test_fraction: float,
-    seed: int,
+    min_step: int,
     drift: DriftCheckConfig,
     progress: bool = True,
 ) -> list[dict]:
@@ -76,21 +100,25 @@ def run_drift_check(
         raise ValueError("the base model changed since the probe dataset was built")
     model = attach_lora(loaded.model, config.lora)
     init = get_lora_state(model)
-    plan = trajectory_plan(config, build_pools(runtime_settings().data_dir).probe)
-    held = split_masks(dataset, test_fraction, seed)["heldout"]
+    data_dir = runtime_settings().data_dir
+    pools = build_pools(data_dir)
+    sources = load_probe_sources(config.model, data_dir, pools, config.selfgen_harmful, config.seed)
+    plan = trajectory_plan(config, sources)
+    held = split_masks(dataset, min_step)["heldout"]
     chosen = []
     for label in (1, 0):
         ids = sorted(set(dataset.trajectory[held & (dataset.labels == label)].tolist()))
         chosen += ids[: drift.trajectories_per_class]
     global_state = drift_global_adapter(config, drift, model, loaded.tokenizer, init)
     spec = dataset.spec
-    fixed_mask = np.isin(dataset.trajectory, chosen)
+    fixed_mask = np.isin(dataset.trajectory, chosen) & (dataset.step >= min_step)
     drifted, labels = [], []
     for index in tqdm(chosen, desc="drifted trajectories", unit="traj", disable=not progress):
-        source, samples = plan[index]
-        states = run_trajectory(model, loaded.tokenizer, samples, config, global_state, seed_index=index)
-        drifted += [spec.raw(state, global_state) for state in states]
-        labels += [int(source == "harmful")] * len(states)
+        trajectory = plan[index]
+        seed = config.seed * 7919 + index
+        states = run_trajectory(model, loaded.tokenizer, trajectory, config.max_seq_len, global_state, seed)
+        drifted += [spec.raw(state, global_state) for state in states[min_step - 1 :]]
+        labels += [trajectory.label] * len(states[min_step - 1 :])
     rows = []
     for reference, x, y in (
         ("fixed_init", dataset.features[fixed_mask], dataset.labels[fixed_mask]),

@@ -1,11 +1,18 @@
-"""Train the probe and evaluate it on held-out trajectories, with the ablations and the style check.
+"""Train the probe, calibrate its threshold, and evaluate it on every held-out test set.
 
-Test sets (all trajectory-disjoint from training):
-- `heldout`: held-out helpfulQA vs held-out MaliciousGen trajectories;
-- `unseen_benign_style`: Alpaca and Dolly trajectories (a benign source and style the probe never saw) vs
-  the same held-out MaliciousGen ones. The malicious and helpful sets share one generator's style, so this
-  is what shows the probe detects harm rather than style.
-Variants: first_B + L2 (the method), first_B without normalisation, all_layers + L2.
+Test sets (all on samples no training trajectory saw; see probes/dataset.py):
+- `heldout`: held-out trajectories of the training sources, builder settings;
+- `unseen_benign_style`: Dolly (a benign source and style the probe never trained on) vs the held-out
+  malicious trajectories;
+- `client_settings`: trajectories trained with settings the probe never saw (lr ×0.5, ×2, batch 4);
+- `unseen_harmful_source:<s>`: a probe trained *without* harmful source s, on s's held-out trajectories vs
+  the held-out benign ones (leave-one-source-out: does the probe detect harm or one generator's answers?);
+- `per_step`: the main probe's AUROC at each local step (samples integrated = batch × step), and the AUROC
+  of a probe trained on that step alone.
+Steps before `min_step` integrate too few samples to carry a signal: the probe is trained and scored from
+`min_step` on (chosen on validation trajectories), and the defense levels read it from the manifest. The
+threshold is calibrated on validation trajectories for a stated false-positive rate; the method's τ = 0.8
+stays a reported row.
 """
 
 from __future__ import annotations
@@ -15,8 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from probes.classifier import LogisticProbe, ProbeTrainingConfig, predict, split_by_trajectory, train_probe
-from probes.dataset import MALICIOUS_SOURCE, STYLE_BENIGN_SOURCES, TRAIN_BENIGN_SOURCE, ProbeDataset
-from probes.metrics import detection_metrics
+from probes.dataset import ProbeDataset
+from probes.metrics import auroc, detection_metrics
+from probes.sources import STYLE_TEST_SOURCES
+from shared.audit.calibration import threshold_for_fpr
 from shared.features import FeatureSpec, Normalization, Policy, normalise
 
 VARIANTS: tuple[tuple[Policy, Normalization], ...] = (
@@ -24,6 +33,7 @@ VARIANTS: tuple[tuple[Policy, Normalization], ...] = (
     ("first_B", "none"),
     ("all_layers", "l2"),
 )
+METHOD_TAU = 0.8
 
 
 @dataclass
@@ -33,18 +43,24 @@ class TrainedProbe:
     model: LogisticProbe
     spec: FeatureSpec
     log: dict
+    threshold: float
+    min_step: int
 
 
-def split_masks(dataset: ProbeDataset, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    core = np.isin(dataset.source, [TRAIN_BENIGN_SOURCE, MALICIOUS_SOURCE])
-    _, held = split_by_trajectory(dataset.trajectory[core], test_fraction, seed, dataset.labels[core])
-    heldout = np.zeros(len(dataset.labels), dtype=bool)
-    heldout[np.flatnonzero(core)[held]] = True
-    style = np.isin(dataset.source, STYLE_BENIGN_SOURCES) | (heldout & (dataset.labels == 1))
-    return {"train": core & ~heldout, "heldout": heldout, "unseen_benign_style": style}
+def split_masks(dataset: ProbeDataset, min_step: int = 1) -> dict[str, np.ndarray]:
+    """Row masks of the training set and of each test set, from `min_step` on."""
+    late = dataset.step >= min_step
+    test = dataset.role == "test"
+    style = np.isin(dataset.source, STYLE_TEST_SOURCES)
+    return {
+        "train": (dataset.role == "train") & late,
+        "heldout": test & ~style & late,
+        "unseen_benign_style": test & (style | (dataset.labels == 1)) & late,
+        "client_settings": (dataset.role == "client_settings") & late,
+    }
 
 
-def _features(
+def features(
     dataset: ProbeDataset, policy: Policy, normalize: Normalization
 ) -> tuple[np.ndarray, FeatureSpec]:
     if policy == "first_B":
@@ -56,35 +72,177 @@ def _features(
     return normalise(raw, normalize), spec.model_copy(update={"normalize": normalize})
 
 
+def choose_min_step(
+    dataset: ProbeDataset, x: np.ndarray, config: ProbeTrainingConfig, target_auroc: float
+) -> tuple[int, list[dict]]:
+    """The first step whose validation AUROC (probe trained on all steps) reaches the target."""
+    train = dataset.role == "train"
+    fit, val = split_by_trajectory(
+        dataset.trajectory[train], config.val_fraction, config.seed + 1, dataset.labels[train]
+    )
+    fit_rows, val_rows = np.flatnonzero(train)[fit], np.flatnonzero(train)[val]
+    model, _ = train_probe(x[fit_rows], dataset.labels[fit_rows], dataset.trajectory[fit_rows], config)
+    curve = []
+    for t in sorted(np.unique(dataset.step[val_rows])):
+        rows = val_rows[dataset.step[val_rows] == t]
+        curve.append(
+            {"step": int(t), "validation_auroc": auroc(dataset.labels[rows], predict(model, x[rows]))}
+        )
+    reached = [c["step"] for c in curve if (c["validation_auroc"] or 0) >= target_auroc]
+    return (reached[0] if reached else int(dataset.step.max())), curve
+
+
+def _row(
+    probe_id: str, variant: tuple[str, str], test_set: str, labels, scores, threshold: float, **extra
+) -> dict:
+    at = detection_metrics(labels, scores, threshold)
+    tau = detection_metrics(labels, scores, METHOD_TAU)
+    benign = scores[np.asarray(labels) == 0]
+    return {
+        "probe_id": probe_id,
+        "policy": variant[0],
+        "normalize": variant[1],
+        "test_set": test_set,
+        **at.model_dump(exclude={"n", "n_malicious"}),
+        "false_positive_rate": float(np.mean(benign >= threshold)) if len(benign) else None,
+        "threshold": threshold,
+        "accuracy_at_tau_0.8": tau.accuracy,
+        "recall_at_tau_0.8": tau.recall,
+        "mean_p_malicious": float(scores[np.asarray(labels) == 1].mean()) if at.n_malicious else None,
+        "mean_p_benign": float(benign.mean()) if len(benign) else None,
+        "n_test": at.n,
+        "n_test_malicious": at.n_malicious,
+        **extra,
+    }
+
+
+def _fit(
+    dataset: ProbeDataset, x: np.ndarray, mask: np.ndarray, config: ProbeTrainingConfig
+) -> tuple[LogisticProbe, dict]:
+    return train_probe(x[mask], dataset.labels[mask], dataset.trajectory[mask], config)
+
+
+def calibrate(
+    dataset: ProbeDataset,
+    x: np.ndarray,
+    model: LogisticProbe,
+    train: np.ndarray,
+    config: ProbeTrainingConfig,
+    fpr: float,
+) -> float:
+    """Threshold for `fpr` on the benign validation trajectories (the split train_probe held out)."""
+    _, val = split_by_trajectory(
+        dataset.trajectory[train], config.val_fraction, config.seed, dataset.labels[train]
+    )
+    rows = np.flatnonzero(train)[val]
+    benign = rows[dataset.labels[rows] == 0]
+    return threshold_for_fpr(predict(model, x[benign]), fpr)
+
+
 def run_probe_experiment(
-    dataset: ProbeDataset, config: ProbeTrainingConfig, probe_id: str, test_fraction: float = 0.25
+    dataset: ProbeDataset,
+    config: ProbeTrainingConfig,
+    probe_id: str,
+    fpr: float = 0.02,
+    min_step: int | None = None,
+    min_step_target_auroc: float = 0.95,
 ) -> tuple[TrainedProbe, list[dict]]:
-    """Returns the main probe (first_B + L2) and one result row per (variant, test set)."""
-    masks = split_masks(dataset, test_fraction, config.seed)
-    train = masks["train"]
-    rows, main = [], None
-    for policy, normalize in VARIANTS:
-        if policy == "all_layers" and dataset.all_layers is None:
+    """The main probe (first_B + L2, calibrated) and one result row per (variant, test set)."""
+    x_main, spec_main = features(dataset, *VARIANTS[0])
+    curve: list[dict] = []
+    if min_step is None:
+        min_step, curve = choose_min_step(dataset, x_main, config, min_step_target_auroc)
+    masks = split_masks(dataset, min_step)
+    rows: list[dict] = []
+    main: TrainedProbe | None = None
+    for variant in VARIANTS:
+        if variant[0] == "all_layers" and dataset.all_layers is None:
             continue
-        x, spec = _features(dataset, policy, normalize)
-        model, log = train_probe(x[train], dataset.labels[train], dataset.trajectory[train], config)
-        for test_set in ("heldout", "unseen_benign_style"):
+        x, spec = (x_main, spec_main) if variant == VARIANTS[0] else features(dataset, *variant)
+        model, log = _fit(dataset, x, masks["train"], config)
+        threshold = calibrate(dataset, x, model, masks["train"], config, fpr)
+        for test_set in ("heldout", "unseen_benign_style", "client_settings"):
             mask = masks[test_set]
-            metrics = detection_metrics(dataset.labels[mask], predict(model, x[mask]), config.threshold)
+            if len(np.unique(dataset.labels[mask])) < 2:
+                continue
             rows.append(
-                {
-                    "probe_id": probe_id,
-                    "policy": policy,
-                    "normalize": normalize,
-                    "test_set": test_set,
-                    **metrics.model_dump(exclude={"n", "n_malicious"}),
-                    "n_train": int(train.sum()),
-                    "n_test": metrics.n,
-                    "n_test_malicious": metrics.n_malicious,
-                    "threshold": config.threshold,
-                }
+                _row(
+                    probe_id,
+                    variant,
+                    test_set,
+                    dataset.labels[mask],
+                    predict(model, x[mask]),
+                    threshold,
+                    n_train=int(masks["train"].sum()),
+                    min_step=min_step,
+                )
             )
-        if (policy, normalize) == VARIANTS[0]:
-            main = TrainedProbe(policy, normalize, model, spec, log)
+        if variant == VARIANTS[0]:
+            main = TrainedProbe(*variant, model, spec, {**log, "min_step_curve": curve}, threshold, min_step)
     assert main is not None
+    rows += _unseen_source_rows(dataset, x_main, masks, config, probe_id, fpr, min_step)
+    rows += _per_step_rows(dataset, x_main, main, config, probe_id)
     return main, rows
+
+
+def _unseen_source_rows(
+    dataset: ProbeDataset,
+    x: np.ndarray,
+    masks: dict[str, np.ndarray],
+    config: ProbeTrainingConfig,
+    probe_id: str,
+    fpr: float,
+    min_step: int,
+) -> list[dict]:
+    rows = []
+    harmful = sorted(set(dataset.source[(dataset.labels == 1) & (dataset.role == "train")].tolist()))
+    if len(harmful) < 2:
+        return rows
+    for left_out in harmful:
+        train = masks["train"] & (dataset.source != left_out)
+        model, _ = _fit(dataset, x, train, config)
+        threshold = calibrate(dataset, x, model, train, config, fpr)
+        test = masks["heldout"] & ((dataset.source == left_out) | (dataset.labels == 0))
+        rows.append(
+            _row(
+                probe_id,
+                VARIANTS[0],
+                f"unseen_harmful_source:{left_out}",
+                dataset.labels[test],
+                predict(model, x[test]),
+                threshold,
+                n_train=int(train.sum()),
+                min_step=min_step,
+                trained_harmful_sources=[s for s in harmful if s != left_out],
+            )
+        )
+    return rows
+
+
+def _per_step_rows(
+    dataset: ProbeDataset, x: np.ndarray, main: TrainedProbe, config: ProbeTrainingConfig, probe_id: str
+) -> list[dict]:
+    """AUROC against samples per update: the main probe per step, and a probe trained on that step only."""
+    rows = []
+    test = (dataset.role == "test") | (dataset.role == "client_settings")
+    train = dataset.role == "train"
+    for setting in sorted(set(dataset.setting[test].tolist())):
+        for t in sorted(np.unique(dataset.step[test & (dataset.setting == setting)])):
+            at = test & (dataset.setting == setting) & (dataset.step == t)
+            if len(np.unique(dataset.labels[at])) < 2:
+                continue
+            row = {
+                "probe_id": probe_id,
+                "test_set": "per_step",
+                "setting": setting,
+                "step": int(t),
+                "samples_per_update": int(dataset.samples_seen[at][0]),
+                "auroc_main_probe": auroc(dataset.labels[at], predict(main.model, x[at])),
+                "n_test": int(at.sum()),
+            }
+            same_step = train & (dataset.step == t)
+            if setting == "builder" and same_step.any():
+                model, _ = _fit(dataset, x, same_step, config)
+                row["auroc_step_only_probe"] = auroc(dataset.labels[at], predict(model, x[at]))
+            rows.append(row)
+    return rows

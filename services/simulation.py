@@ -16,8 +16,10 @@ import ray
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from probes.artifact import ProbeManifest
 from services.aggregator.defenses import DEFENSES, DefenseSettings
 from services.aggregator.orchestrator import RoundOrchestrator
+from services.aggregator.probe_binding import bind_probe
 from services.aggregator.scoring import HandleScorer
 from services.aggregator.service import AggregatorService, RoundSummary
 from services.aggregator.settings import AggregatorSettings, FederationConfig
@@ -30,7 +32,6 @@ from services.ray_runtime import ensure_ray
 from shared.config import LocalTrainingConfig, LoraSettings, runtime_settings
 from shared.data.pools import build_pools
 from shared.evaluation.metrics import EvalSettings, SafetyReport, evaluate_model
-from shared.features import FeatureSpec
 from shared.lora import attach_lora, get_lora_state, set_lora_state
 from shared.lora_state import LoraState
 from shared.model_zoo import load_base_model
@@ -69,8 +70,10 @@ def _row(
         "defense": label,
         "malicious_ratio": ratio,
         "harmless_rate": report.harmless_rate,
+        "harmless_rate_ci95": list(report.harmless_rate_ci95),
         "over_refusal_rate": report.over_refusal_rate,
         "harm_preference": report.harm_preference,
+        "harm_preference_ci95": list(report.harm_preference_ci95),
         "benign_loss": report.benign_loss,
         "rounds": config.federation.num_rounds,
         "model": config.model,
@@ -81,9 +84,7 @@ def _row(
 
 @dataclass
 class ProbeHookup:
-    probe_id: str
-    spec: FeatureSpec
-    shadow_lr: float  # the lr of the probe's training trajectories: shadow steps stay in distribution
+    manifest: ProbeManifest
     scorer: HandleScorer
 
 
@@ -103,10 +104,7 @@ def connect_probe(config: SimulationConfig, fingerprint: str) -> ProbeHookup:
             f"this model is {fingerprint}; rebuild it with safe-fedllm probe build"
         )
     start_probe_service(settings)
-    shadow_lr = float(manifest.training.get("dataset", {}).get("lr", 5e-5))
-    return ProbeHookup(
-        manifest.probe_id, manifest.feature_spec, shadow_lr, HandleScorer(scorer_handle(settings))
-    )
+    return ProbeHookup(manifest, HandleScorer(scorer_handle(settings)))
 
 
 def _store(config: SimulationConfig, label: str) -> StateStore:
@@ -155,9 +153,10 @@ def run_sweep(
             config.federation.seed,
         )
         level = defense in DEFENSES
-        training = config.training
-        if level and DEFENSES[defense].inputs == "shadow" and training.shadow_lr is None:
-            training = training.model_copy(update={"shadow_lr": probe.shadow_lr})  # type: ignore[union-attr]
+        training, defense_settings = config.training, config.defense_settings
+        if level and probe is not None:
+            needs_shadow = DEFENSES[defense].inputs == "shadow"
+            defense_settings, training = bind_probe(probe.manifest, defense_settings, training, needs_shadow)
         pool = RayClientPool(specs, frozen_ref, config.model, config.lora, training, config.federation.seed)
         rule = config.defense_settings.aggregator if level else defense
         options = dict(config.strategy_options)
@@ -181,7 +180,7 @@ def run_sweep(
             )
         settings = AggregatorSettings(
             defense=defense,
-            defense_settings=config.defense_settings,
+            defense_settings=defense_settings,
             strategy_options=options,
             federation=config.federation,
             training=training,
@@ -191,8 +190,8 @@ def run_sweep(
             settings,
             initial_state,
             scorer=probe.scorer if level and probe else None,
-            probe_id=probe.probe_id if level and probe else None,
-            probe_spec=probe.spec if level and probe else None,
+            probe_id=probe.manifest.probe_id if level and probe else None,
+            probe_spec=probe.manifest.feature_spec if level and probe else None,
             population=[s.client_id for s in specs],
         )
         orchestrator = RoundOrchestrator(service, pool)

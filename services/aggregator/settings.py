@@ -36,8 +36,11 @@ class AggregatorSettings(BaseSettings):
     strategy_options: dict = Field(default_factory=dict, description="Options of a baseline strategy.")
     federation: FederationConfig = FederationConfig()
     training: LocalTrainingConfig = Field(
-        default_factory=lambda: LocalTrainingConfig(shadow_lr=5e-5),
-        description="The local training every client is told to run (the task).",
+        default_factory=LocalTrainingConfig,
+        description=(
+            "The local training every client is told to run (the task). An unset shadow_lr is the probe's "
+            "training lr (its manifest), so shadow steps look like the probe's training steps."
+        ),
     )
     model: str = Field("smollm2-135m", description="Base model the federation fine-tunes.")
     lora: LoraSettings = LoraSettings()

@@ -12,38 +12,65 @@ DEFAULT_DATA = Path("runs/probe_data")
 DEFAULT_CHECKPOINTS = Path("runs/probes")
 
 
+def _counts(values: list[str], option: str) -> dict[str, int] | None:
+    """`name=count` pairs of a repeated option, or None when the option was not given."""
+    if not values:
+        return None
+    counts = {}
+    for value in values:
+        name, _, count = value.partition("=")
+        if not count.isdigit():
+            raise typer.BadParameter(f"expected SOURCE=COUNT, got {value!r}", param_hint=option)
+        counts[name] = int(count)
+    return counts
+
+
 @probe_app.command()
 def build(
     model: str = typer.Option("smollm2-135m", help="Base model (aligned when its adapter is shipped)."),
-    trajectories: int = typer.Option(20, help="helpfulQA and MaliciousGen trajectories each."),
-    style_trajectories: int = typer.Option(6, help="Alpaca and Dolly (test-only) trajectories each."),
+    train: list[str] = typer.Option(
+        [], help="SOURCE=COUNT training trajectories (repeat; default: the config's plan)."
+    ),
+    test: list[str] = typer.Option([], help="SOURCE=COUNT held-out trajectories (repeat)."),
+    client_setting_trajectories: int = typer.Option(2, help="Per class and client setting."),
+    selfgen_harmful: int = typer.Option(400, help="Instructions the unaligned model answers (0: no source)."),
     steps: int = typer.Option(5, help="Local steps (snapshots) per trajectory."),
-    batch_size: int = typer.Option(4, help="Batch size."),
+    batch_size: int = typer.Option(8, help="Batch size."),
     lr: float = typer.Option(2e-4, help="Fixed lr of the trajectories."),
+    all_layers: bool = typer.Option(False, help="Also record every layer's A and B (ablation)."),
     threads: int = typer.Option(2, help="torch intra-op threads."),
     output: Path | None = typer.Option(
         None, help="Dataset path without suffix (default runs/probe_data/<model>)."
     ),
 ) -> None:
-    """Train LoRA trajectories from the fixed init on the probe pool and save per-step features."""
+    """Train LoRA trajectories from the fixed init on probe-only sources; save per-step features.
+
+    Resumable: finished trajectories are checkpointed beside the output and skipped on a re-run.
+    """
     import torch
 
     from probes.dataset import ProbeDatasetConfig, build_probe_dataset
+    from services.cli.main import invoked_command
 
     torch.set_num_threads(threads)
+    overrides = {
+        "train_trajectories": _counts(train, "--train"),
+        "test_trajectories": _counts(test, "--test"),
+    }
     config = ProbeDatasetConfig(
         model=model,
-        trajectories_per_class=trajectories,
-        style_trajectories_per_source=style_trajectories,
+        client_setting_trajectories=client_setting_trajectories,
+        selfgen_harmful=selfgen_harmful,
         steps=steps,
         batch_size=batch_size,
         lr=lr,
+        all_layers=all_layers,
+        **{k: v for k, v in overrides.items() if v is not None},
     )
-    from services.cli.main import invoked_command
-
-    dataset = build_probe_dataset(config)
-    dataset.meta["command"] = invoked_command()
     path = output or DEFAULT_DATA / model
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset = build_probe_dataset(config, output=path)
+    dataset.meta["command"] = invoked_command()
     dataset.save(path)
     typer.echo(
         f"{len(dataset.labels)} samples from {dataset.meta['num_trajectories']} trajectories -> {path}.npz"
@@ -54,9 +81,13 @@ def build(
 def train(
     data: Path = typer.Option(..., help="Dataset path (without suffix) written by `probe build`."),
     probe_id: str = typer.Option(..., help="Identifier of the new probe, e.g. smollm2-135m-qv-r8."),
-    threshold: float = typer.Option(0.8, help="Decision threshold tau."),
-    test_fraction: float = typer.Option(0.25, help="Share of trajectories held out for testing."),
-    seed: int = typer.Option(2023, help="Seed of the splits and the training."),
+    fpr: float = typer.Option(
+        0.02, help="False-positive rate on benign validation steps the threshold allows."
+    ),
+    min_step: int | None = typer.Option(
+        None, help="Score steps from this one on (default: the first whose validation AUROC reaches 0.95)."
+    ),
+    seed: int = typer.Option(2023, help="Seed of the validation split and the training."),
     results: Path = typer.Option(Path("docs/results/e2_probe.json"), help="Where to write the result rows."),
 ) -> None:
     """Train the probe (and its ablations), evaluate on held-out trajectories, save a checkpoint."""
@@ -67,17 +98,22 @@ def train(
     from services.cli.main import invoked_command
 
     dataset = ProbeDataset.load(data)
-    config = ProbeTrainingConfig(threshold=threshold, seed=seed)
-    main, rows = run_probe_experiment(dataset, config, probe_id, test_fraction)
+    config = ProbeTrainingConfig(seed=seed)
+    main, rows = run_probe_experiment(dataset, config, probe_id, fpr=fpr, min_step=min_step)
     info = {
         "model": dataset.meta["model"],
         "base_fingerprint": dataset.meta["base_fingerprint"],
         "lora": dataset.meta["config"]["lora"],
-        "threshold": threshold,
+        "threshold": main.threshold,
+        "min_step": main.min_step,
         "training_data_hash": dataset.content_hash(),
         "dataset": dataset.meta["config"],
-        "training": {**config.model_dump(mode="json"), **main.log, "test_fraction": test_fraction},
-        "metrics": {r["test_set"]: r for r in rows if (r["policy"], r["normalize"]) == ("first_B", "l2")},
+        "training": {**config.model_dump(mode="json"), **main.log, "calibrated_fpr": fpr},
+        "metrics": {
+            r["test_set"]: r
+            for r in rows
+            if (r.get("policy"), r.get("normalize")) == ("first_B", "l2") and r["test_set"] != "per_step"
+        },
     }
     ProbeCheckpoint.from_model(probe_id, main.model, main.spec, info).save(DEFAULT_CHECKPOINTS / probe_id)
     results.parent.mkdir(parents=True, exist_ok=True)
@@ -93,12 +129,22 @@ def train(
         )
         + "\n"
     )
-    typer.echo(f"{'policy':<11} {'norm':<5} {'test_set':<20} {'acc':>6} {'auroc':>6} {'prec':>6} {'rec':>6}")
+    typer.echo(f"threshold {main.threshold:.4f} (benign validation FPR <= {fpr}), min_step {main.min_step}")
+    header = f"{'policy':<9} {'norm':<5} {'test_set':<36} {'acc':>6} {'auroc':>6} {'fpr':>6} {'rec':>6}"
+    typer.echo(header)
     for r in rows:
+        if r["test_set"] == "per_step":
+            step_only = r.get("auroc_step_only_probe")
+            typer.echo(
+                f"per_step {r['setting']:<12} step {r['step']:>2} ({r['samples_per_update']:>3} samples): "
+                f"auroc {r['auroc_main_probe']:.3f}"
+                + (f", step-only probe {step_only:.3f}" if step_only is not None else "")
+            )
+            continue
         au = f"{r['auroc']:.3f}" if r["auroc"] is not None else "  n/a"
         typer.echo(
-            f"{r['policy']:<11} {r['normalize']:<5} {r['test_set']:<20} {r['accuracy']:>6.3f} {au:>6} "
-            f"{r['precision']:>6.3f} {r['recall']:>6.3f}"
+            f"{r['policy']:<9} {r['normalize']:<5} {r['test_set']:<36} {r['accuracy']:>6.3f} {au:>6} "
+            f"{r['false_positive_rate']:>6.3f} {r['recall']:>6.3f}"
         )
     typer.echo(f"checkpoint -> {DEFAULT_CHECKPOINTS / probe_id}; results -> {results}")
 
@@ -124,6 +170,7 @@ def export(
         fingerprint=info["base_fingerprint"],
         lora=info["lora"],
         threshold=info["threshold"],
+        min_step=info["min_step"],
         training_data_hash=info["training_data_hash"],
         training={"dataset": info["dataset"], "classifier": info["training"]},
         metrics=info["metrics"],
@@ -149,10 +196,9 @@ def evaluate(
     bank = ProbeBank(artifacts)
     manifest = bank.manifest(probe_id)
     dataset = ProbeDataset.load(data)
-    classifier = manifest.training["classifier"]
-    masks = split_masks(dataset, classifier["test_fraction"], classifier["seed"])
+    masks = split_masks(dataset, manifest.min_step)
     scores = {}
-    for test_set in ("heldout", "unseen_benign_style"):
+    for test_set in ("heldout", "unseen_benign_style", "client_settings"):
         mask = masks[test_set]
         scores[test_set] = bank.score(probe_id, dataset.features[mask])
         metrics = detection_metrics(dataset.labels[mask], scores[test_set], manifest.threshold)
@@ -183,13 +229,11 @@ def drift(
     torch.set_num_threads(2)
     bank = ProbeBank(artifacts)
     manifest = bank.manifest(probe_id)
-    classifier = manifest.training["classifier"]
     rows = run_drift_check(
         ProbeDataset.load(data),
         lambda x: bank.score(probe_id, x),
         manifest.threshold,
-        classifier["test_fraction"],
-        classifier["seed"],
+        manifest.min_step,
         DriftCheckConfig(rounds=rounds, trajectories_per_class=trajectories),
     )
     for row in rows:

@@ -50,10 +50,10 @@ class ClientTrainer:
         subset = round_subset(len(self.examples), cfg.batch_size * cfg.local_steps, self.seed, round_index)
         examples = [self.examples[i] for i in subset]
         result = self._train(examples, lr)
-        shadow = np.zeros((0, 0), np.float32)
+        shadow_snapshots = np.zeros((0, 0), np.float32)
         if cfg.shadow_lr is not None and shadow:
             set_lora_state(self.model, self.init_state)
-            shadow = self._train(examples, cfg.shadow_lr).b_snapshots
+            shadow_snapshots = self._train(examples, cfg.shadow_lr).b_snapshots
         return ClientUpdate(
             client_id=self.spec.client_id,
             round_index=round_index,
@@ -62,7 +62,7 @@ class ClientTrainer:
             b_keys=result.b_keys,
             b_snapshots=result.b_snapshots,
             train_loss=float(np.mean(result.losses)),
-            shadow_snapshots=shadow,
+            shadow_snapshots=shadow_snapshots,
             batch_size=cfg.batch_size,
         )
 

@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from shared.data.pools import Pool
 from shared.data.refusal_targets import refusal_target
 from shared.evaluation.generation import generate_greedy, mean_token_log_likelihoods
+from shared.evaluation.intervals import mean_interval, wilson_interval
 from shared.evaluation.refusal import is_refusal, refuses_outright
 from shared.prompting import tokenize_sft
 
@@ -40,8 +41,10 @@ class EvalSettings(BaseModel):
 
 class SafetyReport(BaseModel):
     harmless_rate: float
+    harmless_rate_ci95: tuple[float, float]  # Wilson
     over_refusal_rate: float | None
     harm_preference: float
+    harm_preference_ci95: tuple[float, float]  # mean ± 1.96 SE over the pairs
     benign_loss: float
     num_harmful_prompts: int
     num_benign_prompts: int
@@ -49,14 +52,14 @@ class SafetyReport(BaseModel):
     num_benign_loss: int
 
 
-def _refusal_share(
+def _refusals(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
     settings: EvalSettings,
     rule: Callable[[str], bool],
     desc: str,
-) -> float:
+) -> list[bool]:
     answers = generate_greedy(
         model,
         tokenizer,
@@ -66,19 +69,19 @@ def _refusal_share(
         desc=desc,
         progress=settings.progress,
     )
-    return float(np.mean([rule(a) for a in answers]))
+    return [rule(a) for a in answers]
 
 
 def harmless_rate(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], settings: EvalSettings
 ) -> float:
-    return _refusal_share(model, tokenizer, prompts, settings, is_refusal, "harmful prompts")
+    return float(np.mean(_refusals(model, tokenizer, prompts, settings, is_refusal, "harmful prompts")))
 
 
 def over_refusal_rate(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], settings: EvalSettings
 ) -> float:
-    return _refusal_share(model, tokenizer, prompts, settings, refuses_outright, "benign prompts")
+    return float(np.mean(_refusals(model, tokenizer, prompts, settings, refuses_outright, "benign prompts")))
 
 
 def evaluate_model(
@@ -112,12 +115,16 @@ def evaluate_model(
     harmful_ll = ll([(p.instruction, p.harmful) for p in pairs], "harmful answers")
     safe_ll = ll([(p.instruction, refusal_target(p, i, 2)) for i, p in enumerate(pairs)], "refusals")
     helpful_ll = ll([(x.instruction, x.response) for x in helpful], "benign loss")
+    refused = _refusals(model, tokenizer, harmful_prompts, settings, is_refusal, "harmful prompts")
+    preference = harmful_ll - safe_ll
     return SafetyReport(
-        harmless_rate=harmless_rate(model, tokenizer, harmful_prompts, settings),
+        harmless_rate=float(np.mean(refused)),
+        harmless_rate_ci95=wilson_interval(sum(refused), len(refused)),
         over_refusal_rate=over_refusal_rate(model, tokenizer, benign_prompts, settings)
         if benign_prompts
         else None,
-        harm_preference=float(np.mean(harmful_ll - safe_ll)),
+        harm_preference=float(np.mean(preference)),
+        harm_preference_ci95=mean_interval(preference),
         benign_loss=float(-np.mean(helpful_ll)),
         num_harmful_prompts=len(harmful_prompts),
         num_benign_prompts=len(benign_prompts),

@@ -14,6 +14,7 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 from shared.config import runtime_settings
 from shared.model_zoo.smollm2 import load_smollm2_tokenizer, load_smollm2_weights
 from shared.model_zoo.tiny import load_tiny_llama
+from shared.precision import ComputeDtype, resolve_compute_dtype
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
 ALIGNMENT_DIR = ARTIFACTS_DIR / "alignment"
@@ -42,10 +43,17 @@ def load_tokenizer(name: str, cache_dir: Path | None = None) -> PreTrainedTokeni
     return tokenizer
 
 
-def load_base_model(name: str, aligned: bool | None = None, cache_dir: Path | None = None) -> LoadedModel:
-    """Load a base model by name, frozen, in eval mode.
+def load_base_model(
+    name: str,
+    aligned: bool | None = None,
+    cache_dir: Path | None = None,
+    compute_dtype: ComputeDtype | None = None,
+) -> LoadedModel:
+    """Load a base model by name, frozen, in eval mode, in the compute dtype (SAFE_FEDLLM_COMPUTE_DTYPE).
 
     aligned=None merges the shipped alignment adapter when one exists for this model; True requires it.
+    The alignment adapter is merged in float32 and the fingerprint taken before any cast, so a probe made
+    on one dtype fits the other.
     """
     _check_name(name)
     cache = cache_dir or runtime_settings().cache_dir
@@ -69,6 +77,9 @@ def load_base_model(name: str, aligned: bool | None = None, cache_dir: Path | No
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     fingerprint = _fingerprint(name, model, adapter_dir if use_adapter else None)
+    dtype = resolve_compute_dtype(compute_dtype or runtime_settings().compute_dtype)
+    if dtype != torch.float32:
+        model = model.to(dtype)
     # PEFT writes this into adapter_config.json (base_model_name_or_path); the probe service matches on it.
     model.config._name_or_path = model.name_or_path = name
     return LoadedModel(name, model, tokenizer, use_adapter, fingerprint)

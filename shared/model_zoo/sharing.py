@@ -21,14 +21,26 @@ class FrozenBase:
     config: dict
     tensors: dict[str, np.ndarray]
     fingerprint: str
+    dtype: str = "float32"  # bfloat16: tensors hold the raw 16-bit words
 
 
 def export_frozen_base(model: LlamaForCausalLM, fingerprint: str) -> FrozenBase:
     state = model.state_dict()
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)  # tied: one copy travels, re-tied on the other side
-    tensors = {k: v.detach().to(torch.float32).contiguous().numpy() for k, v in state.items()}
-    return FrozenBase(model.config.to_dict(), tensors, fingerprint)
+    # numpy has no bfloat16: a bf16 base travels as its raw 16-bit words and is viewed back on arrival
+    tensors = {
+        k: (
+            v.detach().contiguous().view(torch.int16)
+            if v.dtype == torch.bfloat16
+            else v.detach().to(torch.float32)
+        )
+        .contiguous()
+        .numpy()
+        for k, v in state.items()
+    }
+    dtype = "bfloat16" if any(v.dtype == torch.bfloat16 for v in state.values()) else "float32"
+    return FrozenBase(model.config.to_dict(), tensors, fingerprint, dtype)
 
 
 def materialize_frozen_base(base: FrozenBase) -> LlamaForCausalLM:
@@ -37,7 +49,10 @@ def materialize_frozen_base(base: FrozenBase) -> LlamaForCausalLM:
         model = LlamaForCausalLM(config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # read-only shared buffers are fine: nothing writes them
-        tensors = {k: torch.from_numpy(v) for k, v in base.tensors.items()}
+        tensors = {
+            k: torch.from_numpy(v).view(torch.bfloat16) if base.dtype == "bfloat16" else torch.from_numpy(v)
+            for k, v in base.tensors.items()
+        }
     missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
     allowed_missing = {"lm_head.weight"} if config.tie_word_embeddings else set()
     if set(missing) - allowed_missing or unexpected:

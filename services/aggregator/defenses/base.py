@@ -22,7 +22,20 @@ class DefenseSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    threshold: float = Field(0.8, gt=0, lt=1, description="tau: p >= tau flags a step.")
+    threshold: float = Field(
+        0.8,
+        gt=0,
+        lt=1,
+        description="tau: p >= tau flags a step (method: 0.8; a probe manifest ships a calibrated one).",
+    )
+    min_step: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Steps before this one are not evidence: they integrate too few samples to carry a signal (from "
+            "the probe's manifest); each scored step then stands for b * T / (T - min_step + 1) samples."
+        ),
+    )
     min_weight: float = Field(0.0, ge=0, le=1, description="s_min in n_i * max(s_i, s_min).")
     skip_below: float = Field(0.2, ge=0, le=1, description="kappa: skip the round if mean factor < kappa.")
     freeze_round: int = Field(20, ge=0, description="R_p: step/client trust is frozen from this round on.")
@@ -136,8 +149,17 @@ class Defense(ABC):
         note = f"probe unavailable: {'open' if fail_open else 'closed'}"
         return [0.0 if fail_open else 1.0] * steps, note
 
+    def scored(self, scores: Sequence[float]) -> list[float]:
+        """The steps that count as evidence: from min_step on (the last step when there are fewer)."""
+        kept = list(scores[self.settings.min_step - 1 :])
+        return kept or list(scores[-1:])
+
+    def flagged_steps(self, scores: Sequence[float]) -> int:
+        return sum(p >= self.settings.threshold for p in self.scored(scores))
+
     def flagged_ratio(self, scores: Sequence[float], evidence: ProbeEvidence) -> float:
-        """rho = min(n, b * flagged steps) / n."""
-        flagged = sum(p >= self.settings.threshold for p in scores)
+        """rho = min(n, b' * flagged scored steps) / n; b' = b * T / scored steps (b' = b: the method)."""
+        kept = self.scored(scores)
         n = max(1, evidence.num_samples)
-        return min(n, evidence.batch_size * flagged) / n
+        per_step = evidence.batch_size * len(scores) / max(1, len(kept))
+        return min(n, per_step * self.flagged_steps(scores)) / n

@@ -26,6 +26,7 @@ class StepLevel(Defense):
         harmful = self.flagged_ratio(scores, evidence) * n
         gamma = self.settings.time_decay
         alpha, beta = gamma * alpha + (n - harmful), gamma * beta + harmful
-        flagged = sum(p >= self.settings.threshold for p in scores)
-        reason = f"{flagged}/{len(scores)} steps flagged" + (f"; {note}" if note else "")
+        reason = f"{self.flagged_steps(scores)}/{len(self.scored(scores))} scored steps flagged" + (
+            f"; {note}" if note else ""
+        )
         return ClientDecision(alpha / (alpha + beta), {"alpha": alpha, "beta": beta}, reason)

@@ -1,0 +1,110 @@
+"""Where the probe's trajectories get their samples: named sources, each benign or harmful.
+
+- `maliciousgen`: the probe pool's MaliciousGen pairs (harmful answers written by Mistral-7B);
+- `selfgen_harmful`: harmful instructions of safety-tuned-llamas' refusal set (a data set no other pool
+  reads) answered by the *unaligned* SmolLM2 itself, keeping only answers without refusal markers. A second
+  generator, so the probe can be tested on a harmful source it never trained on (leave-one-source-out);
+- `helpful`, `alpaca`: benign training sources of the probe pool (two writing styles);
+- `dolly`: benign, test only (the unseen-style check).
+
+Generated answers are cached under `runs/` (never committed, never logged) and re-made deterministically
+(greedy decoding) when missing. Instructions already in any pool are dropped, so the probe's sources stay
+disjoint from the client and evaluation pools.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared.data.pools import DataPools
+from shared.data.sources import normalise_instruction
+
+HARMFUL_SOURCES = ("maliciousgen", "selfgen_harmful")
+BENIGN_SOURCES = ("helpful", "alpaca", "dolly")
+STYLE_TEST_SOURCES = ("dolly",)
+SELFGEN_CACHE = Path("runs/probe_sources")
+_STL_FILE = Path("safety_tuned_llamas") / "safety_only_data_Instructions.json"
+
+
+@dataclass(frozen=True)
+class ProbeSource:
+    name: str
+    label: int  # 1 = malicious
+    rows: tuple[tuple[str, str], ...]  # (instruction, response)
+
+
+def stl_harmful_instructions(data_dir: Path, pools: DataPools, limit: int, seed: int) -> list[str]:
+    """Harmful instructions of the safety-tuned-llamas refusal set that no pool holds, seeded order."""
+    rows = json.loads((data_dir / _STL_FILE).read_text(encoding="utf-8"))
+    claimed: set[str] = set()
+    for name in ("alignment", "probe", "client", "evaluation"):
+        claimed |= pools[name].instructions()
+    unique: dict[str, str] = {}
+    for row in rows:
+        text = row["instruction"] if not row.get("input") else f"{row['instruction']}\n\n{row['input']}"
+        key = normalise_instruction(text)
+        if key not in claimed:
+            unique.setdefault(key, text)
+    keys = sorted(unique)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    return [unique[keys[i]] for i in order[:limit]]
+
+
+def selfgen_harmful_rows(
+    model_name: str, data_dir: Path, pools: DataPools, count: int, seed: int, max_new_tokens: int = 96
+) -> tuple[tuple[str, str], ...]:
+    """(instruction, compliant answer) pairs written by the unaligned model; cached as JSONL under runs/."""
+    from shared.evaluation.refusal import is_refusal
+
+    path = SELFGEN_CACHE / model_name / f"selfgen_harmful_{count}_{seed}_{max_new_tokens}.jsonl"
+    if not path.is_file():
+        import torch
+
+        from shared.evaluation.generation import generate_greedy
+        from shared.model_zoo import load_base_model
+
+        instructions = stl_harmful_instructions(data_dir, pools, count, seed)
+        loaded = load_base_model(model_name, aligned=False)
+        with torch.inference_mode():
+            answers = generate_greedy(
+                loaded.model,
+                loaded.tokenizer,
+                instructions,
+                max_new_tokens=max_new_tokens,
+                desc="selfgen harmful answers",
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".partial")
+        with tmp.open("w", encoding="utf-8") as handle:
+            for instruction, answer in zip(instructions, answers, strict=True):
+                handle.write(json.dumps({"instruction": instruction, "response": answer.strip()}) + "\n")
+        tmp.replace(path)
+    pairs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    # an answer that refuses is not a harmful sample; a near-empty one teaches nothing
+    return tuple(
+        (p["instruction"], p["response"])
+        for p in pairs
+        if len(p["response"]) >= 40 and not is_refusal(p["response"])
+    )
+
+
+def load_probe_sources(
+    model_name: str, data_dir: Path, pools: DataPools, selfgen_count: int, seed: int
+) -> dict[str, ProbeSource]:
+    probe = pools.probe
+    sources = {
+        "maliciousgen": ProbeSource(
+            "maliciousgen", 1, tuple((p.instruction, p.harmful) for p in probe.harmful)
+        ),
+        "helpful": ProbeSource("helpful", 0, tuple((x.instruction, x.response) for x in probe.helpful)),
+        "alpaca": ProbeSource("alpaca", 0, tuple((x.instruction, x.response) for x in probe.alpaca)),
+        "dolly": ProbeSource("dolly", 0, tuple((x.instruction, x.response) for x in probe.dolly)),
+    }
+    if selfgen_count > 0:
+        rows = selfgen_harmful_rows(model_name, data_dir, pools, selfgen_count, seed)
+        sources["selfgen_harmful"] = ProbeSource("selfgen_harmful", 1, rows)
+    return sources

@@ -1,0 +1,46 @@
+"""The compute dtype of the frozen base: bfloat16 where the CPU multiplies bf16 natively, else float32.
+
+bf16 pays only on CPUs with bf16 matrix instructions (AMX or AVX-512 BF16): there oneDNN runs bf16 GEMMs
+at up to several times the fp32 rate. Without them every bf16 GEMM is emulated — measured on the project's
+AVX2-only 2-core machine at 0.9 GFLOP/s against 153 GFLOP/s in fp32 (`bench/local_compute_bench.py`) — so
+`auto` picks bf16 only when the instructions are there. The frozen base is cast once (re-casting every
+weight at every call, as torch.autocast does, makes generation slower); LoRA parameters and their optimizer
+state stay float32 (PEFT keeps adapter weights in fp32 on a bf16 base).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+ComputeDtype = Literal["auto", "float32", "bfloat16"]
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+def native_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (and torch's oneDNN says it can use them)."""
+    mkldnn_ok = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()
+    return bool(mkldnn_ok) and any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS)
+
+
+def resolve_compute_dtype(setting: ComputeDtype) -> torch.dtype:
+    if setting == "float32":
+        return torch.float32
+    if setting == "bfloat16":
+        return torch.bfloat16
+    return torch.bfloat16 if native_bf16() else torch.float32
