@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from services.clients.population import ClientSpec, build_population
 from services.clients.trainer import ClientTrainer
@@ -71,3 +72,20 @@ def test_client_rejects_empty_shard_and_foreign_adapter(pools):
     foreign = get_lora_state(attach_lora(load_base_model("tiny-llama").model, LoraSettings(r=4)))
     with pytest.raises(LoraStateError, match="shape"):
         trainer.train_round(foreign, 0, 1e-3)
+
+
+def test_bf16_base_keeps_fp32_lora_and_the_fingerprint():
+    from shared.model_zoo.sharing import export_frozen_base, materialize_frozen_base
+
+    fp32 = load_base_model("tiny-llama", compute_dtype="float32")
+    bf16 = load_base_model("tiny-llama", compute_dtype="bfloat16")
+    assert bf16.fingerprint == fp32.fingerprint  # a probe made on one dtype fits the other
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    # the frozen base travels to client actors as raw 16-bit words and comes back bit-identical
+    rebuilt = materialize_frozen_base(export_frozen_base(bf16.model, bf16.fingerprint))
+    original = dict(bf16.model.named_parameters())
+    for name, param in rebuilt.named_parameters():
+        assert param.dtype == torch.bfloat16 and torch.equal(param, original[name]), name
+    model = attach_lora(rebuilt, LoraSettings())
+    lora = {n: p.dtype for n, p in model.named_parameters() if p.requires_grad}
+    assert lora and set(lora.values()) == {torch.float32}  # master weights and AdamW state stay fp32
