@@ -98,7 +98,7 @@ def summarise(latencies: list[float], elapsed: float) -> dict:
 async def drive(call: Callable[[], Awaitable[object]], concurrency: int, duration: float) -> dict:
     """Closed-loop load: `concurrency` workers call back to back for `duration` seconds."""
     latencies: list[float] = []
-    deadline = time.perf_counter() + duration
+    deadline = 0.0  # set after the warm-up, which can take longer than `duration` on a loaded machine
 
     async def worker() -> None:
         while time.perf_counter() < deadline:
@@ -108,6 +108,7 @@ async def drive(call: Callable[[], Awaitable[object]], concurrency: int, duratio
 
     await call()  # warm-up
     begin = time.perf_counter()
+    deadline = begin + duration
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return summarise(latencies, time.perf_counter() - begin)
 
@@ -289,7 +290,12 @@ def main() -> None:
             args.sizes,
             "--elasticity" if args.elasticity and mode == "default" else "--no-elasticity",
         ]
-        subprocess.run(command, check=True, cwd=REPO, env={**os.environ, **PROXY_ENV[mode]})
+        # A loaded (shared) machine starts proxies slowly: Serve's 5 s ready check would kill them.
+        patient = {
+            "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
+            "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "30",
+        }
+        subprocess.run(command, check=True, cwd=REPO, env={**os.environ, **patient, **PROXY_ENV[mode]})
         child = json.loads(out.read_text())
         rows.extend({**r, "proxy": mode} for r in child["rows"])
         elasticity = elasticity or child["elasticity"]
