@@ -111,7 +111,10 @@ def simulate(
     eval_benign: int = typer.Option(60, help="Benign prompts (over-refusal)."),
     eval_benign_loss: int = typer.Option(100, help="Held-out helpful answers (benign loss)."),
     max_new_tokens: int = typer.Option(48, help="Greedy tokens per evaluation prompt."),
-    output: Path = typer.Option(Path("docs/results/e1_vulnerability.json"), help="Result file (JSON)."),
+    output: Path = typer.Option(
+        Path("runs/results/e1_vulnerability.json"),
+        help="Result file (JSON; the committed one is docs/results/).",
+    ),
 ) -> None:
     """Run federations for every (malicious ratio, defense) pair and write safety metrics."""
     config = _simulation_config(

@@ -88,7 +88,9 @@ def train(
         None, help="Score steps from this one on (default: the first whose validation AUROC reaches 0.95)."
     ),
     seed: int = typer.Option(2023, help="Seed of the validation split and the training."),
-    results: Path = typer.Option(Path("docs/results/e2_probe.json"), help="Where to write the result rows."),
+    results: Path = typer.Option(
+        Path("runs/results/e2_probe.json"), help="Where to write the result rows (committed: docs/results/)."
+    ),
 ) -> None:
     """Train the probe (and its ablations), evaluate on held-out trajectories, save a checkpoint."""
     from probes.checkpoint import ProbeCheckpoint
@@ -216,7 +218,7 @@ def drift(
     rounds: int = typer.Option(3, help="k: FedAvg rounds that drift the global adapter."),
     trajectories: int = typer.Option(5, help="Held-out trajectories re-run per class."),
     artifacts: Path = typer.Option(Path("probes/artifacts"), help="Registry directory."),
-    results: Path = typer.Option(Path("docs/results/e2_probe.json"), help="Result file to add the rows to."),
+    results: Path = typer.Option(Path("runs/results/e2_probe.json"), help="Result file to add the rows to."),
 ) -> None:
     """The drift check: probe accuracy on deltas against a k-round FedAvg global vs the fixed init."""
     import torch
