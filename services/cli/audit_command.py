@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import time
 
 import typer
+
+from services.cli.serving import serve_until_stopped
 
 
 def serve_audit(
@@ -23,8 +23,6 @@ def serve_audit(
     ),
 ) -> None:
     """Start the audit service (Ray Serve + FastAPI) and print its URL; Ctrl-C stops it."""
-    from ray import serve as ray_serve
-
     from services.audit_service.deployment import start_audit_service
     from services.audit_service.settings import AuditServiceSettings
     from services.probe_service.settings import AutoscalingSettings
@@ -46,14 +44,7 @@ def serve_audit(
     )
     url = start_audit_service(settings)
     typer.echo(f"audit service: {url}  (POST {url}/v1/audit; OpenAPI docs: {url}/docs)")
-    sys.stdout.flush()
     if detach:
+        sys.stdout.flush()
         return
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a pod's stop signal shuts Serve down cleanly
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        ray_serve.shutdown()
+    serve_until_stopped()

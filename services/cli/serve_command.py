@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import time
 from pathlib import Path
 
 import typer
+
+from services.cli.serving import serve_until_stopped
 
 
 def serve(
@@ -22,8 +22,6 @@ def serve(
     ),
 ) -> None:
     """Start the probe service (Ray Serve + FastAPI) and print its URL; Ctrl-C stops it."""
-    from ray import serve as ray_serve
-
     from services.probe_service.deployment import replica_counts, start_probe_service
     from services.probe_service.settings import AutoscalingSettings, ProbeServiceSettings
 
@@ -35,14 +33,7 @@ def serve(
     settings = ProbeServiceSettings(**overrides, scorer_autoscaling=AutoscalingSettings(**scaling))
     url = start_probe_service(settings)
     typer.echo(f"probe service: {url}  (OpenAPI docs: {url}/docs, replicas: {replica_counts(settings)})")
-    sys.stdout.flush()
     if detach:
+        sys.stdout.flush()
         return
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a pod's stop signal shuts Serve down cleanly
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        ray_serve.shutdown()
+    serve_until_stopped()
