@@ -35,6 +35,7 @@ from bench.probe_service_bench import adapter, free_port, make_registry  # noqa:
 
 ADMIN = {"authorization": "Bearer load-operator"}
 STEPS, BATCH = 5, 4
+POLL_S = 0.5  # task polling interval of a waiting client
 
 
 def redis_binary() -> str:
@@ -51,6 +52,7 @@ class Stats:
         self.latency: dict[str, list[float]] = defaultdict(list)
         self.errors: dict[str, int] = defaultdict(int)
         self.retries: dict[str, int] = defaultdict(int)
+        self.retry_reasons: dict[str, int] = defaultdict(int)
 
     def summary(self) -> dict:
         out = {}
@@ -75,12 +77,14 @@ async def call(
     for attempt in range(8):
         try:
             response = await http.request(method, url, **kwargs)
-        except httpx.TransportError:
+        except httpx.TransportError as error:
             stats.retries[op] += 1
+            stats.retry_reasons[type(error).__name__] += 1
             await asyncio.sleep(0.2 * 2**attempt)
             continue
         if response.status_code in (429, 503):
             stats.retries[op] += 1
+            stats.retry_reasons[str(response.status_code)] += 1
             await asyncio.sleep(float(response.headers.get("retry-after", "1")))
             continue
         break
@@ -115,7 +119,7 @@ async def client(
                 task = (await call(http, stats, "task", "GET", "/v1/task", headers=auth)).json()
                 if task.get("round_index") == r and task["phase"] == "open":
                     break
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(POLL_S * (0.5 + rng.random()))  # jittered, as real clients poll
             await call(http, stats, "download", "GET", f"/v1/global/{task['global_version']}", headers=auth)
             snapshots = {
                 "b_snapshots": (rng.normal(size=(STEPS, dim)) * 1e-3).astype(np.float32),
@@ -169,6 +173,7 @@ async def run(url: str, clients: int, rounds: int, dim: int) -> dict:
         "operations": stats.summary(),
         "errors": sum(stats.errors.values()),
         "retries": sum(stats.retries.values()),
+        "retry_reasons": dict(stats.retry_reasons),
         "server_submissions_metric": submissions,
     }
 
@@ -251,7 +256,11 @@ def main() -> None:
             "platform": platform.platform(),
             "python": platform.python_version(),
         },
-        "note": "loopback only; clients, aggregator (one uvicorn worker) and redis-server share the machine",
+        "note": (
+            "loopback only; clients, aggregator (one uvicorn worker) and redis-server share 2 cores, "
+            "run at nice 19 while another CPU-bound job (a SmolLM2 probe build) ran at normal priority: "
+            "latencies are an upper bound, the error count is the result"
+        ),
         "clients": args.clients,
         "update_bytes": len(save_safetensors(adapter("smollm2", 0))),
         "update": f"q/v r=8 SmolLM2 adapter + 2 x [{STEPS}, {dim}] float32 snapshots",
