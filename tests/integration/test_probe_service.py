@@ -7,6 +7,7 @@ The probe is planted over a real tiny-llama PEFT adapter layout, so a directory 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 
 import httpx
@@ -74,11 +75,16 @@ def service(tiny, adapter, tmp_path_factory, free_port):
         scorer_autoscaling=AutoscalingSettings(min_replicas=1, max_replicas=1),
         ingress_autoscaling=AutoscalingSettings(min_replicas=1, max_replicas=1),
     )
+    # The HTTP entry the settings choose (HAProxy by default) must be in Ray's environment when it starts.
+    saved = dict(os.environ)
+    os.environ.update(settings.ray_environment())
     ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False, configure_logging=False)
     url = start_probe_service(settings)
     yield url, spec, settings
     serve.shutdown()
     ray.shutdown()
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")
