@@ -9,19 +9,25 @@ Test sets (all on samples no training trajectory saw; see probes/dataset.py):
   the held-out benign ones (leave-one-source-out: does the probe detect harm or one generator's answers?);
 - `per_step`: the main probe's AUROC at each local step (samples integrated = batch × step), and the AUROC
   of a probe trained on that step alone.
-Steps before `min_step` integrate too few samples to carry a signal: the probe is trained and scored from
-`min_step` on (chosen on validation trajectories), and the defense levels read it from the manifest. The
-threshold is calibrated on validation trajectories for a stated false-positive rate; the method's τ = 0.8
-stays a reported row.
+`min_step`: the first local step that integrates `min_samples` samples (16 by default: on SmolLM2 a step of
+8 samples separates at AUROC 0.975, every step of >= 16 at 1.000 — the per-step rows); earlier steps carry
+too little signal, so the probe is trained and scored from `min_step` on, and the defense levels read it from
+the manifest. Calibration: half of each training source's held-out trajectories (seeded) are set aside —
+sample-disjoint from training like the test sets, unlike the classifier's validation trajectories, which
+share samples with training ones and so score benign updates too low; the threshold is set on their benign
+steps for a stated false-positive rate. The test sets exclude the calibration trajectories; the method's
+τ = 0.8 stays a reported row. The default false-positive rate is 0.5% of benign steps: the shadow level's
+(1 − ρ)^7 makes a single false-positive step cost a benign client most of its weight.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
-from probes.classifier import LogisticProbe, ProbeTrainingConfig, predict, split_by_trajectory, train_probe
+from probes.classifier import LogisticProbe, ProbeTrainingConfig, predict, train_probe
 from probes.dataset import ProbeDataset
 from probes.metrics import auroc, detection_metrics
 from probes.sources import STYLE_TEST_SOURCES
@@ -47,13 +53,29 @@ class TrainedProbe:
     min_step: int
 
 
-def split_masks(dataset: ProbeDataset, min_step: int = 1) -> dict[str, np.ndarray]:
-    """Row masks of the training set and of each test set, from `min_step` on."""
+def calibration_rows(dataset: ProbeDataset, seed: int) -> np.ndarray:
+    """Half of each training source's held-out trajectories (seeded): sample-disjoint from training, so the
+    threshold and min_step are chosen on data as unseen as the test's (validation trajectories share samples
+    with training ones and score benign updates too low). Dolly stays whole: it is the unseen-style test."""
+    rng = np.random.default_rng(seed)
+    chosen = np.zeros(len(dataset.labels), dtype=bool)
+    test = (dataset.role == "test") & ~np.isin(dataset.source, STYLE_TEST_SOURCES)
+    for source in sorted(set(dataset.source[test].tolist())):
+        ids = np.unique(dataset.trajectory[test & (dataset.source == source)])
+        take = rng.permutation(ids)[: len(ids) // 2]
+        chosen |= np.isin(dataset.trajectory, take)
+    return chosen
+
+
+def split_masks(dataset: ProbeDataset, min_step: int = 1, seed: int = 2023) -> dict[str, np.ndarray]:
+    """Row masks of the training, calibration and test sets, from `min_step` on."""
     late = dataset.step >= min_step
-    test = dataset.role == "test"
+    calibration = calibration_rows(dataset, seed)
+    test = (dataset.role == "test") & ~calibration
     style = np.isin(dataset.source, STYLE_TEST_SOURCES)
     return {
         "train": (dataset.role == "train") & late,
+        "calibration": calibration & late,
         "heldout": test & ~style & late,
         "unseen_benign_style": test & (style | (dataset.labels == 1)) & late,
         "client_settings": (dataset.role == "client_settings") & late,
@@ -72,24 +94,11 @@ def features(
     return normalise(raw, normalize), spec.model_copy(update={"normalize": normalize})
 
 
-def choose_min_step(
-    dataset: ProbeDataset, x: np.ndarray, config: ProbeTrainingConfig, target_auroc: float
-) -> tuple[int, list[dict]]:
-    """The first step whose validation AUROC (probe trained on all steps) reaches the target."""
-    train = dataset.role == "train"
-    fit, val = split_by_trajectory(
-        dataset.trajectory[train], config.val_fraction, config.seed + 1, dataset.labels[train]
-    )
-    fit_rows, val_rows = np.flatnonzero(train)[fit], np.flatnonzero(train)[val]
-    model, _ = train_probe(x[fit_rows], dataset.labels[fit_rows], dataset.trajectory[fit_rows], config)
-    curve = []
-    for t in sorted(np.unique(dataset.step[val_rows])):
-        rows = val_rows[dataset.step[val_rows] == t]
-        curve.append(
-            {"step": int(t), "validation_auroc": auroc(dataset.labels[rows], predict(model, x[rows]))}
-        )
-    reached = [c["step"] for c in curve if (c["validation_auroc"] or 0) >= target_auroc]
-    return (reached[0] if reached else int(dataset.step.max())), curve
+def min_step_for(dataset: ProbeDataset, min_samples: int) -> int:
+    """The first builder step that integrates at least `min_samples` samples (b x t >= min_samples)."""
+    builder = dataset.setting == "builder"
+    batch = int(dataset.samples_seen[builder][0] // dataset.step[builder][0])
+    return max(1, min(int(dataset.step.max()), -(-min_samples // batch)))
 
 
 def _row(
@@ -123,36 +132,32 @@ def _fit(
 
 
 def calibrate(
-    dataset: ProbeDataset,
-    x: np.ndarray,
-    model: LogisticProbe,
-    train: np.ndarray,
-    config: ProbeTrainingConfig,
-    fpr: float,
+    x: np.ndarray, model: LogisticProbe, labels: np.ndarray, calibration: np.ndarray, fpr: float
 ) -> float:
-    """Threshold for `fpr` on the benign validation trajectories (the split train_probe held out)."""
-    _, val = split_by_trajectory(
-        dataset.trajectory[train], config.val_fraction, config.seed, dataset.labels[train]
-    )
-    rows = np.flatnonzero(train)[val]
-    benign = rows[dataset.labels[rows] == 0]
-    return threshold_for_fpr(predict(model, x[benign]), fpr)
+    """Threshold for `fpr` on the benign calibration steps: the (1 − fpr) quantile of a normal fitted to
+    their logits. A few dozen benign steps cannot resolve a 2% tail empirically (the empirical rule would sit
+    just above the largest one), and trajectories differ more than steps within one, so the fitted spread
+    is the safer estimate; the empirical rule is the floor."""
+    scores = predict(model, x[calibration & (labels == 0)])
+    logits = np.log(np.clip(scores, 1e-7, 1 - 1e-7) / np.clip(1 - scores, 1e-7, 1))
+    z = NormalDist().inv_cdf(1 - fpr)
+    fitted = 1 / (1 + np.exp(-(logits.mean() + z * logits.std(ddof=1)))) if len(logits) > 1 else 0.0
+    return float(max(fitted, threshold_for_fpr(scores, fpr)))
 
 
 def run_probe_experiment(
     dataset: ProbeDataset,
     config: ProbeTrainingConfig,
     probe_id: str,
-    fpr: float = 0.02,
+    fpr: float = 0.005,
     min_step: int | None = None,
-    min_step_target_auroc: float = 0.95,
+    min_samples: int = 16,
 ) -> tuple[TrainedProbe, list[dict]]:
     """The main probe (first_B + L2, calibrated) and one result row per (variant, test set)."""
     x_main, spec_main = features(dataset, *VARIANTS[0])
-    curve: list[dict] = []
     if min_step is None:
-        min_step, curve = choose_min_step(dataset, x_main, config, min_step_target_auroc)
-    masks = split_masks(dataset, min_step)
+        min_step = min_step_for(dataset, min_samples)
+    masks = split_masks(dataset, min_step, config.seed)
     rows: list[dict] = []
     main: TrainedProbe | None = None
     for variant in VARIANTS:
@@ -160,7 +165,7 @@ def run_probe_experiment(
             continue
         x, spec = (x_main, spec_main) if variant == VARIANTS[0] else features(dataset, *variant)
         model, log = _fit(dataset, x, masks["train"], config)
-        threshold = calibrate(dataset, x, model, masks["train"], config, fpr)
+        threshold = calibrate(x, model, dataset.labels, masks["calibration"], fpr)
         for test_set in ("heldout", "unseen_benign_style", "client_settings"):
             mask = masks[test_set]
             if len(np.unique(dataset.labels[mask])) < 2:
@@ -178,7 +183,7 @@ def run_probe_experiment(
                 )
             )
         if variant == VARIANTS[0]:
-            main = TrainedProbe(*variant, model, spec, {**log, "min_step_curve": curve}, threshold, min_step)
+            main = TrainedProbe(*variant, model, spec, log, threshold, min_step)
     assert main is not None
     rows += _unseen_source_rows(dataset, x_main, masks, config, probe_id, fpr, min_step)
     rows += _per_step_rows(dataset, x_main, main, config, probe_id)
@@ -201,7 +206,7 @@ def _unseen_source_rows(
     for left_out in harmful:
         train = masks["train"] & (dataset.source != left_out)
         model, _ = _fit(dataset, x, train, config)
-        threshold = calibrate(dataset, x, model, train, config, fpr)
+        threshold = calibrate(x, model, dataset.labels, masks["calibration"], fpr)
         test = masks["heldout"] & ((dataset.source == left_out) | (dataset.labels == 0))
         rows.append(
             _row(
@@ -224,7 +229,9 @@ def _per_step_rows(
 ) -> list[dict]:
     """AUROC against samples per update: the main probe per step, and a probe trained on that step only."""
     rows = []
-    test = (dataset.role == "test") | (dataset.role == "client_settings")
+    test = ((dataset.role == "test") & ~calibration_rows(dataset, config.seed)) | (
+        dataset.role == "client_settings"
+    )
     train = dataset.role == "train"
     for setting in sorted(set(dataset.setting[test].tolist())):
         for t in sorted(np.unique(dataset.step[test & (dataset.setting == setting)])):

@@ -208,7 +208,9 @@ def _run_and_report(config, runs: list[tuple[float, str]], output: Path) -> list
 @app.command()
 def demo(
     model: str = typer.Option("smollm2-135m", help="Base model."),
-    defense: list[str] = typer.Option(["shadow", "client"], help="Defended runs at the malicious ratio."),
+    defense: list[str] = typer.Option(
+        ["shadow"], help="Defended runs at the malicious ratio (repeat: client, step, evidence, ...)."
+    ),
     malicious_ratio: float = typer.Option(0.5, help="Share of malicious clients in the attacked runs."),
     clients: int = typer.Option(4, help="Clients; all train every round (no sampling noise)."),
     rounds: int = typer.Option(2, help="Federated rounds."),

@@ -82,11 +82,12 @@ def train(
     data: Path = typer.Option(..., help="Dataset path (without suffix) written by `probe build`."),
     probe_id: str = typer.Option(..., help="Identifier of the new probe, e.g. smollm2-135m-qv-r8."),
     fpr: float = typer.Option(
-        0.02, help="False-positive rate on benign validation steps the threshold allows."
+        0.005, help="False-positive rate on benign calibration steps the threshold allows (0.5%: see E2)."
     ),
     min_step: int | None = typer.Option(
-        None, help="Score steps from this one on (default: the first whose validation AUROC reaches 0.95)."
+        None, help="Score steps from this one on (default: the first that integrates --min-samples)."
     ),
+    min_samples: int = typer.Option(16, help="Samples a step must integrate to count as evidence."),
     seed: int = typer.Option(2023, help="Seed of the validation split and the training."),
     results: Path = typer.Option(
         Path("runs/results/e2_probe.json"), help="Where to write the result rows (committed: docs/results/)."
@@ -101,7 +102,9 @@ def train(
 
     dataset = ProbeDataset.load(data)
     config = ProbeTrainingConfig(seed=seed)
-    main, rows = run_probe_experiment(dataset, config, probe_id, fpr=fpr, min_step=min_step)
+    main, rows = run_probe_experiment(
+        dataset, config, probe_id, fpr=fpr, min_step=min_step, min_samples=min_samples
+    )
     info = {
         "model": dataset.meta["model"],
         "base_fingerprint": dataset.meta["base_fingerprint"],
@@ -131,7 +134,7 @@ def train(
         )
         + "\n"
     )
-    typer.echo(f"threshold {main.threshold:.4f} (benign validation FPR <= {fpr}), min_step {main.min_step}")
+    typer.echo(f"threshold {main.threshold:.4f} (benign calibration FPR <= {fpr}), min_step {main.min_step}")
     header = f"{'policy':<9} {'norm':<5} {'test_set':<36} {'acc':>6} {'auroc':>6} {'fpr':>6} {'rec':>6}"
     typer.echo(header)
     for r in rows:
@@ -198,7 +201,7 @@ def evaluate(
     bank = ProbeBank(artifacts)
     manifest = bank.manifest(probe_id)
     dataset = ProbeDataset.load(data)
-    masks = split_masks(dataset, manifest.min_step)
+    masks = split_masks(dataset, manifest.min_step, manifest.training["classifier"]["seed"])
     scores = {}
     for test_set in ("heldout", "unseen_benign_style", "client_settings"):
         mask = masks[test_set]
