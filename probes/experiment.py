@@ -10,7 +10,7 @@ Test sets (all on samples no training trajectory saw; see probes/dataset.py):
 - `per_step`: the main probe's AUROC at each local step (samples integrated = batch × step), and the AUROC
   of a probe trained on that step alone.
 `min_step`: the first local step that integrates `min_samples` samples (16 by default: on SmolLM2 a step of
-8 samples separates at AUROC 0.975, every step of >= 16 at 1.000 — the per-step rows); earlier steps carry
+8 samples separates at AUROC 0.93, every step of >= 16 at 1.00 — the per-step rows); earlier steps carry
 too little signal, so the probe is trained and scored from `min_step` on, and the defense levels read it from
 the manifest. Calibration: half of each training source's held-out trajectories (seeded) are set aside —
 sample-disjoint from training like the test sets, unlike the classifier's validation trajectories, which
