@@ -197,7 +197,7 @@ def test_bad_input_gets_its_status_and_a_message(service, adapter):
     _error(
         post("/v1/score", content=no_b, headers=octet, params=params),
         422,
-        "lacks the probe's feature tensors",
+        "no per-layer lora_B tensors",
     )
     two = save_safetensors({"snapshots": np.zeros((2, spec.dim), np.float32)})
     _error(post("/v1/score", content=two, headers=octet, params=params), 422, "use /v1/score/batch")
