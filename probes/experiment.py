@@ -102,7 +102,13 @@ def min_step_for(dataset: ProbeDataset, min_samples: int) -> int:
 
 
 def _row(
-    probe_id: str, variant: tuple[str, str], test_set: str, labels, scores, threshold: float, **extra
+    probe_id: str,
+    variant: tuple[str, str],
+    test_set: str,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    **extra: object,
 ) -> dict:
     at = detection_metrics(labels, scores, threshold)
     tau = detection_metrics(labels, scores, METHOD_TAU)

@@ -2,7 +2,7 @@
 
 bf16 pays only on CPUs with bf16 matrix instructions (AMX or AVX-512 BF16): there oneDNN runs bf16 GEMMs
 at up to several times the fp32 rate. Without them every bf16 GEMM is emulated — measured on the project's
-AVX2-only 2-core machine at 0.9 GFLOP/s against 153 GFLOP/s in fp32 (`bench/local_compute_bench.py`) — so
+AVX2-only 2-core machine at 0.95 GFLOP/s against 126 GFLOP/s in fp32 (`bench/local_compute_bench.py`) — so
 `auto` picks bf16 only when the instructions are there. The frozen base is cast once (re-casting every
 weight at every call, as torch.autocast does, makes generation slower); LoRA parameters and their optimizer
 state stay float32 (PEFT keeps adapter weights in fp32 on a bf16 base).
