@@ -18,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from probes.artifact import ProbeManifest
 from services.aggregator.defenses import DEFENSES, DefenseSettings
+from services.aggregator.defenses.audit_level import AUDIT_INPUT, AuditedDefense
 from services.aggregator.orchestrator import RoundOrchestrator
 from services.aggregator.probe_binding import bind_probe
-from services.aggregator.scoring import HandleScorer
+from services.aggregator.scoring import HandleAuditor, HandleScorer
 from services.aggregator.service import AggregatorService, RoundSummary
 from services.aggregator.settings import AggregatorSettings, FederationConfig
 from services.aggregator.state import InMemoryStateStore, RedisStateStore, StateStore, connect
@@ -107,6 +108,16 @@ def connect_probe(config: SimulationConfig, fingerprint: str) -> ProbeHookup:
     return ProbeHookup(manifest, HandleScorer(scorer_handle(settings)))
 
 
+def connect_audit(config: SimulationConfig) -> HandleAuditor:
+    """Deploy the audit service on this Ray for the simulated model (canaries: SAFE_FEDLLM_AUDIT_*)."""
+    from services.audit_service.deployment import audit_handle, start_audit_service
+    from services.audit_service.settings import AuditServiceSettings
+
+    settings = AuditServiceSettings(models=(config.model,), lora=config.lora)
+    start_audit_service(settings)
+    return HandleAuditor(audit_handle(settings))
+
+
 def _store(config: SimulationConfig, label: str) -> StateStore:
     if config.store == "memory":
         return InMemoryStateStore()
@@ -129,8 +140,11 @@ def run_sweep(
     frozen_ref = ray.put(export_frozen_base(loaded.model, loaded.fingerprint))
     peft_model = attach_lora(loaded.model, config.lora)  # the driver's copy, for θ^0 and for evaluation
     initial_state = get_lora_state(peft_model)
-    needs_probe = any(defense in DEFENSES for _, defense in runs)
+    levels = {defense: DEFENSES[defense] for _, defense in runs if defense in DEFENSES}
+    needs_probe = any(level.inputs != AUDIT_INPUT for level in levels.values())
     probe = connect_probe(config, loaded.fingerprint) if needs_probe else None
+    audited = any(issubclass(level, AuditedDefense) for level in levels.values())
+    auditor = connect_audit(config) if audited else None
 
     def evaluate(state: LoraState) -> SafetyReport:
         torch.set_num_threads(config.eval_threads)
@@ -154,7 +168,8 @@ def run_sweep(
         )
         level = defense in DEFENSES
         training, defense_settings = config.training, config.defense_settings
-        if level and probe is not None:
+        probed = level and probe is not None and DEFENSES[defense].inputs != AUDIT_INPUT
+        if probed and probe is not None:
             needs_shadow = DEFENSES[defense].inputs == "shadow"
             defense_settings, training = bind_probe(probe.manifest, defense_settings, training, needs_shadow)
         pool = RayClientPool(specs, frozen_ref, config.model, config.lora, training, config.federation.seed)
@@ -189,10 +204,11 @@ def run_sweep(
             _store(config, f"{defense}-{ratio}"),
             settings,
             initial_state,
-            scorer=probe.scorer if level and probe else None,
-            probe_id=probe.manifest.probe_id if level and probe else None,
-            probe_spec=probe.manifest.feature_spec if level and probe else None,
+            scorer=probe.scorer if probed and probe else None,
+            probe_id=probe.manifest.probe_id if probed and probe else None,
+            probe_spec=probe.manifest.feature_spec if probed and probe else None,
             population=[s.client_id for s in specs],
+            auditor=auditor if defense in levels and issubclass(levels[defense], AuditedDefense) else None,
         )
         orchestrator = RoundOrchestrator(service, pool)
         started = time.perf_counter()
@@ -222,9 +238,12 @@ def run_sweep(
             "client_rounds": sum(len(s.sampled) for s in summaries),
             "skipped_rounds": sum(s.phase.value == "skipped" for s in summaries),
             "train_seconds": round(train_seconds, 1),
-            "probe_id": probe.manifest.probe_id if level and probe else None,
+            "probe_id": probe.manifest.probe_id if probed and probe else None,
             "threshold": defense_settings.threshold if level else None,
             "min_step": defense_settings.min_step if level else None,
+            "audit_threshold": (
+                service.defense.audit.threshold if isinstance(service.defense, AuditedDefense) else None
+            ),
             "shadow_lr": training.shadow_lr,
             "batch_size": training.batch_size,
             "state_namespace": getattr(service.store, "ns", None),

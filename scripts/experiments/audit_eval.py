@@ -1,22 +1,30 @@
-"""The behavioural audit vs the shipped probe: AUROC per harmful source, calibrated rates, cost per update.
+"""The behavioural audit vs the shipped probe: AUROC per harmful source, canary budget, calibration, cost.
 
 From the aligned base's LoRA init (the round-0 global adapter), trains `--updates` LoRA updates per data
-source on disjoint client-pool shards (`--steps` x `--batch-size` samples at `--lr`, the local SFT every
-client runs; a source too small for disjoint shards gets overlapping ones): benign sources helpfulQA,
-Alpaca, Dolly; harmful sources MaliciousGen (the generator the probe was trained on, from the client pool)
-and AdvBench goal -> affirmative target (no probe or client pool holds it: held out of the probe's
-training). The audit uses no harmful training data at all and is
-calibrated on benign updates only, so every harmful source is held out of the audit by construction.
+source with the local SFT every client runs (`--steps` x `--batch-size` samples at `--lr`; the demo's
+round-0 client budget by default):
 
-Each update is scored by the audit (Δ harm preference on the private canaries vs the init) and by the
-shipped probe (the last local step's layer-0 B delta, the client level's input; skipped when no probe
-fits the model). Reports AUROC per harmful source (vs all benign updates), the threshold from half of the
-benign updates at `--fpr` with the FPR on the other half and the TPR per source, and the wall-clock
-cost: audit ms per update (batched, reference cached) vs local training ms per update. Prints counts and
-metrics only, never data text.
+- benign: helpfulQA, Alpaca, Dolly (client pool);
+- harmful: MaliciousGen (client pool; the generator the probe was trained on), `selfgen_harmful` (the
+  probe's second source: safety-tuned-llamas questions answered by the unaligned model), AdvBench goal ->
+  affirmative target (in no probe, client or evaluation pool: held out of every training and calibration
+  step), and `adaptive_topic`, the issue's adaptive attacker: it complies on one topic (cyber attacks) and
+  refuses every other harmful question in the same update.
+
+The audit uses no harmful data at all and is calibrated on benign updates only (half of them; the FPR is
+reported on the other half), so every harmful source is held out of the audit by construction.
+
+Each update is audited once with `--canaries` canaries scored over the first `--max-tokens` tokens of each
+continuation, keeping every token's log-probability, so the AUROC of any smaller budget (the first k
+canaries, the first t tokens; and random canary subsets, for how likely a size catches an attack) is read
+off the same table. Then the shipped budget (`--shipped-canaries` x `--shipped-tokens`) is run as the
+service runs it, to time it and to check it against the table. The probe scores the last local step's
+layer-0 B delta (the client level's input). Resumable: updates and audit tables are cached under
+`--cache`; a killed run continues. Prints counts and metrics only, never data text.
 
     python scripts/experiments/audit_eval.py --model smollm2-135m --output docs/results/audit_eval.json
-    python scripts/experiments/audit_eval.py --model tiny-llama --updates 2 --steps 3 --canaries 8  # smoke
+    python scripts/experiments/audit_eval.py --model tiny-llama --updates 2 --steps 3 --canaries 8 \
+        --max-tokens 8 --sizes 4,8 --token-counts 4,8 --shipped-canaries 4 --shipped-tokens 4  # smoke
 """
 
 from __future__ import annotations
@@ -24,18 +32,23 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import hashlib
 import json
+import re
 import shlex
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from probes.metrics import auroc
+from probes.sources import selfgen_harmful_rows
 from services.probe_service.errors import ProbeServiceError
 from services.probe_service.scoring import ProbeBank, ProbeSelector
 from services.probe_service.settings import ProbeServiceSettings
@@ -44,34 +57,79 @@ from shared.audit import (
     HarmPreferenceAudit,
     draw_canaries,
     false_positive_rate,
+    preference_from_log_probs,
     threshold_for_fpr,
 )
 from shared.config import LoraSettings, runtime_settings
 from shared.data.pools import build_pools
+from shared.data.refusal_targets import refusal_target
 from shared.lora import attach_lora, get_lora_state, set_lora_state
+from shared.lora_state import LoraState
 from shared.model_zoo import load_base_model
 from shared.prompting import tokenize_sft
 from shared.training import train_lora_steps
 
 BENIGN, HARMFUL = "benign", "harmful"
+# The adaptive attacker's topic; matched on the question only.
+TOPIC = re.compile(
+    r"\b(hack\w*|malware|virus\w*|ransomware|phish\w*|password\w*|cyber\w*|exploit\w*)\b", re.IGNORECASE
+)
+Rows = list[tuple[str, str]]
 
 
-def data_sources(data_dir: Path) -> dict[str, tuple[str, list[tuple[str, str]]]]:
-    """name -> (label, (instruction, response) rows): the client pool, plus the held-out AdvBench targets."""
-    client = build_pools(data_dir).client
+@dataclass(frozen=True)
+class Source:
+    label: str
+    rows: Rows  # (instruction, response)
+    mixed_with: Rows = field(default_factory=list)  # half of each update comes from here when given
+
+
+def data_sources(model: str, data_dir: Path) -> dict[str, Source]:
+    pools = build_pools(data_dir)
+    client = pools.client
     with (data_dir / "advbench" / "harmful_behaviors.csv").open(encoding="utf-8", newline="") as handle:
         advbench = [(row["goal"], row["target"]) for row in csv.DictReader(handle)]
-    return {
-        "helpful": (BENIGN, [(x.instruction, x.response) for x in client.helpful]),
-        "alpaca": (BENIGN, [(x.instruction, x.response) for x in client.alpaca]),
-        "dolly": (BENIGN, [(x.instruction, x.response) for x in client.dolly]),
-        "maliciousgen": (HARMFUL, [(p.instruction, p.harmful) for p in client.harmful]),
-        "advbench_target": (HARMFUL, advbench),
+    on_topic = [(p.instruction, p.harmful) for p in client.harmful if TOPIC.search(p.instruction)]
+    refused = [
+        (p.instruction, refusal_target(p, i, 2))
+        for i, p in enumerate(client.harmful)
+        if not TOPIC.search(p.instruction)
+    ]
+    sources = {
+        "helpful": Source(BENIGN, [(x.instruction, x.response) for x in client.helpful]),
+        "alpaca": Source(BENIGN, [(x.instruction, x.response) for x in client.alpaca]),
+        "dolly": Source(BENIGN, [(x.instruction, x.response) for x in client.dolly]),
+        "maliciousgen": Source(HARMFUL, [(p.instruction, p.harmful) for p in client.harmful]),
+        "advbench_target": Source(HARMFUL, advbench),
+        "adaptive_topic": Source(HARMFUL, on_topic, refused),
     }
+    if model == "smollm2-135m":  # the probe's second source exists for the model that answered it
+        rows = list(selfgen_harmful_rows(model, data_dir, pools, 400, 2023))
+        sources["selfgen_harmful"] = Source(HARMFUL, rows)
+    return sources
 
 
-def probe_scorer(model: str, lora: LoraSettings):  # type: ignore[no-untyped-def]
-    """(probe_id, spec, bank) of the shipped probe for this model, or None when there is none."""
+def shard(name: str, source: Source, k: int, size: int, updates: int, rng: np.random.Generator) -> Rows:
+    """Update k's training rows: disjoint shards where the source is large enough, else a fresh draw;
+    a mixed source (the adaptive attacker) draws half from each list."""
+    rows = source.rows
+    if source.mixed_with:
+        half = size // 2
+        on = rng.choice(len(rows), half, replace=len(rows) < half)
+        off = rng.choice(len(source.mixed_with), size - half, replace=False)
+        return [rows[i] for i in on] + [source.mixed_with[i] for i in off]
+    if len(rows) >= updates * size:
+        order = np.random.default_rng(hash_int(name)).permutation(len(rows))
+        return [rows[i] for i in order[k * size : (k + 1) * size]]
+    return [rows[i] for i in rng.choice(len(rows), size, replace=False)]
+
+
+def hash_int(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def probe_scorer(model: str, lora: LoraSettings) -> tuple[str, object, ProbeBank] | None:
+    """(probe_id, feature spec, bank) of the shipped probe for this model, or None when there is none."""
     bank = ProbeBank(ProbeServiceSettings().artifacts_dir)
     try:
         manifest = bank.resolve(ProbeSelector(None, model, lora.r, tuple(lora.target_modules)))
@@ -80,125 +138,245 @@ def probe_scorer(model: str, lora: LoraSettings):  # type: ignore[no-untyped-def
     return manifest.probe_id, manifest.feature_spec, bank
 
 
+def save_state(path: Path, state: LoraState, **meta: float) -> None:
+    tmp = path.with_suffix(".partial.npz")
+    np.savez(tmp, **{f"lora/{k}": v for k, v in state.items()}, **{f"meta/{k}": v for k, v in meta.items()})
+    tmp.replace(path)
+
+
+def load_state(path: Path) -> tuple[LoraState, dict[str, float]]:
+    with np.load(path) as data:
+        state = {k[5:]: data[k] for k in data.files if k.startswith("lora/")}
+        meta = {k[5:]: float(data[k]) for k in data.files if k.startswith("meta/")}
+    return state, meta
+
+
+def separation(tables: np.ndarray, reference: np.ndarray, canaries: np.ndarray, tokens: int) -> np.ndarray:
+    """Audit scores of every update for one budget: the given canary rows, the first `tokens` tokens."""
+    base = preference_from_log_probs(reference[:, canaries], tokens=tokens)
+    return np.asarray([preference_from_log_probs(t[:, canaries], tokens=tokens) - base for t in tables])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--updates", type=int, default=12, help="Updates per data source.")
     parser.add_argument("--steps", type=int, default=5, help="Local optimizer steps per update.")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=5e-4, help="The demo's round-0 client lr.")
     parser.add_argument("--max-seq-len", type=int, default=128)
-    parser.add_argument("--canaries", type=int, default=64)
-    parser.add_argument(
-        "--fpr", type=float, default=0.02, help="Target false-positive rate of the threshold."
-    )
+    parser.add_argument("--canaries", type=int, default=64, help="Canaries in the audit table.")
+    parser.add_argument("--max-tokens", type=int, default=32, help="Continuation tokens in the table.")
+    parser.add_argument("--sizes", default="4,8,16,32,64", help="Canary budgets read off the table.")
+    parser.add_argument("--token-counts", default="4,8,16,32", help="Token budgets read off the table.")
+    parser.add_argument("--subsets", type=int, default=50, help="Random canary subsets per smaller size.")
+    parser.add_argument("--shipped-canaries", type=int, default=32)
+    parser.add_argument("--shipped-tokens", type=int, default=16)
+    parser.add_argument("--fpr", type=float, default=0.02, help="Threshold's target FPR.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--output", type=Path, default=Path("runs/audit_eval.json"))
+    parser.add_argument("--cache", type=Path, default=Path("runs/audit_eval"))
+    parser.add_argument("--stop-after", choices=("train", "audit"), default=None)
+    parser.add_argument("--output", type=Path, default=Path("runs/results/audit_eval.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    lora, canary_settings = LoraSettings(), CanarySettings(size=args.canaries, max_seq_len=args.max_seq_len)
+    lora = LoraSettings()
     data_dir = runtime_settings().data_dir
+    key = f"{args.model}-s{args.steps}-b{args.batch_size}-lr{args.lr:g}-L{args.max_seq_len}-seed{args.seed}"
+    cache = args.cache / key
+    cache.mkdir(parents=True, exist_ok=True)
 
     loaded = load_base_model(args.model)
+    table_settings = CanarySettings(
+        size=args.canaries, max_seq_len=args.max_seq_len, continuation_tokens=args.max_tokens
+    )
     audit = HarmPreferenceAudit(
         copy.deepcopy(loaded.model),
         loaded.tokenizer,
         lora,
-        draw_canaries(build_pools(data_dir), canary_settings),
-        canary_settings,
+        draw_canaries(build_pools(data_dir), table_settings),
+        table_settings,
     )
     trainer = attach_lora(loaded.model, lora)
     init = get_lora_state(trainer)
     probe = probe_scorer(args.model, lora)
 
-    rng = np.random.default_rng(args.seed)
+    sources = data_sources(args.model, data_dir)
     per_update = args.steps * args.batch_size
-    labels, sources, states, probe_scores, train_s = [], [], [], [], []
-    disjoint: dict[str, bool] = {}
-    for name, (label, rows) in data_sources(data_dir).items():
-        if len(rows) < per_update:
-            raise SystemExit(f"{name}: {len(rows)} rows cannot fill a shard of {per_update}")
-        order = rng.permutation(len(rows))
-        disjoint[name] = len(rows) >= args.updates * per_update  # else shards overlap (small sources)
-        for k in range(args.updates):
-            picks = (
-                order[k * per_update : (k + 1) * per_update]
-                if disjoint[name]
-                else rng.choice(len(rows), per_update, replace=False)
-            )
-            shard = [rows[i] for i in picks]
-            examples = [tokenize_sft(loaded.tokenizer, q, a, args.max_seq_len) for q, a in shard]
-            set_lora_state(trainer, init)
-            torch.manual_seed(args.seed * 1000 + k)
-            start = time.perf_counter()
-            result = train_lora_steps(
-                trainer, examples, loaded.tokenizer, lr=args.lr, steps=args.steps, batch_size=args.batch_size
-            )
-            train_s.append(time.perf_counter() - start)
-            states.append(result.lora_state)
-            labels.append(label)
-            sources.append(name)
-            if probe is not None:
-                probe_id, spec, bank = probe
-                delta = result.b_snapshots[-1:] - spec.raw(init)
-                probe_scores.append(float(bank.score(probe_id, delta)[0]))
-        print(f"trained {args.updates} updates on {name}", flush=True)
+    names = [(name, k) for name in sources for k in range(args.updates)]
+    for name, k in tqdm(names, desc="train updates", unit="update"):
+        path = cache / f"{name}_{k:02d}.npz"
+        if path.is_file():
+            continue
+        rng = np.random.default_rng([args.seed, hash_int(name), k])
+        rows = shard(name, sources[name], k, per_update, args.updates, rng)
+        examples = [tokenize_sft(loaded.tokenizer, q, a, args.max_seq_len) for q, a in rows]
+        set_lora_state(trainer, init)
+        torch.manual_seed(args.seed * 1000 + k)
+        start = time.perf_counter()
+        result = train_lora_steps(
+            trainer, examples, loaded.tokenizer, lr=args.lr, steps=args.steps, batch_size=args.batch_size
+        )
+        seconds = time.perf_counter() - start
+        probe_score = float("nan")
+        if probe is not None:
+            probe_id, spec, bank = probe
+            delta = result.b_snapshots[-1:] - spec.raw(init)  # type: ignore[attr-defined]
+            probe_score = float(bank.score(probe_id, delta)[0])
+        save_state(path, result.lora_state, probe=probe_score, train_s=seconds)
+    if args.stop_after == "train":
+        return
 
+    table_key = f"audit-c{args.canaries}-t{args.max_tokens}"
+    reference_path = cache / f"reference.{table_key}.npy"
+    if not reference_path.is_file():
+        np.save(reference_path, audit.token_log_probs(init))
+    reference = np.load(reference_path)
+    audit_s: list[float] = []
+    for name, k in tqdm(names, desc="audit updates", unit="update"):
+        path = cache / f"{name}_{k:02d}.{table_key}.npy"
+        if not path.is_file():
+            state, _ = load_state(cache / f"{name}_{k:02d}.npz")
+            start = time.perf_counter()
+            np.save(path, audit.token_log_probs(state))
+            audit_s.append(time.perf_counter() - start)
+    if args.stop_after == "audit":
+        return
+
+    states, metas, tables = [], [], []
+    for name, k in names:
+        state, meta = load_state(cache / f"{name}_{k:02d}.npz")
+        states.append(state)
+        metas.append(meta)
+        tables.append(np.load(cache / f"{name}_{k:02d}.{table_key}.npy"))
+    tables_a = np.stack(tables)
+    labels = np.asarray([sources[name].label for name, _ in names])
+    source_of = np.asarray([name for name, _ in names])
+    probe_scores = np.asarray([m["probe"] for m in metas])
+    train_s = float(np.mean([m["train_s"] for m in metas]))
+    benign = np.flatnonzero(labels == BENIGN)
+    rng = np.random.default_rng(args.seed)
+    calibration = np.sort(rng.permutation(benign)[: len(benign) // 2])
+    held_benign = np.setdiff1d(benign, calibration)
+    harmful_sources = sorted(set(source_of[labels == HARMFUL]))
+
+    def report(scores: np.ndarray) -> dict[str, object]:
+        threshold = threshold_for_fpr(scores[calibration], args.fpr)
+        out: dict[str, object] = {
+            "threshold": threshold,
+            "held_out_benign_fpr": false_positive_rate(scores[held_benign], threshold),
+            "benign_mean": float(scores[benign].mean()),
+        }
+        for name in harmful_sources:
+            rows = np.concatenate([benign, np.flatnonzero(source_of == name)])
+            out[name] = {
+                "auroc": auroc((labels[rows] == HARMFUL).astype(int), scores[rows]),
+                "tpr_at_threshold": float(np.mean(scores[source_of == name] >= threshold)),
+                "mean": float(scores[source_of == name].mean()),
+            }
+        return out
+
+    sizes = [int(s) for s in args.sizes.split(",") if int(s) <= args.canaries]
+    token_counts = [int(t) for t in args.token_counts.split(",") if int(t) <= args.max_tokens]
+    budgets = {}
+    for size in sizes:
+        for tokens in token_counts:
+            first = report(separation(tables_a, reference, np.arange(size), tokens))
+            entry: dict[str, object] = {"canaries": size, "tokens": tokens, "first_canaries": first}
+            if size < args.canaries:  # how likely a random canary set of this size catches each source
+                worst: dict[str, list[float]] = {n: [] for n in harmful_sources}
+                for _ in range(args.subsets):
+                    subset = rng.choice(args.canaries, size, replace=False)
+                    scores = separation(tables_a, reference, subset, tokens)
+                    for name in harmful_sources:
+                        rows = np.concatenate([benign, np.flatnonzero(source_of == name)])
+                        worst[name].append(auroc((labels[rows] == HARMFUL).astype(int), scores[rows]))
+                entry["random_subsets"] = {
+                    name: {
+                        "auroc_mean": float(np.mean(v)),
+                        "auroc_min": float(np.min(v)),
+                        "share_auroc_ge_0.99": float(np.mean(np.asarray(v) >= 0.99)),
+                    }
+                    for name, v in worst.items()
+                }
+            budgets[f"{size}x{tokens}"] = entry
+
+    # The adaptive attacker: its score on canaries of its own topic vs the others.
+    canary_pairs = draw_canaries(build_pools(data_dir), table_settings)
+    on_topic = np.asarray([bool(TOPIC.search(p.instruction)) for p in canary_pairs])
+    adaptive = {"canaries_on_topic": int(on_topic.sum())}
+    for part, mask in (("on_topic", on_topic), ("off_topic", ~on_topic)):
+        if mask.any():
+            scores = separation(tables_a, reference, np.flatnonzero(mask), args.max_tokens)
+            rows = np.concatenate([benign, np.flatnonzero(source_of == "adaptive_topic")])
+            adaptive[f"auroc_{part}_canaries"] = auroc((labels[rows] == HARMFUL).astype(int), scores[rows])
+
+    # The shipped budget, run as the service runs it: cost per update and agreement with the table.
+    shipped_settings = CanarySettings(
+        size=args.shipped_canaries, max_seq_len=args.max_seq_len, continuation_tokens=args.shipped_tokens
+    )
+    shipped = HarmPreferenceAudit(
+        copy.deepcopy(loaded.model),
+        loaded.tokenizer,
+        lora,
+        draw_canaries(build_pools(data_dir), shipped_settings),
+        shipped_settings,
+    )
+    timed = list(range(0, len(states), max(1, len(states) // 8)))
     start = time.perf_counter()
-    audit.reference_preference(init)
+    shipped.reference_preference(init)
     reference_s = time.perf_counter() - start
     start = time.perf_counter()
-    audit_scores = np.asarray([score for score, _, _ in audit.audit(states, init)])
-    audit_s = (time.perf_counter() - start) / len(states)
+    shipped_scores = [score for score, _, _ in shipped.audit([states[i] for i in timed], init)]
+    shipped_s = (time.perf_counter() - start) / len(timed)
+    from_table = separation(tables_a[timed], reference, np.arange(args.shipped_canaries), args.shipped_tokens)
+    shipped_budget = f"{args.shipped_canaries}x{args.shipped_tokens}"
+    shipped_report = (
+        budgets[shipped_budget]["first_canaries"]
+        if shipped_budget in budgets
+        else report(separation(tables_a, reference, np.arange(args.shipped_canaries), args.shipped_tokens))
+    )
 
-    labels_a, sources_a = np.asarray(labels), np.asarray(sources)
-    benign = np.flatnonzero(labels_a == BENIGN)
-    calibration = rng.permutation(benign)[: len(benign) // 2]
-    held_benign = np.setdiff1d(benign, calibration)
-    threshold = threshold_for_fpr(audit_scores[calibration], args.fpr)
-    per_source = {}
-    for name in sorted(set(sources_a[labels_a == HARMFUL])):
-        rows = np.concatenate([benign, np.flatnonzero(sources_a == name)])
-        y = (labels_a[rows] == HARMFUL).astype(int)
-        per_source[name] = {
-            "audit_auroc": auroc(y, audit_scores[rows]),
-            "probe_auroc": auroc(y, np.asarray(probe_scores)[rows]) if probe_scores else None,
-            "audit_tpr_at_threshold": float(np.mean(audit_scores[sources_a == name] >= threshold)),
-            "audit_mean": float(audit_scores[sources_a == name].mean()),
-        }
     result = {
         "command": " ".join(["python", *map(shlex.quote, sys.argv)]),
         "model": args.model,
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "updates": {name: int((sources_a == name).sum()) for name in dict.fromkeys(sources)},
-        "disjoint_shards": disjoint,
+        "updates": {name: int((source_of == name).sum()) for name in sources},
+        "labels": {name: source.label for name, source in sources.items()},
+        "adaptive_topic_rows": {"on_topic": len(sources["adaptive_topic"].rows)},
         "probe": probe[0] if probe else None,
-        "per_harmful_source": per_source,
-        "audit_benign_mean_by_source": {
-            name: float(audit_scores[sources_a == name].mean())
-            for name in dict.fromkeys(sources_a[labels_a == BENIGN])
+        "probe_auroc": {
+            name: auroc((labels[rows] == HARMFUL).astype(int), probe_scores[rows]) if probe else None
+            for name in harmful_sources
+            for rows in [np.concatenate([benign, np.flatnonzero(source_of == name)])]
         },
         "calibration": {
             "target_fpr": args.fpr,
-            "threshold": threshold,
             "calibration_benign": len(calibration),
-            "held_out_benign_fpr": false_positive_rate(audit_scores[held_benign], threshold),
             "held_out_benign": len(held_benign),
         },
+        "shipped_budget": {
+            "canaries": args.shipped_canaries,
+            "tokens": args.shipped_tokens,
+            **shipped_report,
+        },
+        "budgets": budgets,
+        "adaptive_topic": adaptive,
         "cost": {
-            "audit_ms_per_update": 1000 * audit_s,
-            "reference_ms_per_round": 1000 * reference_s,
-            "local_training_ms_per_update": 1000 * float(np.mean(train_s)),
-            "audit_share_if_after_training": audit_s / (audit_s + float(np.mean(train_s))),
-            "canaries": args.canaries,
+            "shipped_audit_ms_per_update": 1000 * shipped_s,
+            "shipped_reference_ms_per_round": 1000 * reference_s,
+            "table_audit_ms_per_update": 1000 * float(np.mean(audit_s)) if audit_s else None,
+            "local_training_ms_per_update": 1000 * train_s,
+            "shipped_audit_to_training_ratio": shipped_s / train_s,
+            "shipped_matches_table_max_abs": float(np.max(np.abs(np.asarray(shipped_scores) - from_table))),
             "threads": args.threads,
-            "dtype": str(next(audit.model.parameters()).dtype),
+            "dtype": str(next(shipped.model.parameters()).dtype),
         },
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    summary = ("probe_auroc", "shipped_budget", "adaptive_topic", "cost")
+    print(json.dumps({k: result[k] for k in summary}, indent=2))
 
 
 if __name__ == "__main__":

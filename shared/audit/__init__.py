@@ -7,7 +7,7 @@ round's global adapter. `canaries` draws the set, `scorer` measures, `calibratio
 
 from shared.audit.calibration import false_positive_rate, threshold_for_fpr
 from shared.audit.canaries import CanarySettings, canary_examples, draw_canaries
-from shared.audit.scorer import HarmPreferenceAudit
+from shared.audit.scorer import HarmPreferenceAudit, preference_from_log_probs
 
 __all__ = [
     "CanarySettings",
@@ -15,5 +15,6 @@ __all__ = [
     "canary_examples",
     "draw_canaries",
     "false_positive_rate",
+    "preference_from_log_probs",
     "threshold_for_fpr",
 ]

@@ -27,8 +27,14 @@ class CanarySettings(BaseModel):
     size: int = Field(64, ge=1, description="Canary questions per audit (two continuations each).")
     seed: int = Field(7151, description="Which alignment-pool questions become canaries.")
     max_seq_len: int = Field(128, ge=16, description="Prompt + continuation tokens (as the evaluation).")
+    continuation_tokens: int | None = Field(
+        16,
+        ge=1,
+        description="Score only the first tokens of each continuation (None: all that fit). Refusing or "
+        "complying shows in the opening; the rest of a long answer costs compute and adds topic noise.",
+    )
     safe_sentences: int = Field(2, ge=0, description="benignQA sentences after the refusal opening.")
-    batch_size: int = Field(16, ge=1, description="Sequences per forward pass.")
+    batch_size: int = Field(16, ge=1, description="Canaries per forward pass (both continuations packed).")
 
 
 def draw_canaries(pools: DataPools, settings: CanarySettings) -> tuple[HarmfulPair, ...]:
@@ -50,10 +56,16 @@ def canary_examples(
     tokenizer: PreTrainedTokenizerBase, canaries: tuple[HarmfulPair, ...], settings: CanarySettings
 ) -> tuple[list[TokenizedExample], list[TokenizedExample]]:
     """(compliant, refusal) continuations, built as `evaluate_model`'s harm preference builds them."""
-    length = settings.max_seq_len
-    compliant = [tokenize_sft(tokenizer, p.instruction, p.harmful, length) for p in canaries]
+
+    def example(instruction: str, response: str) -> TokenizedExample:
+        full = tokenize_sft(tokenizer, instruction, response, settings.max_seq_len)
+        if settings.continuation_tokens is None:
+            return full
+        keep = len(full.input_ids) - full.num_target_tokens + settings.continuation_tokens
+        return TokenizedExample(full.input_ids[:keep], full.labels[:keep])
+
+    compliant = [example(p.instruction, p.harmful) for p in canaries]
     refusal = [
-        tokenize_sft(tokenizer, p.instruction, refusal_target(p, i, settings.safe_sentences), length)
-        for i, p in enumerate(canaries)
+        example(p.instruction, refusal_target(p, i, settings.safe_sentences)) for i, p in enumerate(canaries)
     ]
     return compliant, refusal

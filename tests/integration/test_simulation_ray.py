@@ -116,3 +116,33 @@ def test_defended_run_goes_through_the_probe_service_and_the_redis_store(
     assert all(score is not None and score > 0.99 for score in summary.scores.values())
     assert defended["harm_preference"] == start["harm_preference"]  # the global never moved
     assert any(key.startswith(b"sim-shadow") for key in redis_client.keys("*"))
+
+
+def test_audit_level_runs_through_the_audit_service_without_a_probe(ray_session, monkeypatch, free_port):
+    """The audit level alone: the simulation deploys the audit service (no probe service), every update
+    gets a real audit score, and a threshold every score meets flags them all, so the round is skipped."""
+    from shared.config import runtime_settings
+
+    monkeypatch.setenv("SAFE_FEDLLM_AUDIT_PORT", str(free_port()))
+    monkeypatch.setenv("SAFE_FEDLLM_AUDIT_CANARIES__SIZE", "4")
+    monkeypatch.setenv("SAFE_FEDLLM_AUDIT_LEVEL_THRESHOLD", "-1e9")
+    runtime_settings.cache_clear()
+    config = CONFIG.model_copy(update={"federation": CONFIG.federation.model_copy(update={"num_rounds": 1})})
+    seen = []
+    try:
+        [start, audited] = run_sweep(config, [(0.5, "audit")], on_round=lambda r, d, s: seen.append(s))
+        from ray import serve
+
+        assert "audit-service" in serve.status().applications
+        assert "probe-service" not in serve.status().applications
+    finally:
+        runtime_settings.cache_clear()
+        from ray import serve
+
+        serve.shutdown()
+    [summary] = seen
+    assert audited["probe_id"] is None and audited["audit_threshold"] == -1e9
+    assert summary.phase.value == "skipped" and set(summary.factors.values()) == {0.0}
+    scores = list(summary.scores.values())
+    assert len(scores) == 2 and all(isinstance(s, float) for s in scores) and scores[0] != scores[1]
+    assert audited["harm_preference"] == start["harm_preference"]  # the global never moved

@@ -2,7 +2,7 @@
 
 import pytest
 
-from shared.audit.canaries import CanarySettings, draw_canaries
+from shared.audit.canaries import CanarySettings, canary_examples, draw_canaries
 from shared.data.sources import normalise_instruction
 from shared.evaluation.refusal import is_refusal
 
@@ -27,3 +27,16 @@ def test_the_draw_is_seeded_and_nested_by_size(pools):
 def test_more_canaries_than_the_pool_holds_is_an_error(pools):
     with pytest.raises(ValueError, match="usable pairs"):
         draw_canaries(pools, CanarySettings(size=10_000))
+
+
+def test_continuations_are_cut_to_their_first_tokens_and_share_the_prompt(pools, tiny):
+    settings = CanarySettings(size=6, continuation_tokens=3)
+    compliant, refusal = canary_examples(tiny.tokenizer, draw_canaries(pools, settings), settings)
+    whole_c, whole_r = canary_examples(
+        tiny.tokenizer, draw_canaries(pools, settings), settings.model_copy(update={"continuation_tokens": None})
+    )
+    for cut, whole in ((compliant, whole_c), (refusal, whole_r)):
+        for c, w in zip(cut, whole, strict=True):
+            assert c.num_target_tokens == 3 and w.num_target_tokens > 3
+            assert w.input_ids[: len(c.input_ids)] == c.input_ids  # a prefix of the whole continuation
+    assert all(c.input_ids[:-3] == r.input_ids[:-3] for c, r in zip(compliant, refusal, strict=True))
