@@ -27,10 +27,10 @@ from probes.dataset import (
 from probes.experiment import split_masks
 from probes.metrics import detection_metrics
 from probes.sources import load_probe_sources
-from services.aggregator.strategies.tensors import stack_states, weighted_mean
 from shared.config import runtime_settings
 from shared.data.pools import build_pools
 from shared.lora import attach_lora, get_lora_state
+from shared.lora_averaging import stack_states, weighted_mean
 from shared.lora_state import LoraState
 from shared.model_zoo import load_base_model
 

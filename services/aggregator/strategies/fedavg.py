@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.aggregator.strategies.base import AggregationResult, Strategy
-from services.aggregator.strategies.tensors import normalised_weights, stack_states, weighted_mean
+from shared.lora_averaging import normalised_weights, stack_states, weighted_mean
 from shared.lora_state import LoraState
 from shared.updates import ClientUpdate
 

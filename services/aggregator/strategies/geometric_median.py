@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from services.aggregator.strategies.base import AggregationResult, Strategy
-from services.aggregator.strategies.tensors import apply_delta, client_deltas, normalised_weights
+from services.aggregator.strategies.tensors import apply_delta, client_deltas
+from shared.lora_averaging import normalised_weights
 from shared.lora_state import LoraState
 from shared.updates import ClientUpdate
 
