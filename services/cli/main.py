@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
-import sys
 from pathlib import Path
 
 import typer
+
+from services.cli.command_line import invoked_command
 
 # gRPC (inside Ray) logs "Other threads are currently calling into gRPC, skipping fork() handlers" for every
 # subprocess a run starts once Ray is up; nothing here forks a process that goes on using gRPC. Set before
@@ -19,11 +19,6 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 app = typer.Typer(
     help="Safe-FedLLM: probe-based defense for federated LoRA fine-tuning.", no_args_is_help=True
 )
-
-
-def invoked_command() -> str:
-    """The command line as typed, recorded in result files so that anyone can re-run it."""
-    return " ".join(["safe-fedllm", *map(shlex.quote, sys.argv[1:])])
 
 
 @app.callback()

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from services.cli.command_line import invoked_command
+
 probe_app = typer.Typer(help="The LoRA-Probe: build | train | export | eval | list.", no_args_is_help=True)
 DEFAULT_DATA = Path("runs/probe_data")
 DEFAULT_CHECKPOINTS = Path("runs/probes")
@@ -50,7 +52,6 @@ def build(
     import torch
 
     from probes.dataset import ProbeDatasetConfig, build_probe_dataset
-    from services.cli.main import invoked_command
 
     torch.set_num_threads(threads)
     overrides = {
@@ -98,7 +99,6 @@ def train(
     from probes.classifier import ProbeTrainingConfig
     from probes.dataset import ProbeDataset
     from probes.experiment import run_probe_experiment
-    from services.cli.main import invoked_command
 
     dataset = ProbeDataset.load(data)
     config = ProbeTrainingConfig(seed=seed)
@@ -228,7 +228,6 @@ def drift(
 
     from probes.dataset import ProbeDataset
     from probes.drift import DriftCheckConfig, run_drift_check
-    from services.cli.main import invoked_command
     from services.probe_service.scoring import ProbeBank
 
     torch.set_num_threads(2)
