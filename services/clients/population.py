@@ -11,6 +11,7 @@ from typing import Literal
 
 import numpy as np
 
+from services.clients.attacks import AttackConfig
 from shared.data.pools import Pool
 
 ClientKind = Literal["benign", "malicious"]
@@ -22,6 +23,7 @@ class ClientSpec:
     client_id: str
     kind: ClientKind
     examples: tuple[tuple[str, str], ...]  # (instruction, response)
+    attack: AttackConfig | None = None  # how a malicious client adapts to the defense (None: plain SFT)
 
     @property
     def malicious(self) -> bool:
@@ -41,7 +43,10 @@ def build_population(
     samples_per_client: int,
     benign_source: str = "helpful",
     seed: int = 2023,
+    attack: AttackConfig | None = None,
 ) -> list[ClientSpec]:
+    """`attack`: given to every malicious client; `mixing` also dilutes their shards with benign rows that
+    no benign client holds (cycled when those run out)."""
     if client_pool.name != "client":
         raise ValueError(f"FL clients must draw from the client pool, not {client_pool.name!r}")
     if benign_source not in BENIGN_SOURCES:
@@ -52,6 +57,7 @@ def build_population(
     benign = [(x.instruction, x.response) for x in getattr(client_pool, benign_source)]
     harmful = [(p.instruction, p.harmful) for p in client_pool.harmful]
     clients: list[ClientSpec] = []
+    spare: list[tuple[str, str]] = benign  # benign rows no benign client holds, for mixing attackers
     for kind, count, rows in (("benign", n_benign, benign), ("malicious", n_malicious, harmful)):
         if count == 0:
             continue
@@ -59,7 +65,29 @@ def build_population(
         per_client = min(samples_per_client, len(rows) // count)
         if per_client < 1:
             raise ValueError(f"{len(rows)} {kind} samples cannot fill {count} client shards")
+        if kind == "benign":
+            spare = [rows[i] for i in order[count * per_client :]] or benign
         for shard in range(count):
             picks = order[shard * per_client : (shard + 1) * per_client]
-            clients.append(ClientSpec(f"client-{len(clients):03d}", kind, tuple(rows[i] for i in picks)))  # type: ignore[arg-type]
+            examples = tuple(rows[i] for i in picks)
+            if kind == "malicious" and attack is not None and attack.kind == "mixing":
+                examples = _mixed(examples, spare, attack.benign_share, shard, rng)
+            client_attack = attack if kind == "malicious" else None
+            clients.append(ClientSpec(f"client-{len(clients):03d}", kind, examples, client_attack))  # type: ignore[arg-type]
     return clients
+
+
+def _mixed(
+    harmful: tuple[tuple[str, str], ...],
+    benign: list[tuple[str, str]],
+    benign_share: float,
+    shard: int,
+    rng: np.random.Generator,
+) -> tuple[tuple[str, str], ...]:
+    """The shard's size kept: round(share * size) benign rows (this shard's own slice of `benign`), the
+    rest harmful, shuffled so every local batch mixes both."""
+    size = len(harmful)
+    n_benign = round(benign_share * size)
+    picks = [benign[(shard * n_benign + i) % len(benign)] for i in range(n_benign)]
+    rows = [*harmful[: size - n_benign], *picks]
+    return tuple(rows[i] for i in rng.permutation(len(rows)))

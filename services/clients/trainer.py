@@ -6,10 +6,18 @@ import numpy as np
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
+from services.clients.attacks import (
+    PenalisedModel,
+    freeze_first_layer,
+    load_probe_logistic,
+    probe_penalty,
+    scale_snapshots,
+    scale_update,
+)
 from services.clients.population import ClientSpec
 from shared.config import LocalTrainingConfig, LoraSettings
 from shared.lora import attach_lora, get_lora_state, set_lora_state
-from shared.lora_state import LoraState
+from shared.lora_state import LoraState, flatten_keys
 from shared.prompting import tokenize_sft
 from shared.training import LocalTrainingResult, round_subset, train_lora_steps
 from shared.updates import ClientUpdate
@@ -36,6 +44,15 @@ class ClientTrainer:
         self.examples = [tokenize_sft(tokenizer, q, a, training.max_seq_len) for q, a in spec.examples]
         self.model = attach_lora(base_model, lora)
         self.init_state = get_lora_state(self.model)  # θ^0, where the shadow branch restarts every round
+        self.attack = spec.attack if spec.malicious and spec.attack and spec.attack.kind != "none" else None
+        self.frozen: list[str] = []
+        if self.attack is not None and self.attack.kind == "freeze_probe_layer":
+            self.frozen = freeze_first_layer(self.model)  # in both branches: the attacker controls both
+        self.probe = (
+            load_probe_logistic(self.attack.probe_dir)  # type: ignore[arg-type]  # validated by AttackConfig
+            if self.attack is not None and self.attack.kind == "probe_penalty"
+            else None
+        )
 
     def train_round(
         self, global_state: LoraState, round_index: int, lr: float, shadow: bool = True
@@ -50,17 +67,22 @@ class ClientTrainer:
         subset = round_subset(len(self.examples), cfg.batch_size * cfg.local_steps, self.seed, round_index)
         examples = [self.examples[i] for i in subset]
         result = self._train(examples, lr)
+        lora_state, b_snapshots = result.lora_state, result.b_snapshots
+        if self.attack is not None and self.attack.kind == "scaling":  # the boosted update, consistently
+            lora_state = scale_update(lora_state, global_state, self.attack.scale)
+            reference = flatten_keys(global_state, result.b_keys)
+            b_snapshots = scale_snapshots(b_snapshots, reference, self.attack.scale)
         shadow_snapshots = np.zeros((0, 0), np.float32)
-        if cfg.shadow_lr is not None and shadow:
+        if cfg.shadow_lr is not None and shadow:  # the shadow branch is trained as asked, never boosted
             set_lora_state(self.model, self.init_state)
             shadow_snapshots = self._train(examples, cfg.shadow_lr).b_snapshots
         return ClientUpdate(
             client_id=self.spec.client_id,
             round_index=round_index,
             num_samples=result.num_samples,
-            lora_state=result.lora_state,
+            lora_state=lora_state,
             b_keys=result.b_keys,
-            b_snapshots=result.b_snapshots,
+            b_snapshots=b_snapshots,
             train_loss=float(np.mean(result.losses)),
             shadow_snapshots=shadow_snapshots,
             batch_size=cfg.batch_size,
@@ -68,8 +90,13 @@ class ClientTrainer:
 
     def _train(self, examples: list, lr: float) -> LocalTrainingResult:
         cfg = self.training
+        model = self.model
+        if self.probe is not None:  # loss + lambda * p(malicious) of the published probe, from here on
+            model = PenalisedModel(
+                self.model, probe_penalty(self.model, self.probe), self.attack.penalty_weight
+            )  # type: ignore[union-attr,assignment]
         return train_lora_steps(
-            self.model,
+            model,  # type: ignore[arg-type]
             examples,
             self.tokenizer,
             lr=lr,

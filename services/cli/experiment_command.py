@@ -1,0 +1,342 @@
+"""`safe-fedllm experiment <name>`: the experiments of docs/experiments.md, each one resumable command.
+
+Results go to runs/results/<name>.json (+ PNG plots beside it) unless --output says otherwise; a killed
+run resumes from its last finished configuration when re-run with the same settings (--fresh starts over).
+`--quick` runs a miniature on tiny-llama (and a small probe built for it) to check each experiment's
+qualitative effect; CI runs it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from services.experiments.runner import RESULTS_DIR
+
+experiment_app = typer.Typer(
+    help="Experiments (docs/experiments.md): e3_main | e4_ratio | e5_overhead | e6_adaptive.",
+    no_args_is_help=True,
+)
+
+QUICK_PROBE_DIR = Path("runs/quick_probe")
+
+
+@dataclass(frozen=True)
+class Federation:
+    """The federation settings every simulated experiment shares (the `simulate` command's)."""
+
+    model: str = "smollm2-135m"
+    clients: int = 10
+    clients_per_round: int = 4
+    rounds: int = 6
+    local_steps: int = 5
+    batch_size: int = 8
+    samples_per_client: int = 100
+    lr_max: float = 5e-4
+    lr_min: float = 5e-5
+    eval_harmful: int = 100
+    eval_pairs: int = 100
+    eval_benign: int = 40
+    eval_benign_loss: int = 60
+    max_new_tokens: int = 48
+
+    def config(self, progress: bool) -> Any:
+        from services.cli.main import _simulation_config
+
+        config = _simulation_config(
+            self.model, "memory", self.clients, self.samples_per_client, self.rounds, self.clients_per_round,
+            2023, self.lr_max, self.lr_min, self.local_steps, self.batch_size, self.eval_harmful,
+            self.eval_pairs, self.eval_benign, self.eval_benign_loss, self.max_new_tokens,
+        )  # fmt: skip
+        return config.model_copy(update={"eval": config.eval.model_copy(update={"progress": progress})})
+
+
+def quick_federation() -> Federation:
+    """tiny-llama at the quick probe's batch and T: seconds per run, and an attack that shows."""
+    from services.experiments.quick_probe import QUICK_BATCH, QUICK_STEPS
+
+    return Federation(
+        model="tiny-llama", clients=4, clients_per_round=4, rounds=2, local_steps=QUICK_STEPS,
+        batch_size=QUICK_BATCH, samples_per_client=24, lr_max=3e-3, lr_min=1e-3, eval_harmful=8,
+        eval_pairs=32, eval_benign=4, eval_benign_loss=8, max_new_tokens=4,
+    )  # fmt: skip
+
+
+def _prepare_quick(probe_registry: Path) -> None:
+    from services.experiments.quick_probe import build_quick_probe, use_probe_registry
+
+    use_probe_registry(build_quick_probe(probe_registry))
+
+
+def _output(name: str, output: Path | None, quick: bool) -> Path:
+    return output or RESULTS_DIR / (f"{name}_quick.json" if quick else f"{name}.json")
+
+
+def _finish(module: Any, result: dict, output: Path, checks: dict) -> None:
+    result["checks"] = checks
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    paths = module.plot(result, output)
+    for name, ok in checks.items():
+        typer.echo(f"check {'PASS' if ok else 'FAIL'}: {name}")
+    typer.echo(f"wrote {output} and {', '.join(str(p) for p in paths)}")
+
+
+def _simulated(
+    name: str,
+    module: Any,
+    federation: Federation,
+    settings: dict,
+    configurations: list,
+    output: Path,
+    fresh: bool,
+    progress: bool,
+) -> dict:
+    from services.cli.command_line import invoked_command
+    from services.experiments.runner import run_configurations
+
+    all_settings = {"simulation": federation.config(progress).model_dump(mode="json"), **settings}
+    return run_configurations(
+        name, configurations, output, all_settings, invoked_command(), fresh=fresh, progress=progress
+    )
+
+
+QUICK_HELP = "Miniature on tiny-llama with a small probe built for it (CI runs this)."
+SEEDS_HELP = "Seeds (repeat): shards, client sampling and rounds."
+
+
+def _federation_options(
+    quick: bool, model: str, clients: int, clients_per_round: int, rounds: int, local_steps: int,
+    batch_size: int, eval_harmful: int,
+) -> Federation:  # fmt: skip
+    if quick:
+        return quick_federation()
+    return Federation(
+        model=model, clients=clients, clients_per_round=clients_per_round, rounds=rounds,
+        local_steps=local_steps, batch_size=batch_size, eval_harmful=eval_harmful,
+    )  # fmt: skip
+
+
+@experiment_app.command("e3_main")
+def e3_main(
+    seed: list[int] = typer.Option([2023, 2024], help=SEEDS_HELP),
+    malicious_ratio: list[float] = typer.Option([0.3, 0.5], help="Attacked ratios (repeat)."),
+    defense: list[str] = typer.Option(
+        [], help="Defenses (repeat; default: FedAvg, the levels, the baselines)."
+    ),
+    model: str = typer.Option("smollm2-135m", help="Base model."),
+    clients: int = typer.Option(10),
+    clients_per_round: int = typer.Option(4),
+    rounds: int = typer.Option(6),
+    local_steps: int = typer.Option(5, help="T (the shipped probe's)."),
+    batch_size: int = typer.Option(8, help="b (the shipped probe's)."),
+    eval_harmful: int = typer.Option(100, help="Held-out harmful prompts (harmless rate)."),
+    quick: bool = typer.Option(False, help=QUICK_HELP),
+    probe_registry: Path = typer.Option(QUICK_PROBE_DIR, help="--quick: where the tiny probe is built."),
+    output: Path | None = typer.Option(None, help="Result JSON (default runs/results/e3_main.json)."),
+    fresh: bool = typer.Option(False, help="Ignore a partial result and start over."),
+    progress: bool = typer.Option(True, help="Progress bars."),
+) -> None:
+    """Clean vs attacked FedAvg vs each Safe-FedLLM level vs the baselines, at 30% and 50% malicious."""
+    from services.experiments import e3_main as module
+
+    federation = _federation_options(
+        quick, model, clients, clients_per_round, rounds, local_steps, batch_size, eval_harmful
+    )
+    if quick:
+        _prepare_quick(probe_registry)
+        seed, malicious_ratio, defense = [7], [0.5], defense or ["fedavg", "shadow", "median"]
+    defenses = defense or list(module.DEFENSES)
+    path = _output("e3_main", output, quick)
+    configs = module.configurations(federation.config(progress), seed, malicious_ratio, defenses, progress)
+    settings = {"seeds": seed, "ratios": malicious_ratio, "defenses": defenses, "quick": quick}
+    result = _simulated("e3_main", module, federation, settings, configs, path, fresh, progress)
+    _finish(module, result, path, module.closer_to_clean(result["rows"], defenses))
+
+
+@experiment_app.command("e4_ratio")
+def e4_ratio(
+    seed: list[int] = typer.Option([2023], help=SEEDS_HELP),
+    malicious_ratio: list[float] = typer.Option([0.1, 0.3, 0.5, 0.7], help="Ratios (repeat)."),
+    defense: list[str] = typer.Option([], help="Defenses (repeat; default FedAvg, shadow, Median, ...)."),
+    model: str = typer.Option("smollm2-135m", help="Base model."),
+    clients: int = typer.Option(10),
+    clients_per_round: int = typer.Option(4),
+    rounds: int = typer.Option(6),
+    local_steps: int = typer.Option(5, help="T (the shipped probe's)."),
+    batch_size: int = typer.Option(8, help="b (the shipped probe's)."),
+    eval_harmful: int = typer.Option(100, help="Held-out harmful prompts (harmless rate)."),
+    quick: bool = typer.Option(False, help=QUICK_HELP),
+    probe_registry: Path = typer.Option(QUICK_PROBE_DIR, help="--quick: where the tiny probe is built."),
+    output: Path | None = typer.Option(None, help="Result JSON (default runs/results/e4_ratio.json)."),
+    fresh: bool = typer.Option(False, help="Ignore a partial result and start over."),
+    progress: bool = typer.Option(True, help="Progress bars."),
+) -> None:
+    """Harmless rate against the malicious ratio (10 -> 70%), one line per defense."""
+    from services.experiments import e4_ratio as module
+
+    federation = _federation_options(
+        quick, model, clients, clients_per_round, rounds, local_steps, batch_size, eval_harmful
+    )
+    if quick:
+        _prepare_quick(probe_registry)
+        seed, malicious_ratio, defense = [7], [0.25, 0.75], defense or ["fedavg", "shadow"]
+    defenses = defense or list(module.DEFENSES)
+    path = _output("e4_ratio", output, quick)
+    configs = module.configurations(federation.config(progress), seed, malicious_ratio, defenses, progress)
+    settings = {"seeds": seed, "ratios": malicious_ratio, "defenses": defenses, "quick": quick}
+    result = _simulated("e4_ratio", module, federation, settings, configs, path, fresh, progress)
+    _finish(module, result, path, module.checks(result["rows"], defenses))
+
+
+@experiment_app.command("e6_adaptive")
+def e6_adaptive(
+    seed: list[int] = typer.Option([2023], help=SEEDS_HELP),
+    malicious_ratio: float = typer.Option(0.5, help="Share of malicious clients."),
+    defense: list[str] = typer.Option([], help="Defenses (repeat; default FedAvg and the four levels)."),
+    attack: list[str] = typer.Option(
+        [], help="Attacks (repeat; default all): none, mixing, freeze_probe_layer, scaling, probe_penalty."
+    ),
+    benign_share: list[float] = typer.Option([0.25, 0.5, 0.75], help="mixing: benign shares (repeat)."),
+    scale: float = typer.Option(3.0, help="scaling: factor on the update."),
+    penalty_weight: float = typer.Option(1.0, help="probe_penalty: lambda on the probe's score."),
+    model: str = typer.Option("smollm2-135m", help="Base model."),
+    clients: int = typer.Option(10),
+    clients_per_round: int = typer.Option(4),
+    rounds: int = typer.Option(6),
+    local_steps: int = typer.Option(5, help="T (the shipped probe's)."),
+    batch_size: int = typer.Option(8, help="b (the shipped probe's)."),
+    eval_harmful: int = typer.Option(100, help="Held-out harmful prompts (harmless rate)."),
+    quick: bool = typer.Option(False, help=QUICK_HELP),
+    probe_registry: Path = typer.Option(QUICK_PROBE_DIR, help="--quick: where the tiny probe is built."),
+    output: Path | None = typer.Option(None, help="Result JSON (default runs/results/e6_adaptive.json)."),
+    fresh: bool = typer.Option(False, help="Ignore a partial result and start over."),
+    progress: bool = typer.Option(True, help="Progress bars."),
+) -> None:
+    """Adaptive attackers (benign mixing, frozen probe layer, scaling, probe penalty) vs each level."""
+    from services.clients.attacks import ATTACKS, AttackConfig
+    from services.experiments import e6_adaptive as module
+
+    federation = _federation_options(
+        quick, model, clients, clients_per_round, rounds, local_steps, batch_size, eval_harmful
+    )
+    if quick:
+        _prepare_quick(probe_registry)
+        seed, defense = [7], defense or ["fedavg", "shadow"]
+        attack, benign_share = attack or ["none", "freeze_probe_layer", "scaling", "probe_penalty"], [0.5]
+    unknown = sorted(set(attack) - set(ATTACKS))
+    if unknown:
+        raise typer.BadParameter(f"unknown attacks {unknown}; available: {', '.join(ATTACKS)}")
+    probe_dir = str(_probe_dir(federation.model))
+    kinds = attack or list(ATTACKS)
+    attacks = [
+        config
+        for kind in kinds
+        for config in (
+            [AttackConfig(kind="mixing", benign_share=s) for s in benign_share]
+            if kind == "mixing"
+            else [
+                AttackConfig(
+                    kind=kind,  # type: ignore[arg-type]
+                    scale=scale,
+                    penalty_weight=penalty_weight,
+                    probe_dir=probe_dir if kind == "probe_penalty" else None,
+                )
+            ]
+        )
+    ]
+    defenses = defense or list(module.DEFENSES)
+    path = _output("e6_adaptive", output, quick)
+    configs = module.configurations(
+        federation.config(progress), seed, malicious_ratio, defenses, attacks, progress
+    )
+    settings = {
+        "seeds": seed,
+        "ratio": malicious_ratio,
+        "defenses": defenses,
+        "attacks": [a.model_dump() for a in attacks],
+        "quick": quick,
+    }
+    result = _simulated("e6_adaptive", module, federation, settings, configs, path, fresh, progress)
+    result["outcomes"] = module.outcomes(result["rows"])
+    checks = {
+        f"{o['attack']} still harms under fedavg": o["still_harms"]
+        for o in result["outcomes"]
+        if o["defense"] == "fedavg"
+    }
+    _finish(module, result, path, checks)
+
+
+def _probe_dir(model: str) -> Path:
+    """The published probe for `model` (the one the defense uses): what a probe-penalty attacker reads."""
+    from services.probe_service.scoring import ProbeBank, ProbeSelector
+    from services.probe_service.settings import ProbeServiceSettings
+    from shared.config import LoraSettings
+
+    artifacts = ProbeServiceSettings().artifacts_dir
+    lora = LoraSettings()
+    manifest = ProbeBank(artifacts).resolve(ProbeSelector(None, model, lora.r, tuple(lora.target_modules)))
+    return Path(artifacts) / manifest.probe_id
+
+
+@experiment_app.command("e5_overhead")
+def e5_overhead(
+    model: str = typer.Option("smollm2-135m", help="Model whose LoRA shapes the synthetic updates take."),
+    size: list[int] = typer.Option([10, 100, 1000, 10000], help="Updates per round (repeat)."),
+    level: list[str] = typer.Option(
+        [], help="Probe levels (repeat; default step, client, shadow, evidence)."
+    ),
+    baseline: list[str] = typer.Option([], help="Baselines (repeat; default krum, bulyan, flame)."),
+    time_budget: float = typer.Option(120.0, help="Longest single baseline measurement to attempt (s)."),
+    memory_fraction: float = typer.Option(0.6, help="Share of available memory a baseline may use."),
+    threads: int = typer.Option(2, help="ONNX Runtime threads."),
+    quick: bool = typer.Option(False, help=QUICK_HELP),
+    probe_registry: Path = typer.Option(QUICK_PROBE_DIR, help="--quick: where the tiny probe is built."),
+    output: Path | None = typer.Option(None, help="Result JSON (default runs/results/e5_overhead.json)."),
+    fresh: bool = typer.Option(False, help="Ignore a partial result and start over."),
+    progress: bool = typer.Option(True, help="Progress bars."),
+) -> None:
+    """Server cost (probe scoring + aggregation) for 10 -> 10,000 updates: probe levels vs Krum, Bulyan,
+    FLAME, on synthetic updates of the model's real LoRA shapes."""
+    from services.cli.command_line import invoked_command
+    from services.experiments import e5_overhead as module
+    from services.experiments.plots import cost_vs_clients
+    from services.experiments.runner import run_configurations
+
+    if quick:
+        _prepare_quick(probe_registry)
+        model, size = "tiny-llama", [10, 100, 1000]
+    settings = module.OverheadSettings(
+        model=model,
+        sizes=tuple(size),
+        levels=tuple(level) or module.LEVELS,
+        baselines=tuple(baseline) or module.BASELINES,
+        time_budget_s=time_budget,
+        memory_fraction=memory_fraction,
+        threads=threads,
+    )
+    path = _output("e5_overhead", output, quick)
+    configs, context = module.configurations(settings)
+    result = run_configurations(
+        "e5_overhead",
+        configs,
+        path,
+        {**settings.model_dump(mode="json"), "quick": quick},
+        invoked_command(),
+        fresh=fresh,
+        progress=progress,
+        extra=context,
+    )
+    result["summary"] = module.summarise(result["rows"], settings.levels, max(settings.sizes))
+    checks = module.checks(result["rows"])
+    result["checks"] = checks
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    plot = cost_vs_clients(result["rows"], path.with_suffix(".png"))
+    for name, ok in checks.items():
+        typer.echo(f"check {'PASS' if ok else 'FAIL'}: {name}")
+    for method, entry in result["summary"].items():
+        typer.echo(f"{method}: {entry}")
+    typer.echo(f"wrote {path} and {plot}")
