@@ -226,7 +226,7 @@ def e6_adaptive(
     if quick:
         _prepare_quick(probe_registry)
         seed, defense = [7], defense or ["fedavg", "shadow"]
-        attack, benign_share = attack or ["none", "freeze_probe_layer", "scaling", "probe_penalty"], [0.5]
+        attack = attack or ["freeze_probe_layer", "scaling", "probe_penalty"]
     unknown = sorted(set(attack) - set(ATTACKS))
     if unknown:
         raise typer.BadParameter(f"unknown attacks {unknown}; available: {', '.join(ATTACKS)}")
