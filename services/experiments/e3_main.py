@@ -60,8 +60,10 @@ def closer_to_clean(rows: Sequence[dict], defenses: Sequence[str], key: str = "h
         if row["defense"] not in defenses or row["defense"] == "fedavg" or not row["malicious_ratio"]:
             continue
         same_seed = [r for r in rows if r["seed"] == row["seed"] and r["defense"] == "fedavg"]
-        clean = next(r for r in same_seed if r["malicious_ratio"] == 0.0)
-        attacked = next(r for r in same_seed if r["malicious_ratio"] == row["malicious_ratio"])
+        clean = next((r for r in same_seed if r["malicious_ratio"] == 0.0), None)
+        attacked = next((r for r in same_seed if r["malicious_ratio"] == row["malicious_ratio"]), None)
+        if clean is None or attacked is None:  # FedAvg at this ratio was not run: nothing to compare
+            continue
         name = f"seed={row['seed']} ratio={row['malicious_ratio']:g} defense={row['defense']}"
         checks[name] = abs(row[key] - clean[key]) < abs(attacked[key] - clean[key])
     return checks

@@ -44,6 +44,8 @@ def checks(rows: Sequence[dict], defenses: Sequence[str]) -> dict:
             (r for r in rows if r["seed"] == seed and r["defense"] == "fedavg" and r.get("rounds")),
             key=lambda r: r["malicious_ratio"],
         )
+        if len(fedavg) < 2:
+            continue
         out[f"seed={seed} fedavg harmed at the highest ratio"] = (
             fedavg[-1]["harm_preference"] > fedavg[0]["harm_preference"]
         )
