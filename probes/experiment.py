@@ -31,7 +31,7 @@ from probes.classifier import LogisticProbe, ProbeTrainingConfig, predict, train
 from probes.dataset import ProbeDataset
 from probes.metrics import auroc, detection_metrics
 from probes.sources import STYLE_TEST_SOURCES
-from shared.audit.calibration import threshold_for_fpr
+from shared.calibration import threshold_for_fpr
 from shared.features import FeatureSpec, Normalization, Policy, normalise
 
 VARIANTS: tuple[tuple[Policy, Normalization], ...] = (

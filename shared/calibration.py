@@ -1,4 +1,7 @@
-"""Decision thresholds from benign scores for a stated false-positive rate (pure numpy)."""
+"""Decision thresholds from benign scores for a stated false-positive rate (pure numpy).
+
+Shared by the probe (its calibrated threshold) and the behavioural audit (its flagging threshold).
+"""
 
 from __future__ import annotations
 

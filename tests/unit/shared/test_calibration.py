@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from shared.audit.calibration import false_positive_rate, threshold_for_fpr
+from shared.calibration import false_positive_rate, threshold_for_fpr
 
 BENIGN = [0.1, 0.5, 0.3, 0.9, 0.7, 0.2, 0.8, 0.4, 0.6, 0.0]
 
