@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from probes.manifest import MANIFEST_SCHEMA_VERSION, ProbeManifest
 from shared.config import LoraSettings
 from shared.features import FeatureSpec
 
-MANIFEST_SCHEMA_VERSION = 1
 MODEL_FILE, MANIFEST_FILE = "model.onnx", "manifest.json"
 INPUT_NAME, OUTPUT_NAME = "features", "probability"
 _OPSET = 17
@@ -30,32 +30,6 @@ _OPSET = 17
 
 class ProbeArtifactError(RuntimeError):
     """A probe artifact that is missing, corrupt or does not fit what it claims."""
-
-
-class BaseModelRef(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    name: str
-    fingerprint: str
-
-
-class ProbeManifest(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    schema_version: int = MANIFEST_SCHEMA_VERSION
-    probe_id: str
-    base_model: BaseModelRef
-    lora: LoraSettings
-    feature_spec: FeatureSpec
-    reference: str = "init"  # the delta's reference the probe was trained on: the fixed initial adapter
-    normalization_in_graph: bool = True
-    threshold: float
-    # scores of local steps before this one are not evidence: they integrate too few samples (E2 curve)
-    min_step: int = 1
-    training_data_hash: str
-    training: dict
-    metrics: dict
-    created_at: str
-    onnx_sha256: str
 
 
 def build_onnx(weight: np.ndarray, bias: float, normalize: bool) -> onnx.ModelProto:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+# torch is imported where a dtype is resolved: shared.config (and light clients) need not load it.
+if TYPE_CHECKING:
+    import torch
 
 ComputeDtype = Literal["auto", "float32", "bfloat16"]
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -34,11 +36,15 @@ def cpu_flags() -> frozenset[str]:
 
 def native_bf16() -> bool:
     """Whether this CPU has bf16 matrix instructions (and torch's oneDNN says it can use them)."""
+    import torch
+
     mkldnn_ok = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()
     return bool(mkldnn_ok) and any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS)
 
 
 def resolve_compute_dtype(setting: ComputeDtype) -> torch.dtype:
+    import torch
+
     if setting == "float32":
         return torch.float32
     if setting == "bfloat16":

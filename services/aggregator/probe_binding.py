@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from probes.artifact import ProbeManifest
+from probes.manifest import ProbeManifest
 from services.aggregator.defenses import DefenseSettings
 from shared.config import LocalTrainingConfig
 

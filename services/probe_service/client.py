@@ -22,9 +22,8 @@ import numpy as np
 from pydantic import BaseModel
 from safetensors.numpy import save as save_safetensors
 
-from probes.artifact import ProbeManifest
-from services.probe_service.payloads import SNAPSHOTS_TENSOR
-from services.probe_service.schemas import BatchScoreResponse, ProbeInfo, ScoreResponse
+from probes.manifest import ProbeManifest
+from services.probe_service.schemas import SNAPSHOTS_TENSOR, BatchScoreResponse, ProbeInfo, ScoreResponse
 
 Model = TypeVar("Model", bound=BaseModel)
 RETRY_STATUSES = frozenset({429, 502, 503, 504})

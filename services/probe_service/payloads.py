@@ -14,8 +14,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from probes.artifact import ProbeManifest
+from probes.manifest import ProbeManifest
 from services.probe_service.errors import InvalidUpdate
+from services.probe_service.schemas import SNAPSHOTS_TENSOR
 from services.probe_service.scoring import (
     ProbeBank,
     ProbeSelector,
@@ -26,8 +27,6 @@ from services.probe_service.scoring import (
 from shared.bounded_json import JsonError
 from shared.bounded_json import loads as bounded_loads
 from shared.safetensors_reader import SafetensorsFormatError, read_header, read_tensors
-
-SNAPSHOTS_TENSOR = "snapshots"
 
 
 @dataclass

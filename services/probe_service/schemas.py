@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Verdict = Literal["malicious", "benign"]
+# The tensor name of already-extracted deltas in a safetensors body (POST /v1/score/update).
+SNAPSHOTS_TENSOR = "snapshots"
 
 
 class SnapshotRequest(BaseModel):

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from probes.artifact import INPUT_NAME, LoadedProbe, ProbeArtifactError, ProbeManifest
+from probes.artifact import INPUT_NAME, LoadedProbe, ProbeArtifactError
+from probes.manifest import ProbeManifest
 from probes.registry import ProbeRegistry, UnknownProbeError
 from services.probe_service.errors import InvalidUpdate, ProbeNotFound
 from shared.features import FeatureSpec

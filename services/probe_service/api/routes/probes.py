@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from probes.artifact import ProbeManifest
+from probes.manifest import ProbeManifest
 from services.probe_service.api.context import ServiceContext, get_context
 from services.probe_service.schemas import ErrorResponse, ProbeInfo
 

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import httpx
 import numpy as np
 import pytest
@@ -83,3 +86,20 @@ def test_retry_after_from_the_server_sets_the_wait():
     assert retry_after(httpx.Response(503, headers={"Retry-After": "2"})) == 2.0
     assert retry_after(httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})) is None
     assert retry_after(httpx.Response(503)) is None and retry_after(None) is None
+
+
+def test_the_client_is_a_light_wire_module():
+    # Other FL frameworks import it: no server modules, no onnx/onnxruntime, no torch, no Ray.
+    heavy = [
+        "onnx",
+        "onnxruntime",
+        "torch",
+        "ray",
+        "services.probe_service.scoring",
+        "services.probe_service.payloads",
+    ]
+    code = f"import sys, services.probe_service.client; print([m for m in {heavy!r} if m in sys.modules])"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "[]"
