@@ -333,6 +333,31 @@ def cpu_count(quantity: str | int | float) -> float:
     return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
+_MEMORY_UNITS = {
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+}
+
+
+def memory_bytes(quantity: str | int | float) -> float:
+    """A Kubernetes memory quantity in bytes (the units the schema allows for memory)."""
+    match = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(quantity))
+    assert match and match[2] in {"", *_MEMORY_UNITS}, f"not a memory quantity: {quantity}"
+    return float(match[1]) * _MEMORY_UNITS.get(match[2], 1)
+
+
+# Ray's defaults on a pod: 30% of the memory limit is its object store, the rest its schedulable `memory`.
+RAY_OBJECT_STORE_SHARE = 0.3
+# The largest base the chart deploys, SmolLM2-135M: ~134.5 M weights in float32, tied embeddings sent once.
+SHARED_BASE_BYTES = 538_000_000
+
+
 def reference_errors(objects: list[Manifest], values: dict[str, Any]) -> list[str]:
     """Selectors match labels, ports match container ports, URLs, Secrets and ConfigMaps name real objects."""
     errors: list[str] = []
@@ -429,22 +454,82 @@ def reference_errors(objects: list[Manifest], values: dict[str, Any]) -> list[st
     return errors
 
 
-def _service_url_errors(objects: list[Manifest], merged: dict[str, Any]) -> list[str]:
-    """The aggregator's Redis and probe URLs name Services the chart (or KubeRay) creates, on open ports."""
+def ingress_allowed(
+    objects: list[Manifest], source: dict[str, str], target: dict[str, str], port: int
+) -> bool:
+    """Whether the chart's NetworkPolicies let pods with `source` labels reach `target` pods on `port`."""
+    policies = [
+        p
+        for p in by_kind(objects, "NetworkPolicy")
+        if selects(p["spec"]["podSelector"]["matchLabels"], target)
+    ]
+    if not policies:
+        return True  # a pod no policy selects accepts everything
+    target_ports = {port} | {name for name, number in _ports_of(objects, target).items() if number == port}
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            peers = rule.get("from")
+            peer_ok = peers is None or any(
+                "podSelector" in peer
+                and "namespaceSelector" not in peer
+                and selects(peer["podSelector"]["matchLabels"], source)
+                for peer in peers
+            )
+            ports = rule.get("ports")
+            if peer_ok and (ports is None or any(p["port"] in target_ports for p in ports)):
+                return True
+    return False
+
+
+def _ports_of(objects: list[Manifest], labels: dict[str, str]) -> dict[str, int]:
+    return {
+        name: number
+        for _, pod_labels, spec in pod_templates(objects)
+        if pod_labels == labels
+        for name, number in container_ports(spec).items()
+    }
+
+
+def _serve_route_errors(objects: list[Manifest], url: str, what: str, route: str) -> list[str]:
+    """`url` is KubeRay's Serve service, on Serve's port, open to the aggregator, at `route`."""
     errors = []
-    config = one(objects, "ConfigMap")["data"]
     service = one(objects, "RayService")
     serve = yaml.safe_load(service["spec"]["serveConfigV2"])
-    host, port = _service_host_port(config["SAFE_FEDLLM_AGGREGATOR_PROBE_URL"])
+    host, port = _service_host_port(url)
     if host != f"{service['metadata']['name']}-serve-svc":
         errors.append(
-            f"probe URL host {host} is not KubeRay's Serve service of {service['metadata']['name']}"
+            f"{what} URL host {host} is not KubeRay's Serve service of {service['metadata']['name']}"
         )
     if port != serve["http_options"]["port"]:
-        errors.append(f"probe URL port {port} is not Serve's port {serve['http_options']['port']}")
-    for owner, _, spec in pod_templates([service]):
+        errors.append(f"{what} URL port {port} is not Serve's port {serve['http_options']['port']}")
+    if (urlsplit(url).path or "/") != route:
+        errors.append(f"{what} URL path {urlsplit(url).path!r} is not its Serve route {route!r}")
+    (aggregator,) = [labels for owner, labels, _ in pod_templates(objects) if owner.startswith("Deployment/")]
+    for owner, labels, spec in pod_templates([service]):
         if container_ports(spec).get("serve") != port:
             errors.append(f"{owner}: no container port 'serve' = {port}")
+        if not ingress_allowed(objects, aggregator, labels, port):
+            errors.append(f"{owner}: NetworkPolicy keeps the aggregator from the {what} URL's port {port}")
+    return errors
+
+
+def _service_url_errors(objects: list[Manifest], merged: dict[str, Any]) -> list[str]:
+    """The aggregator's Redis, probe and audit URLs name Services of the chart (or KubeRay), on open ports."""
+    errors = []
+    config = one(objects, "ConfigMap")["data"]
+    serve = yaml.safe_load(one(objects, "RayService")["spec"]["serveConfigV2"])
+    routes = {app["import_path"].split(".")[1]: app["route_prefix"] for app in serve["applications"]}
+    errors += _serve_route_errors(
+        objects, config["SAFE_FEDLLM_AGGREGATOR_PROBE_URL"], "probe", routes["probe_service"]
+    )
+    audit_url = config.get("SAFE_FEDLLM_AUDIT_LEVEL_URL")
+    if merged["aggregator"]["defense"].startswith("audit"):
+        if audit_url is None or "audit_service" not in routes:
+            errors.append(f"defense {merged['aggregator']['defense']} without an audit URL and service")
+        else:
+            errors += _serve_route_errors(objects, audit_url, "audit", routes["audit_service"])
+    elif audit_url is not None:
+        errors.append(f"an audit URL for defense {merged['aggregator']['defense']}, which does not audit")
     aggregator = one(objects, "Deployment")["spec"]["template"]["spec"]
     redis_url = _env(aggregator, "aggregator")["SAFE_FEDLLM_REDIS_URL"]
     if merged["redis"]["enabled"]:
@@ -461,13 +546,33 @@ def _service_url_errors(objects: list[Manifest], merged: dict[str, Any]) -> list
 
 def capacity_errors(values: dict[str, Any]) -> list[str]:
     """The most Serve replicas must fit on the most worker pods, or the autoscaler leaves replicas pending."""
-    probe = chart().merge_values(values)["probeService"]
+    merged = chart().merge_values(values)
+    probe, audit = merged["probeService"], merged["audit"]
     needed = sum(probe[d]["numCpus"] * probe[d]["autoscaling"]["maxReplicas"] for d in ("ingress", "scorer"))
-    per_worker = cpu_count(probe["workers"]["resources"]["limits"]["cpu"])
+    what = "probe replicas"
+    limits = (audit["workerResources"] if audit["enabled"] else probe["workers"]["resources"])["limits"]
+    errors = []
+    if audit["enabled"]:
+        needed += audit["replica"]["numCpus"] * audit["autoscaling"]["maxReplicas"]
+        what = "probe and audit replicas"
+        # Ray places an audit replica only where its memory reservation fits a pod's schedulable memory, and
+        # that pod's object store must hold the shared base.
+        ray_memory = memory_bytes(limits["memory"]) * (1 - RAY_OBJECT_STORE_SHARE)
+        object_store = memory_bytes(limits["memory"]) * RAY_OBJECT_STORE_SHARE
+        if audit["replica"]["memoryBytes"] > ray_memory:
+            errors.append(
+                f"an audit replica reserves {audit['replica']['memoryBytes']} bytes, "
+                f"a worker pod's Ray memory is {ray_memory:.0f}"
+            )
+        if object_store < SHARED_BASE_BYTES:
+            errors.append(
+                f"a worker pod's object store ({object_store:.0f} bytes) cannot hold the shared base"
+            )
+    per_worker = cpu_count(limits["cpu"])
     available = per_worker * probe["workers"]["maxReplicas"]
     if needed > available:
-        return [f"probe replicas need {needed} CPUs at most, worker pods offer {available}"]
-    return []
+        errors.append(f"{what} need {needed} CPUs at most, worker pods offer {available}")
+    return errors
 
 
 def chart_problems(values: dict[str, Any], objects: list[Manifest]) -> list[str]:
@@ -496,6 +601,8 @@ class ChartKit:
     serve_config_errors = staticmethod(serve_config_errors)
     reference_errors = staticmethod(reference_errors)
     capacity_errors = staticmethod(capacity_errors)
+    ingress_allowed = staticmethod(ingress_allowed)
+    memory_bytes = staticmethod(memory_bytes)
     chart_problems = staticmethod(chart_problems)
 
 

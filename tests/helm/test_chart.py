@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import importlib
 import os
 import re
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import helm_python
 import pytest
 import yaml
+from ray.serve import Application
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "safe-fedllm"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -31,7 +33,15 @@ REFUSALS = {
     "replicas-exceed-workers.yaml": "probe replicas need 16.5 CPUs at most, worker pods offer 4.0",
     "weak-admin-token.yaml": "at '/aggregator/auth/adminToken'",
     "autoscaler-off-with-range.yaml": "probeService.rayAutoscaler.enabled is false",
+    "audit-level-without-audit.yaml": 'defense "audit+shadow" needs the audit service: set audit.enabled',
+    "audit-min-above-max.yaml": "audit.autoscaling.minReplicas (4) must not exceed maxReplicas (2)",
+    "audit-route-on-probe-root.yaml": "at '/audit/routePrefix'",
+    "audit-replicas-exceed-workers.yaml": "audit replicas need 14.5 CPUs at most, worker pods offer 8.0",
+    "audit-replica-exceeds-pod-memory.yaml": (
+        "an audit replica reserves 1610612736 bytes, a worker pod's Ray memory is 1503238554"
+    ),
 }
+AUDIT_URL = "http://fl-safe-fedllm-probe-serve-svc.federation.svc:8000/audit"
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.name)
@@ -54,6 +64,7 @@ def test_every_ci_values_file_and_mutation_is_covered() -> None:
         "default-values.yaml",
         "external-redis-values.yaml",
         "probe-scale-values.yaml",
+        "audit-values.yaml",
     }
     assert {p.name for p in MUTATIONS.glob("*.yaml")} == set(REFUSALS)
 
@@ -147,23 +158,122 @@ def test_probe_service_is_elastic_and_head_runs_no_replicas(kit, rendered) -> No
     assert deployments["ProbeScorer"]["ray_actor_options"] == {"num_cpus": app["args"]["scorer_num_cpus"]}
 
 
-def test_serve_config_matches_the_app_its_args_build(kit, rendered) -> None:
-    """Serve refuses config deployments the app lacks; the code's options must equal the config's."""
-    from services.probe_service.app_builder import build_app
+def _deployments(app: Application) -> list:
+    """An application's deployments: its ingress and those bound into its init args."""
+    root = app._bound_deployment
+    nested = [arg for arg in root.init_args if isinstance(arg, Application)]
+    return [root] + [d for arg in nested for d in _deployments(arg)]
 
+
+def test_serve_config_matches_the_apps_its_args_build(kit, rendered, monkeypatch) -> None:
+    """Serve refuses config deployments an app lacks; the code's options must equal the config's."""
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # the audit builder publishes no base here
+    apps_seen = set()
     for values_file in CI_VALUES:
         service = kit.one(rendered(kit.load_values(values_file)), "RayService")
-        (app,) = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
-        ingress = build_app(app["args"])._bound_deployment
-        built = {d.name: d for d in (ingress, ingress.init_args[0]._bound_deployment)}
-        configured = {d["name"]: d for d in app["deployments"]}
-        assert set(built) == set(configured)
-        for name, deployment in built.items():
-            scaling = deployment._deployment_config.autoscaling_config
-            for key, value in configured[name]["autoscaling_config"].items():
-                assert getattr(scaling, key) == value, (values_file.name, name, key)
-            assert deployment.ray_actor_options == configured[name]["ray_actor_options"]
-            assert deployment.max_ongoing_requests == configured[name]["max_ongoing_requests"]
+        for app in yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]:
+            module, builder = app["import_path"].split(":")
+            built = {
+                d.name: d
+                for d in _deployments(getattr(importlib.import_module(module), builder)(app["args"]))
+            }
+            configured = {d["name"]: d for d in app["deployments"]}
+            assert set(built) == set(configured)
+            apps_seen.add(module)
+            for name, deployment in built.items():
+                scaling = deployment._deployment_config.autoscaling_config
+                for key, value in configured[name]["autoscaling_config"].items():
+                    assert getattr(scaling, key) == value, (values_file.name, name, key)
+                # Serve takes a config's ray_actor_options whole: the memory reservation is the config's.
+                options = configured[name]["ray_actor_options"]
+                assert deployment.ray_actor_options == {k: v for k, v in options.items() if k != "memory"}
+                assert deployment.max_ongoing_requests == configured[name]["max_ongoing_requests"]
+    assert apps_seen == {"services.probe_service.app_builder", "services.audit_service.app_builder"}
+
+
+def test_the_audit_service_is_a_second_serve_app_on_grown_worker_pods(kit, rendered) -> None:
+    from services.audit_service.app_builder import settings_from_args
+
+    service = kit.one(rendered(kit.load_values(CHART / "ci" / "audit-values.yaml")), "RayService")
+    serve = yaml.safe_load(service["spec"]["serveConfigV2"])
+    probe, audit = serve["applications"]
+    assert (probe["route_prefix"], audit["route_prefix"]) == ("/", "/audit")
+    assert (audit["name"], audit["import_path"]) == (
+        "audit-service",
+        "services.audit_service.app_builder:build_app",
+    )
+    (scorer,) = audit["deployments"]
+    assert scorer["name"] == "AuditScorer"
+    assert scorer["ray_actor_options"] == {"num_cpus": 1, "memory": 1610612736}
+    assert scorer["autoscaling_config"] == audit["args"]["autoscaling"]
+    assert (
+        scorer["autoscaling_config"]["max_replicas"],
+        scorer["autoscaling_config"]["downscale_delay_s"],
+    ) == (3, 60)
+    settings = settings_from_args(audit["args"])
+    assert (settings.app_name, settings.route_prefix, settings.models) == (
+        "audit-service",
+        "/audit",
+        ("smollm2-135m",),
+    )
+    canaries = settings.canaries
+    assert (canaries.size, canaries.seed, canaries.max_seq_len, canaries.batch_size) == (32, 11, 96, 8)
+    assert (settings.num_cpus, settings.batch_max_size, settings.max_body_bytes) == (1, 8, 67108864)
+    (workers,) = service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    (container,) = workers["template"]["spec"]["containers"]
+    assert container["resources"]["limits"] == {"cpu": "4", "memory": "6Gi"}
+    # Without the audit: one app, the probe's own pod size, no audit settings anywhere.
+    objects = rendered()
+    (app,) = yaml.safe_load(kit.one(objects, "RayService")["spec"]["serveConfigV2"])["applications"]
+    assert app["name"] == "probe-service"
+    (workers,) = kit.one(objects, "RayService")["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert workers["template"]["spec"]["containers"][0]["resources"]["limits"] == {
+        "cpu": "2",
+        "memory": "3Gi",
+    }
+    assert [k for k in kit.one(objects, "ConfigMap")["data"] if k.startswith("SAFE_FEDLLM_AUDIT")] == []
+
+
+def test_audit_level_settings_reach_the_aggregator(kit, rendered, monkeypatch) -> None:
+    from services.aggregator.defenses.audit_level import AuditLevelSettings
+    from services.aggregator.settings import AggregatorSettings
+    from services.audit_service.settings import AuditServiceSettings
+
+    data = kit.one(rendered(kit.load_values(CHART / "ci" / "audit-values.yaml")), "ConfigMap")["data"]
+    for name in [n for n in os.environ if n.startswith("SAFE_FEDLLM_")]:
+        monkeypatch.delenv(name)
+    for name, value in data.items():
+        monkeypatch.setenv(name, value)
+    level = AuditLevelSettings()
+    assert AggregatorSettings().defense == "audit+shadow"
+    assert level.url == AUDIT_URL
+    assert (level.threshold, level.flagged_factor, level.trust_combination) == (0.35, 0.25, "product")
+    assert (level.scoring.timeout_s, level.scoring.attempts, level.scoring.backoff_s) == (90, 3, 2)
+    # The Ray pods read the same ConfigMap: the level's variables do not leak into the service's settings.
+    assert AuditServiceSettings().app_name == "audit-service"
+
+
+def test_cross_checks_catch_an_audit_url_off_its_route_or_policy(kit, rendered) -> None:
+    values = kit.load_values(CHART / "ci" / "audit-values.yaml")
+    objects = rendered(values)
+    assert kit.reference_errors(objects, values) == []
+    kit.one(objects, "ConfigMap")["data"]["SAFE_FEDLLM_AUDIT_LEVEL_URL"] = AUDIT_URL + "s"
+    (policy,) = [
+        p for p in kit.by_kind(objects, "NetworkPolicy") if p["metadata"]["name"] == "fl-safe-fedllm-probe"
+    ]
+    # Drop the rule that lets the aggregator reach Serve's port: both routes are cut off.
+    policy["spec"]["ingress"] = [
+        r for r in policy["spec"]["ingress"] if r.get("ports") != [{"port": 8000, "protocol": "TCP"}]
+    ]
+    errors = kit.reference_errors(objects, values)
+    pods = ["RayService/fl-safe-fedllm-probe/head", "RayService/fl-safe-fedllm-probe/probe"]
+    assert errors == [
+        *[f"{pod}: NetworkPolicy keeps the aggregator from the probe URL's port 8000" for pod in pods],
+        "audit URL path '/audits' is not its Serve route '/audit'",
+        *[f"{pod}: NetworkPolicy keeps the aggregator from the audit URL's port 8000" for pod in pods],
+    ]
 
 
 def test_redis_is_persistent_with_aof_and_a_secret_password(kit, rendered) -> None:
@@ -214,7 +324,7 @@ def test_configmap_is_what_the_services_read(kit, rendered, monkeypatch) -> None
         monkeypatch.setenv(name, value)
     aggregator, probe, runtime = AggregatorSettings(), ProbeServiceSettings(), RuntimeSettings()
     assert (aggregator.defense, aggregator.namespace, aggregator.probe_id) == (
-        "evidence",
+        "audit+evidence",
         "sfl",
         "smollm2-135m-qv-r8",
     )
@@ -225,6 +335,7 @@ def test_configmap_is_what_the_services_read(kit, rendered, monkeypatch) -> None
     assert aggregator.open_registration_window_s == 120
     assert str(probe.artifacts_dir) == "/var/lib/safe-fedllm/probes"
     assert str(runtime.cache_dir) == "/var/cache/safe-fedllm"
+    assert data["SAFE_FEDLLM_AUDIT_LEVEL_URL"] == AUDIT_URL
 
 
 def test_enrollment_tokens_and_admin_token_reach_the_aggregator(kit, rendered, monkeypatch) -> None:

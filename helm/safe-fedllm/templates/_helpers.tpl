@@ -62,6 +62,21 @@ app.kubernetes.io/component: {{ .component }}
 http://{{ include "safe-fedllm.probe.serveService" . }}.{{ .Release.Namespace }}.svc:{{ .Values.probeService.servePort }}
 {{- end }}
 
+{{/* The audit service: a second Serve application behind the same KubeRay Serve service, under its prefix. */}}
+{{- define "safe-fedllm.audit.url" -}}
+{{ include "safe-fedllm.probe.url" . }}{{ .Values.audit.routePrefix }}
+{{- end }}
+
+{{/* An aggregator defense that needs the audit service (audit, audit+<level>). */}}
+{{- define "safe-fedllm.audit.level" -}}
+{{- if hasPrefix "audit" .Values.aggregator.defense }}true{{ end }}
+{{- end }}
+
+{{/* Resources of one Ray worker pod: grown to audit.workerResources while the audit replicas share them. */}}
+{{- define "safe-fedllm.workerResources" -}}
+{{- toYaml (ternary .Values.audit.workerResources .Values.probeService.workers.resources .Values.audit.enabled) }}
+{{- end }}
+
 {{- define "safe-fedllm.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "safe-fedllm.fullname" .) .Values.serviceAccount.name }}

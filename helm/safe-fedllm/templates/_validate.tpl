@@ -10,6 +10,13 @@ Included once, from configmap.yaml.
 {{- fail (printf "probeService.%s.autoscaling.minReplicas (%d) must not exceed maxReplicas (%d)" $name (int $a.minReplicas) (int $a.maxReplicas)) }}
 {{- end }}
 {{- end }}
+{{- $a := .Values.audit.autoscaling }}
+{{- if and .Values.audit.enabled (gt (int $a.minReplicas) (int $a.maxReplicas)) }}
+{{- fail (printf "audit.autoscaling.minReplicas (%d) must not exceed maxReplicas (%d)" (int $a.minReplicas) (int $a.maxReplicas)) }}
+{{- end }}
+{{- if and (include "safe-fedllm.audit.level" .) (not .Values.audit.enabled) }}
+{{- fail (printf "aggregator.defense %q needs the audit service: set audit.enabled=true" .Values.aggregator.defense) }}
+{{- end }}
 {{- $w := $probe.workers }}
 {{- if gt (int $w.minReplicas) (int $w.maxReplicas) }}
 {{- fail (printf "probeService.workers.minReplicas (%d) must not exceed maxReplicas (%d)" (int $w.minReplicas) (int $w.maxReplicas)) }}
