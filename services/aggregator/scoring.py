@@ -2,7 +2,8 @@
 
 Features follow the method: step snapshots minus the round's global layer-0 B (step and client levels),
 shadow snapshots minus the fixed init's (zero) B (shadow and evidence levels). Scorers: the Serve
-DeploymentHandle inside Ray, the HTTP client from outside, or a local ONNX bank (tests, single process).
+DeploymentHandle inside Ray, the HTTP client from outside, or the probe service's in-process backend
+(services.probe_service.backends: tests, single process); all are `shared.probe_scorer.ProbeScorer`s.
 Each call has a timeout and retries with backoff; what still fails is reported as missing scores, and the
 defense's failure policy decides (see DefenseSettings.on_probe_unavailable). The audit levels also ask
 the audit service for each update's Δ harm preference vs the round's global, under the same policy.
@@ -13,21 +14,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.features import FeatureSpec
 from shared.lora_state import LoraState
+from shared.probe_scorer import ProbeScorer
 from shared.updates import ClientUpdate
+
+if TYPE_CHECKING:
+    from ray.serve.handle import DeploymentHandle
+
+    from services.audit_service.bank import AuditBank
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-
-class UpdateScorer(Protocol):
-    async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray: ...
 
 
 class ScoringPolicy(BaseModel):
@@ -54,21 +57,11 @@ class HttpScorer:
 class HandleScorer:
     """The probe deployment through a Serve DeploymentHandle (aggregator inside Ray)."""
 
-    def __init__(self, handle) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, handle: DeploymentHandle) -> None:
         self.handle = handle
 
     async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray:
         return np.asarray(await self.handle.score.remote(probe_id, features))
-
-
-class LocalScorer:
-    """ONNX Runtime in this process (single-process deployments and tests)."""
-
-    def __init__(self, bank) -> None:  # type: ignore[no-untyped-def]  # services.probe_service.scoring.ProbeBank
-        self.bank = bank
-
-    async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray:
-        return self.bank.score(probe_id, features)
 
 
 # Which snapshots of a ClientUpdate each kind of probe input is built from (kinds = Defense.inputs).
@@ -91,7 +84,7 @@ def probe_inputs(
 
 
 async def score_update(
-    scorer: UpdateScorer,
+    scorer: ProbeScorer,
     probe_id: str,
     inputs: dict[str, np.ndarray],
     policy: ScoringPolicy,
@@ -148,7 +141,7 @@ class HttpAuditor:
 class HandleAuditor:
     """The audit deployment through a Serve DeploymentHandle (aggregator inside Ray)."""
 
-    def __init__(self, handle) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, handle: DeploymentHandle) -> None:
         self.handle = handle
 
     async def audit(self, base_model: str, adapter: LoraState, reference: LoraState) -> float:
@@ -158,7 +151,7 @@ class HandleAuditor:
 class LocalAuditor:
     """The audit in this process, off the event loop (single-process deployments and tests)."""
 
-    def __init__(self, bank) -> None:  # type: ignore[no-untyped-def]  # services.audit_service.bank.AuditBank
+    def __init__(self, bank: AuditBank) -> None:
         from services.audit_service.api import InProcessBackend
 
         self.backend = InProcessBackend(bank)

@@ -14,12 +14,13 @@ from fastapi import FastAPI
 from services.aggregator.api.app import create_app
 from services.aggregator.defenses import DEFENSES
 from services.aggregator.probe_binding import bind_probe
-from services.aggregator.scoring import HttpScorer, LocalScorer, UpdateScorer
+from services.aggregator.scoring import HttpScorer
 from services.aggregator.service import AggregatorService
 from services.aggregator.settings import AggregatorSettings
-from services.aggregator.state import RedisStateStore, StateStoreError, connect
+from services.aggregator.state import RedisStateStore, connect
 from shared.config import LoraSettings
 from shared.lora_state import LoraState
+from shared.probe_scorer import ProbeScorer
 from shared.updates import decode_lora_state
 
 
@@ -33,21 +34,20 @@ def initial_adapter(model: str, lora: LoraSettings, path: Path | None) -> LoraSt
 
 
 def build_service(settings: AggregatorSettings | None = None) -> AggregatorService:
-    from services.probe_service.scoring import ProbeBank, ProbeSelector
-    from services.probe_service.settings import ProbeServiceSettings
+    from services.probe_service.backends import open_local_probe
+    from services.probe_service.scoring import ProbeSelector
 
     settings = settings or AggregatorSettings()
     store = RedisStateStore(connect(), namespace=settings.namespace)
-    scorer: UpdateScorer | None = None
+    scorer: ProbeScorer | None = None
     probe_id = spec = None
     if settings.is_level:
-        bank = ProbeBank(ProbeServiceSettings().artifacts_dir)
         lora = settings.lora
-        manifest = bank.resolve(
+        manifest, local = open_local_probe(
             ProbeSelector(settings.probe_id, settings.model, lora.r, tuple(lora.target_modules))
         )
         probe_id, spec = manifest.probe_id, manifest.feature_spec
-        scorer = HttpScorer(settings.probe_url) if settings.probe_url else LocalScorer(bank)
+        scorer = HttpScorer(settings.probe_url) if settings.probe_url else local
         defense, training = bind_probe(
             manifest,
             settings.defense_settings,
@@ -55,11 +55,10 @@ def build_service(settings: AggregatorSettings | None = None) -> AggregatorServi
             DEFENSES[settings.defense].inputs == "shadow",
         )
         settings = settings.model_copy(update={"defense_settings": defense, "training": training})
-    try:
-        _, state = store.get_global(0)
-    except StateStoreError:
-        state = initial_adapter(settings.model, settings.lora, settings.initial_adapter)
-    return AggregatorService(store, settings, state, scorer, probe_id, spec)
+    model, lora, path = settings.model, settings.lora, settings.initial_adapter
+    return AggregatorService(
+        store, settings, lambda: initial_adapter(model, lora, path), scorer, probe_id, spec
+    )
 
 
 def create_server_app() -> FastAPI:

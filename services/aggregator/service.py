@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +24,6 @@ from services.aggregator.scoring import (
     SNAPSHOTS_OF,
     HttpAuditor,
     UpdateAuditor,
-    UpdateScorer,
     audit_update,
     probe_inputs,
     score_update,
@@ -34,6 +34,7 @@ from services.aggregator.strategies import AggregationResult, make_strategy
 from services.aggregator.update_bounds import UpdateOutOfBounds, bound_update
 from shared.features import FeatureSpec
 from shared.lora_state import LoraState, LoraStateError, validate_lora_state
+from shared.probe_scorer import ProbeScorer
 from shared.updates import ClientUpdate
 
 
@@ -74,13 +75,24 @@ class RoundSummary:
 token_hash = digest
 
 
+@dataclass
+class Defended:
+    """What closing a round decided: the aggregate and, under a defense level, its per-client evidence."""
+
+    result: AggregationResult
+    factors: dict[str, float] = field(default_factory=dict)  # security factor per client
+    scores: dict[str, float | None] = field(default_factory=dict)  # mean probe score per client
+    trust: dict[str, dict] = field(default_factory=dict)  # the defense's trust state to store
+    reasons: dict[str, str] = field(default_factory=dict)  # why, per client, for the audit log
+
+
 class AggregatorService:
     def __init__(
         self,
         store: StateStore,
         settings: AggregatorSettings,
-        initial_state: LoraState,
-        scorer: UpdateScorer | None = None,
+        initial_state: LoraState | Callable[[], LoraState],
+        scorer: ProbeScorer | None = None,
         probe_id: str | None = None,
         probe_spec: FeatureSpec | None = None,
         population: list[str] | None = None,
@@ -111,10 +123,12 @@ class AggregatorService:
         rule = settings.defense_settings.aggregator if settings.is_level else settings.defense
         self.strategy = make_strategy(rule, **settings.strategy_options)
         self._scoring: dict[str, asyncio.Task] = {}
+        # Global version 0 is written here and only here: an adapter, or a factory called only when the
+        # store has none yet (a restarted aggregator skips loading the base model).
         try:
             store.get_global(0)
         except StateStoreError:
-            store.put_global(0, initial_state)
+            store.put_global(0, initial_state() if callable(initial_state) else initial_state)
         self._layout = store.get_global(0)[1]
         self.registrar = Registrar(store, settings)
         self.registrar.load_configured_tokens()
@@ -184,6 +198,14 @@ class AggregatorService:
             ],
             "missing": [c for c in record.sampled if c not in updates.values()],
         }
+
+    def trust(self) -> dict[str, dict]:
+        """Per-client trust state of the defense (for operators)."""
+        return self.store.get_trust()
+
+    def audit_log(self) -> list[AuditRecord]:
+        """Who, round, score, factor, decision and why, in order (for operators)."""
+        return self.store.audit_log()
 
     def needs_shadow(self, round_index: int, client_id: str) -> bool:
         """Whether this client must train the shadow branch this round (its task says so)."""
@@ -266,12 +288,16 @@ class AggregatorService:
     ) -> dict:
         _, global_state = await asyncio.to_thread(self.store.get_global, record.global_version)
         scores: dict = {}
+        defense = self.defense
+        assert defense is not None  # scoring starts only under a defense level
         if probe:
-            kinds = (self.defense.inputs,)  # type: ignore[union-attr]
-            inputs = probe_inputs(update, self.probe_spec, global_state, kinds)  # type: ignore[arg-type]
-            scores.update(await score_update(self.scorer, self.probe_id, inputs, self.settings.scoring))  # type: ignore[arg-type]
+            # A probed level has all three (checked in __init__).
+            assert self.probe_spec is not None and self.scorer is not None and self.probe_id is not None
+            inputs = probe_inputs(update, self.probe_spec, global_state, (defense.inputs,))
+            scores.update(await score_update(self.scorer, self.probe_id, inputs, self.settings.scoring))
         if self.auditor is not None:
-            policy = self.defense.audit.scoring  # type: ignore[union-attr]
+            assert isinstance(defense, AuditedDefense)  # an auditor is only set for an audit level
+            policy = defense.audit.scoring
             scores.update(await audit_update(self.auditor, self.settings.model, update, global_state, policy))
         await asyncio.to_thread(self.store.put_scores, record.round_index, update_id, scores)
         return scores
@@ -287,13 +313,12 @@ class AggregatorService:
         updates = [self.store.get_update(i) for i in ids]
         _, global_state = self.store.get_global(record.global_version)
         if not updates:
-            result = AggregationResult(global_state, {}, skipped=True, reason="no updates")
-            factors, scores, trust, reasons = {}, {}, {}, {}
+            outcome = Defended(AggregationResult(global_state, {}, skipped=True, reason="no updates"))
         elif self.defense is None:
-            result = self.strategy.aggregate(global_state, updates, round_index=round_index)
-            factors, scores, trust, reasons = {}, {}, {}, {}
+            outcome = Defended(self.strategy.aggregate(global_state, updates, round_index=round_index))
         else:
-            result, factors, scores, trust, reasons = await self._defend(record, ids, updates, global_state)
+            outcome = await self._defend(record, ids, updates, global_state)
+        result, factors, scores, reasons = outcome.result, outcome.factors, outcome.scores, outcome.reasons
         phase = RoundPhase.SKIPPED if result.skipped else RoundPhase.AGGREGATED
         audit = [
             AuditRecord(
@@ -310,7 +335,9 @@ class AggregatorService:
             for u in updates
         ]
         try:
-            self.store.close_round(round_index, phase, record.global_version + 1, result.state, audit, trust)
+            self.store.close_round(
+                round_index, phase, record.global_version + 1, result.state, audit, outcome.trust
+            )
         except StateStoreError as error:
             raise RoundConflict(str(error)) from error
         return RoundSummary(
@@ -326,7 +353,7 @@ class AggregatorService:
 
     async def _defend(
         self, record: RoundRecord, ids: list[str], updates: list[ClientUpdate], global_state: LoraState
-    ):  # type: ignore[no-untyped-def]
+    ) -> Defended:
         defense = self.defense
         assert defense is not None
         trust = self.store.get_trust()
@@ -356,8 +383,8 @@ class AggregatorService:
         result = defended_aggregate(
             global_state, updates, decision.factors, defense.settings, self.strategy, record.round_index
         )
-        scores = {}
+        scores: dict[str, float | None] = {}
         for update_id, update in zip(ids, updates, strict=True):
             values = stored.get(update_id, {}).get(defense.inputs)
             scores[update.client_id] = float(np.mean(values)) if values else None
-        return result, decision.factors, scores, decision.trust, decision.reasons
+        return Defended(result, decision.factors, scores, decision.trust, decision.reasons)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from probes.manifest import ProbeManifest
 from services.probe_service.errors import ProbeServiceError, ScorerUnavailable
-from services.probe_service.scoring import ProbeBank
+from services.probe_service.scoring import ProbeBank, ProbeSelector
+from services.probe_service.settings import ProbeServiceSettings
+from shared.probe_scorer import ProbeScorer
+
+if TYPE_CHECKING:
+    from ray.serve.handle import DeploymentHandle
 
 
-class ScoringBackend(Protocol):
-    async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray: ...
-
+class ScoringBackend(ProbeScorer, Protocol):
     async def ready(self) -> bool: ...
 
 
@@ -29,10 +34,19 @@ class InProcessBackend:
         return bool(self.bank.manifests())
 
 
+def open_local_probe(
+    selector: ProbeSelector, artifacts_dir: Path | None = None
+) -> tuple[ProbeManifest, InProcessBackend]:
+    """The probe the selector picks from the registry (SAFE_FEDLLM_PROBE_ARTIFACTS_DIR by default) and a
+    scorer over that registry in this process: how other services use probes without the service."""
+    bank = ProbeBank(artifacts_dir or ProbeServiceSettings().artifacts_dir)
+    return bank.resolve(selector), InProcessBackend(bank)
+
+
 class ServeBackend:
     """Scores on the `ProbeScorer` deployment, whose replicas batch concurrent calls."""
 
-    def __init__(self, handle) -> None:  # type: ignore[no-untyped-def]  # ray.serve DeploymentHandle
+    def __init__(self, handle: DeploymentHandle) -> None:
         self.handle = handle
 
     async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray:

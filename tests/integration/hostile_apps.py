@@ -15,7 +15,6 @@ import uvicorn
 from fastapi import FastAPI
 
 from probes.artifact import export_linear_probe
-from services.aggregator.scoring import LocalScorer
 from services.aggregator.service import AggregatorService
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.state import RedisStateStore
@@ -83,7 +82,9 @@ def aggregator_service(root: Path, redis_client, settings: AggregatorSettings) -
     bank = ProbeBank(root)
     manifest = bank.manifest(PROBE_ID)
     store = RedisStateStore(redis_client, namespace=f"fuzz{time.monotonic_ns()}")
-    return AggregatorService(store, settings, adapter(), LocalScorer(bank), PROBE_ID, manifest.feature_spec)
+    return AggregatorService(
+        store, settings, adapter(), InProcessBackend(bank), PROBE_ID, manifest.feature_spec
+    )
 
 
 class ServerThread:

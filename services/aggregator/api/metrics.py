@@ -12,7 +12,7 @@ import time
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from services.aggregator.scoring import UpdateScorer
+from shared.probe_scorer import ProbeScorer
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0)
 
@@ -58,9 +58,9 @@ class AggregatorMetrics:
 
 
 class TimedScorer:
-    """An UpdateScorer that records each call's latency and outcome."""
+    """A ProbeScorer that records each call's latency and outcome."""
 
-    def __init__(self, scorer: UpdateScorer, metrics: AggregatorMetrics) -> None:
+    def __init__(self, scorer: ProbeScorer, metrics: AggregatorMetrics) -> None:
         self.scorer, self.metrics = scorer, metrics
 
     async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray:

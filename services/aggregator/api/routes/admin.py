@@ -1,7 +1,8 @@
 """Operator endpoints (admin bearer token): rounds, enrollment tokens, trust, audit log, global adapters.
 
-Routes that only touch the store are plain functions: FastAPI runs them in its worker threads, so Redis
-round trips and adapter decoding never block the event loop that serves the clients.
+Routes go through the AggregatorService, never the store. Those without async work are plain functions:
+FastAPI runs them in its worker threads, so Redis round trips and adapter decoding never block the event
+loop that serves the clients.
 """
 
 from __future__ import annotations
@@ -72,12 +73,12 @@ def round_status(round_index: RoundIndex, service: Service) -> dict:
 
 @router.get("/trust", summary="Per-client trust state of the defense")
 def trust(service: Service) -> dict[str, dict]:
-    return service.store.get_trust()
+    return service.trust()
 
 
 @router.get("/audit", summary="The audit log: who, round, score, factor, decision, why")
 def audit(service: Service) -> list[dict]:
-    return [asdict(a) for a in service.store.audit_log()]
+    return [asdict(a) for a in service.audit_log()]
 
 
 @router.get(
