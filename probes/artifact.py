@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -22,6 +23,9 @@ from pydantic import ValidationError
 from probes.manifest import MANIFEST_SCHEMA_VERSION, ProbeManifest
 from shared.config import LoraSettings
 from shared.features import FeatureSpec
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 MODEL_FILE, MANIFEST_FILE = "model.onnx", "manifest.json"
 INPUT_NAME, OUTPUT_NAME = "features", "probability"
@@ -131,7 +135,7 @@ class LoadedProbe:
     def probe_id(self) -> str:
         return self.manifest.probe_id
 
-    def session(self, intra_op_threads: int = 1):  # type: ignore[no-untyped-def]
+    def session(self, intra_op_threads: int = 1) -> ort.InferenceSession:
         import onnxruntime as ort
 
         options = ort.SessionOptions()

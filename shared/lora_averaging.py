@@ -23,7 +23,7 @@ def stack_states(states: Sequence[LoraState], reference: LoraState) -> dict[str,
     }
 
 
-def normalised_weights(weights: Sequence[float]) -> np.ndarray:
+def normalised_weights(weights: Sequence[float] | np.ndarray) -> np.ndarray:
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim != 1 or np.any(~np.isfinite(w)) or np.any(w < 0):
         raise ValueError(f"aggregation weights must be finite and non-negative, got {weights}")
@@ -33,6 +33,6 @@ def normalised_weights(weights: Sequence[float]) -> np.ndarray:
     return w / total
 
 
-def weighted_mean(stacked: Mapping[str, np.ndarray], weights: Sequence[float]) -> LoraState:
+def weighted_mean(stacked: Mapping[str, np.ndarray], weights: Sequence[float] | np.ndarray) -> LoraState:
     w = normalised_weights(weights)
     return {key: np.tensordot(w, values, axes=1).astype(np.float32) for key, values in stacked.items()}

@@ -19,7 +19,12 @@ from shared.bounded_json import JsonError
 from shared.bounded_json import loads as bounded_loads
 
 # safetensors dtype -> numpy dtype; BF16 is widened to float32 on read (numpy has no bfloat16).
-_FLOAT_DTYPES = {"F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": None}
+_FLOAT_DTYPES: dict[str, np.dtype | None] = {
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": None,
+}
 _OTHER_DTYPES = {"I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64", "BOOL", "F8_E4M3", "F8_E5M2"}
 MAX_HEADER_BYTES = 16 * 1024 * 1024  # an SmolLM2 adapter's header is ~40 KB
 _MAX_HEADER_DEPTH = 3  # {name: {"shape": [...]}}
@@ -158,7 +163,8 @@ def _check_entry(name: str, entry: object, data_len: int) -> None:
             f"{name!r}: data offsets {str(offsets)[:64]} fall outside the {data_len}-byte data section "
             "(truncated?)"
         )
-    itemsize = 2 if dtype == "BF16" else _FLOAT_DTYPES[dtype].itemsize  # type: ignore[union-attr]
+    float_dtype = _FLOAT_DTYPES[dtype]
+    itemsize = 2 if float_dtype is None else float_dtype.itemsize  # None: BF16
     expected = itemsize
     for d in shape:  # Python ints: a product of huge dimensions cannot wrap around
         expected *= d

@@ -48,7 +48,7 @@ def selector_from_params(params: Mapping[str, str]) -> ProbeSelector:
     try:
         lora_r = int(r) if r else None
     except ValueError as error:
-        raise InvalidUpdate(f"r={r[:32]!r} is not an integer") from error
+        raise InvalidUpdate(f"r={str(r)[:32]!r} is not an integer") from error
     if lora_r is not None and lora_r < 1:
         raise InvalidUpdate(f"r={lora_r} must be a positive integer")
     return ProbeSelector(

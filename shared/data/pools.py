@@ -60,7 +60,9 @@ class Pool:
     benign_prompts: tuple[str, ...] = ()  # prompt-only benign sets (evaluation)
 
     def instructions(self) -> set[str]:
-        texts = [x.instruction for x in (*self.harmful, *self.helpful, *self.alpaca, *self.dolly)]
+        texts = [x.instruction for x in self.harmful] + [
+            x.instruction for x in (*self.helpful, *self.alpaca, *self.dolly)
+        ]
         return {normalise_instruction(t) for t in (*texts, *self.harmful_prompts, *self.benign_prompts)}
 
     def counts(self) -> dict[str, int]:
@@ -123,7 +125,8 @@ def build_pools(data_dir: Path, sizes: PoolSizes | None = None) -> DataPools:
     }
     split: dict[str, dict[str, list]] = {name: {} for name in POOL_NAMES}
     for source, load in loaders.items():
-        parts = _split(load(data_dir), getattr(sizes, source), rng)
+        # mypy cannot bind the constrained _T to a union of sequences; each loader returns one kind.
+        parts = _split(load(data_dir), getattr(sizes, source), rng)  # type: ignore[type-var]
         for pool_name, part in zip(POOL_NAMES, parts, strict=True):
             split[pool_name][source] = part
 
@@ -142,7 +145,7 @@ def build_pools(data_dir: Path, sizes: PoolSizes | None = None) -> DataPools:
             if pool_name == "evaluation"
             else {}
         )
-        pools[pool_name] = Pool(name=pool_name, **kept, **extra)
+        pools[pool_name] = Pool(name=pool_name, **kept, **extra)  # type: ignore[arg-type]  # keys are fields
         claimed |= pools[pool_name].instructions()
     return DataPools(**pools, root=_root_pool(data_dir, claimed, sizes), sizes=sizes)
 

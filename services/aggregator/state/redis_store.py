@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 
@@ -88,7 +88,7 @@ def _reports_unavailable(method: _Method) -> _Method:
         except UNAVAILABLE as error:
             raise StoreUnavailable(f"state store unavailable: {type(error).__name__}") from error
 
-    return wrapper  # type: ignore[return-value]
+    return cast(_Method, wrapper)
 
 
 def connect(url: str | None = None) -> redis.Redis:

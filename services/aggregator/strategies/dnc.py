@@ -67,7 +67,8 @@ class DnC(Strategy):
     ) -> AggregationResult:
         deltas, layout = client_deltas(global_state, updates)
         removed = min(int(self.filter_fraction * self.num_attackers), len(updates) - 1)
-        rng = round_rng(self.seed, round_index)  # type: ignore[arg-type]
+        assert round_index is not None  # randomised: Strategy.aggregate requires it
+        rng = round_rng(self.seed, round_index)
         kept = dnc_kept(deltas, removed, self.subsample, self.iterations, rng)
         reason = "" if kept else "every update was marked: kept all"
         selected = kept or list(range(len(updates)))

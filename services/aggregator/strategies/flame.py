@@ -92,7 +92,8 @@ class Flame(Strategy):
         kept = largest_cluster(vectors, self.clustering)
         bound = float(np.median(np.linalg.norm(deltas, axis=1)))
         delta = clip_to(deltas[kept], bound).mean(axis=0)
-        rng = round_rng(self.seed, round_index)  # type: ignore[arg-type]
+        assert round_index is not None  # randomised: Strategy.aggregate requires it
+        rng = round_rng(self.seed, round_index)
         delta = delta + rng.normal(0.0, self.noise_factor * bound, size=delta.shape)
         return AggregationResult(
             apply_delta(global_state, layout, delta),

@@ -27,7 +27,7 @@ def geometric_median(
         distances = np.maximum(np.linalg.norm(points - z, axis=1), eps)
         beta = weights / distances
         new = beta @ points / beta.sum()
-        if np.linalg.norm(new - z) <= eps * max(1.0, np.linalg.norm(z)):
+        if np.linalg.norm(new - z) <= eps * max(1.0, float(np.linalg.norm(z))):
             z = new
             break
         z = new

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
@@ -39,7 +39,7 @@ async def read_multipart(request: Request, body: bytes, max_files: int) -> dict[
     if b"--" + boundary + b"--" not in body[-len(boundary) - 64 :]:
         raise InvalidUpdate("multipart body is truncated: its closing boundary is missing")
 
-    async def stream() -> AsyncIterator[bytes]:
+    async def stream() -> AsyncGenerator[bytes, None]:
         yield body
 
     parser = _InMemoryParser(request.headers, stream(), max_files=max_files, max_fields=32)

@@ -18,6 +18,7 @@ from services.aggregator.api.deps import ClientId, Service
 from services.aggregator.api.errors import CLIENT_AUTH, UNAVAILABLE, errors
 from services.aggregator.registration import RegistrationError
 from services.aggregator.service import AggregatorError, InvalidSubmission
+from services.aggregator.state import RoundRecord
 from services.aggregator.update_bounds import max_num_samples
 from shared.lora_state import LoraStateError
 from shared.updates import ClientUpdate, decode_lora_state, decode_snapshots
@@ -188,7 +189,7 @@ async def _accept(
     batch_size: int,
     train_loss: float | None,
 ) -> tuple[str, bool]:
-    def decode_and_store():  # type: ignore[no-untyped-def]  # CPU (parse, hash) and Redis: off the loop
+    def decode_and_store() -> tuple[str, bool, RoundRecord, ClientUpdate]:  # CPU and Redis: off the loop
         update = _decode(service, client_id, round_index, blobs, num_samples, batch_size, train_loss)
         return service.accept(update)
 
@@ -208,7 +209,9 @@ def _decode(
     train_loss: float | None,
 ) -> ClientUpdate:
     try:
-        lora_state = decode_lora_state(blobs[0])  # type: ignore[arg-type]
+        adapter = blobs[0]
+        assert adapter is not None  # the route requires the adapter part
+        lora_state = decode_lora_state(adapter)
         decoded = decode_snapshots(blobs[1]) if blobs[1] is not None else {}
     except LoraStateError as error:
         raise InvalidSubmission(str(error)) from error

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -70,7 +70,7 @@ _REQUEST_BODY = {
         "application/json": {"schema": SnapshotRequest.model_json_schema()},
     },
 }
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Unknown probe, or none for this base model / LoRA shape"},
     413: {"model": ErrorResponse, "description": "Body over the limit, or too many updates"},
     415: {"model": ErrorResponse, "description": "Content type not multipart, safetensors or JSON"},
@@ -170,17 +170,20 @@ async def _parse_multipart(
 ) -> ScoreInput:
     fields = await read_multipart(request, body, max_files)
     for name in SELECTOR_FIELDS:
-        if name in fields and isinstance(fields[name][0], str):
-            params.setdefault(name, fields[name][0])
+        if name in fields and isinstance(value := fields[name][0], str):
+            params.setdefault(name, value)
     adapters = fields.get("adapter", [])
     if not adapters:
         raise InvalidUpdate("multipart body needs a file part 'adapter' (adapter_model.safetensors)")
-    files = {name: values for name, values in fields.items() if name in ("adapter", "config", "reference")}
-    for name, values in files.items():
-        if not all(isinstance(v, bytes) for v in values):
-            raise InvalidUpdate(f"part {name!r} must be a file, not a form field")
+    files: dict[str, list[bytes]] = {}
+    for name, values in fields.items():
+        if name in ("adapter", "config", "reference"):
+            blobs = [v for v in values if isinstance(v, bytes)]
+            if len(blobs) != len(values):
+                raise InvalidUpdate(f"part {name!r} must be a file, not a form field")
+            files[name] = blobs
     selector = selector_from_params(params)
     if "config" in files:
-        selector = selector_from_adapter_config(files["config"][0], selector)  # type: ignore[arg-type]
+        selector = selector_from_adapter_config(files["config"][0], selector)
     reference = files["reference"][0] if "reference" in files else None
-    return ScoreInput(selector, adapters=list(adapters), reference=reference)  # type: ignore[arg-type]
+    return ScoreInput(selector, adapters=files["adapter"], reference=reference)
