@@ -148,7 +148,7 @@ def e3_main(
     )
     if quick:
         _prepare_quick(probe_registry)
-        seed, malicious_ratio, defense = [7], [0.5], defense or ["fedavg", "shadow", "median"]
+        seed, malicious_ratio, defense = [7], [0.5], defense or ["fedavg", "shadow"]
     defenses = defense or list(module.DEFENSES)
     path = _output("e3_main", output, quick)
     configs = module.configurations(federation.config(progress), seed, malicious_ratio, defenses, progress)
@@ -183,7 +183,7 @@ def e4_ratio(
     )
     if quick:
         _prepare_quick(probe_registry)
-        seed, malicious_ratio, defense = [7], [0.25, 0.75], defense or ["fedavg", "shadow"]
+        seed, malicious_ratio, defense = [7], [0.75], defense or ["fedavg", "shadow"]
     defenses = defense or list(module.DEFENSES)
     path = _output("e4_ratio", output, quick)
     configs = module.configurations(federation.config(progress), seed, malicious_ratio, defenses, progress)
@@ -226,7 +226,7 @@ def e6_adaptive(
     if quick:
         _prepare_quick(probe_registry)
         seed, defense = [7], defense or ["fedavg", "shadow"]
-        attack = attack or ["freeze_probe_layer", "scaling", "probe_penalty"]
+        attack = attack or ["freeze_probe_layer", "probe_penalty"]  # the probe-aware ones
     unknown = sorted(set(attack) - set(ATTACKS))
     if unknown:
         raise typer.BadParameter(f"unknown attacks {unknown}; available: {', '.join(ATTACKS)}")

@@ -72,7 +72,6 @@ def test_e3_defended_run_is_closer_to_clean_than_attacked_fedavg_and_resumes(qui
         ("fedavg", 0.0),
         ("fedavg", 0.5),
         ("shadow", 0.5),
-        ("median", 0.5),
     ]
     for row in rows:
         assert all(field in row for field in ROW_FIELDS), sorted(row)
@@ -110,8 +109,8 @@ def test_e6_adaptive_attacks_run_through_the_client_path_and_still_harm(quick):
     result = run("e6_adaptive", quick)
     outcomes = result["outcomes"]
     attacks = {o["attack"] for o in outcomes}
-    assert attacks == {"freeze_probe_layer", "scaling (x3)", "probe_penalty (lambda 1)"}
+    assert attacks == {"freeze_probe_layer", "probe_penalty (lambda 1)"}
     assert {o["defense"] for o in outcomes} == {"fedavg", "shadow"}
-    assert all(result["checks"].values()) and len(result["checks"]) == 3
+    assert all(result["checks"].values()) and len(result["checks"]) == 2
     shadow = [o for o in outcomes if o["defense"] == "shadow"]
     assert all(o["malicious_mean_factor"] is not None for o in shadow)
