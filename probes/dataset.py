@@ -340,5 +340,5 @@ def _checkpoint(path: Path, config: ProbeDatasetConfig, done: dict[int, dict[str
         if "all" in parts:
             arrays[f"a{i}"] = parts["all"]
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub reads ** as its allow_pickle
     tmp.replace(path)

@@ -205,7 +205,7 @@ def _unseen_source_rows(
     fpr: float,
     min_step: int,
 ) -> list[dict]:
-    rows = []
+    rows: list[dict] = []
     harmful = sorted(set(dataset.source[(dataset.labels == 1) & (dataset.role == "train")].tolist()))
     if len(harmful) < 2:
         return rows

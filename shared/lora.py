@@ -49,5 +49,6 @@ def set_lora_state(peft_model: PeftModel, state: Mapping[str, np.ndarray]) -> No
         key: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)) for key, value in state.items()
     }
     result = set_peft_model_state_dict(peft_model, tensors)
-    if result.unexpected_keys:
-        raise LoraStateError(f"PEFT did not accept keys {result.unexpected_keys[:3]}")
+    unexpected: list[str] = result.unexpected_keys  # type: ignore[attr-defined]  # PEFT's stub: namedtuple?
+    if unexpected:
+        raise LoraStateError(f"PEFT did not accept keys {unexpected[:3]}")

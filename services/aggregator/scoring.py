@@ -96,6 +96,7 @@ async def score_update(
     scores, error = await call_with_policy(lambda: scorer.score(probe_id, rows), policy, "probe scoring")
     if error is not None:
         return {"error": error}
+    assert scores is not None  # no error: the call returned
     out, offset = {}, 0
     for kind, block in inputs.items():
         out[kind] = [float(p) for p in scores[offset : offset + len(block)]]
@@ -173,4 +174,7 @@ async def audit_update(
     score, error = await call_with_policy(
         lambda: auditor.audit(base_model, update.lora_state, global_state), policy, "audit"
     )
-    return {"audit_error": error} if error is not None else {"audit": [float(score)]}
+    if error is not None:
+        return {"audit_error": error}
+    assert score is not None  # no error: the call returned
+    return {"audit": [float(score)]}

@@ -19,6 +19,6 @@ def aggregator(
     from services.aggregator.settings import AggregatorSettings
 
     overrides = {k: v for k, v in {"defense": defense, "probe_url": probe_url}.items() if v is not None}
-    service = build_service(AggregatorSettings(**overrides))
+    service = build_service(AggregatorSettings(**overrides))  # type: ignore[arg-type]  # parsed by pydantic
     typer.echo(f"aggregator ({service.settings.defense}) on http://{host}:{port}  (docs: /docs)")
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning")

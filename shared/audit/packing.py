@@ -87,13 +87,14 @@ def packed_log_probs(
     out: list[tuple[np.ndarray, np.ndarray]] = []
     for start in range(0, len(canaries), batch_size):
         batch = collate_packed(canaries[start : start + batch_size], pad_token_id)
-        hidden = causal_lm.model(
+        hidden = causal_lm.model(  # type: ignore[operator]  # transformers types submodules as Tensor | Module
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
         ).last_hidden_state
         for row, (predictors, targets) in enumerate(zip(batch.predictors, batch.targets, strict=True)):
             positions = torch.from_numpy(np.concatenate(predictors))
             ids = torch.from_numpy(np.concatenate(targets))
-            log_probs = torch.log_softmax(causal_lm.lm_head(hidden[row, positions]).float(), dim=-1)
+            logits = causal_lm.lm_head(hidden[row, positions])  # type: ignore[operator]  # as above
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
             picked = log_probs.gather(-1, ids.unsqueeze(-1)).squeeze(-1).double().numpy()
             out.append((picked[: len(targets[0])], picked[len(targets[0]) :]))
     return out

@@ -14,11 +14,13 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel
 
 from shared.config import LoraSettings, LrSchedule, runtime_settings
 from shared.data.pools import build_pools
@@ -94,6 +96,8 @@ def train_alignment(
     answers = [tokenize_sft(tokenizer, x.instruction, x.response, config.max_seq_len) for x in train_helpful]
 
     peft_model = attach_lora(loaded.model, config.lora)
+    # The evaluation takes a causal LM; PeftModel forwards generate() and forward() to its base.
+    evaluated = cast(PreTrainedModel, peft_model)
     previous_stages: list[dict] = []
     if resume_from is not None:
         # A further stage on top of an earlier adapter (e.g. a helpful-heavy stage against over-refusal).
@@ -108,10 +112,10 @@ def train_alignment(
         point = {
             "step": step,
             "refusal_rate": harmless_rate(
-                peft_model, tokenizer, [p.instruction for p in held_harmful], curve_settings
+                evaluated, tokenizer, [p.instruction for p in held_harmful], curve_settings
             ),
             "over_refusal_rate": over_refusal_rate(
-                peft_model, tokenizer, [x.instruction for x in held_helpful], curve_settings
+                evaluated, tokenizer, [x.instruction for x in held_helpful], curve_settings
             ),
         }
         curve.append(point)
@@ -138,10 +142,10 @@ def train_alignment(
     target = output_dir or alignment_adapter_dir(model_name)
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    peft_model.save_pretrained(tmp, safe_serialization=True)
+    peft_model.save_pretrained(str(tmp), safe_serialization=True)
     (tmp / "README.md").unlink(missing_ok=True)
 
-    final = evaluate_model(peft_model, tokenizer, pools.evaluation, eval_settings)
+    final = evaluate_model(evaluated, tokenizer, pools.evaluation, eval_settings)
     report = {
         "command": command,
         "previous_stages": previous_stages,

@@ -97,7 +97,7 @@ def _fingerprint(name: str, model: LlamaForCausalLM, adapter_dir: Path | None) -
     digest = hashlib.sha256(name.encode())
     digest.update(json.dumps(model.config.to_diff_dict(), sort_keys=True, default=str).encode())
     # A cheap, stable content sample: rows of the embedding matrix identify the checkpoint.
-    embed = model.get_input_embeddings().weight.detach()
+    embed = model.get_input_embeddings().weight.detach()  # type: ignore[operator]  # a Module's Parameter
     digest.update(embed[:: max(1, embed.shape[0] // 256)].to(torch.float32).numpy().tobytes())
     if adapter_dir is not None:
         digest.update((adapter_dir / "adapter_model.safetensors").read_bytes())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -23,7 +24,17 @@ from shared.data.refusal_targets import refusal_target
 from shared.prompting import collate, tokenize_sft
 
 TINY_INIT_SEED = 1234
-PRESTAGE = {"steps": 300, "batch_size": 16, "max_seq_len": 64, "lr": 3e-3, "version": 1}
+
+
+class _Prestage(TypedDict):
+    steps: int
+    batch_size: int
+    max_seq_len: int
+    lr: float
+    version: int
+
+
+PRESTAGE: _Prestage = {"steps": 300, "batch_size": 16, "max_seq_len": 64, "lr": 3e-3, "version": 1}
 
 
 def tiny_config(tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:

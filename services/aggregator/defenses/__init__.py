@@ -13,9 +13,8 @@ from services.aggregator.defenses.gate import gated_fedavg
 from services.aggregator.defenses.shadow_level import ShadowLevel
 from services.aggregator.defenses.step_level import StepLevel
 
-DEFENSES: dict[str, type[Defense]] = {
-    cls.name: cls for cls in (StepLevel, ClientLevel, ShadowLevel, EvidenceLevel, *AUDIT_LEVELS)
-}
+_LEVELS: tuple[type[Defense], ...] = (StepLevel, ClientLevel, ShadowLevel, EvidenceLevel, *AUDIT_LEVELS)
+DEFENSES: dict[str, type[Defense]] = {cls.name: cls for cls in _LEVELS}
 
 
 def make_defense(name: str, settings: DefenseSettings | None = None) -> Defense:

@@ -8,6 +8,7 @@ without the overhead of BaseHTTPMiddleware.
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -60,8 +61,15 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
 
+class HttpMetrics(Protocol):
+    """What the middleware records into (the probe service's and the aggregator's metrics both have it)."""
+
+    requests: Counter
+    latency: Histogram
+
+
 class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
         self.app, self.metrics = app, metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

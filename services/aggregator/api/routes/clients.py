@@ -103,15 +103,20 @@ def task(client_id: ClientId, service: Service) -> Task:
         "oversized_updates": settings.oversized_updates,
     }
     if record is None:
-        return Task(round_index=None, phase=None, sampled=False, global_version=None, lr=None, **limits)
-    return Task(
-        round_index=record.round_index,
-        phase=record.phase.value,
-        sampled=client_id in record.sampled,
-        global_version=record.global_version,
-        lr=record.lr,
-        **limits,
-        shadow=client_id in record.sampled and service.needs_shadow(record.round_index, client_id),
+        return Task.model_validate(
+            {"round_index": None, "phase": None, "sampled": False, "global_version": None, "lr": None}
+            | limits
+        )
+    return Task.model_validate(
+        {
+            "round_index": record.round_index,
+            "phase": record.phase.value,
+            "sampled": client_id in record.sampled,
+            "global_version": record.global_version,
+            "lr": record.lr,
+            "shadow": client_id in record.sampled and service.needs_shadow(record.round_index, client_id),
+            **limits,
+        }
     )
 
 
@@ -224,5 +229,5 @@ def _decode(
         b_keys=list(spec.keys) if spec is not None else [],
         train_loss=train_loss if train_loss is not None and math.isfinite(train_loss) else float("nan"),
         batch_size=batch_size,
-        **decoded,
+        **decoded,  # type: ignore[arg-type]  # the snapshot fields decode_snapshots found
     )
