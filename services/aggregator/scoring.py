@@ -47,6 +47,7 @@ class HttpScorer:
     def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
         from services.probe_service.client import AsyncProbeServiceClient, RetryPolicy
 
+        # One attempt per call: the aggregator's ScoringPolicy (call_with_policy) is the only retry policy.
         self.client = AsyncProbeServiceClient(base_url, timeout_s, retry=RetryPolicy(attempts=1))
 
     async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray:
