@@ -4,6 +4,8 @@ the probe service on Serve scoring with a tiny probe built by the project's pipe
 Each checks its qualitative effect from its own run, never against a stored number."""
 
 import json
+import sys
+from unittest.mock import patch
 
 import pytest
 
@@ -58,7 +60,9 @@ def monkeypatch_module():
 def run(name: str, root, *extra: str) -> dict:
     output = root / f"{name}.json"
     args = ["experiment", name, "--quick", "--no-progress", "--probe-registry", str(root / "probes")]
-    result = CliRunner().invoke(app, [*args, "--output", str(output), *extra])
+    argv = [*args, "--output", str(output), *extra]
+    with patch.object(sys, "argv", ["safe-fedllm", *argv]):  # what the result records as its command
+        result = CliRunner().invoke(app, argv)
     assert result.exit_code == 0, (result.output, result.exception)
     return json.loads(output.read_text())
 
