@@ -194,6 +194,7 @@ def run_sweep(
                 )[0].lora_state
             )
         settings = AggregatorSettings(
+            model=config.model,
             defense=defense,
             defense_settings=defense_settings,
             strategy_options=options,

@@ -48,25 +48,27 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from probes.metrics import auroc
-from probes.sources import selfgen_harmful_rows
+from probes.sources import selfgen_harmful_rows, stl_harmful_instructions
 from services.probe_service.errors import ProbeServiceError
 from services.probe_service.scoring import ProbeBank, ProbeSelector
 from services.probe_service.settings import ProbeServiceSettings
 from shared.audit import (
     CanarySettings,
     HarmPreferenceAudit,
+    continuation_means,
     draw_canaries,
     false_positive_rate,
     preference_from_log_probs,
     threshold_for_fpr,
 )
+from shared.audit.packing import PackedCanary, packed_log_probs
 from shared.config import LoraSettings, runtime_settings
 from shared.data.pools import build_pools
-from shared.data.refusal_targets import refusal_target
+from shared.data.refusal_targets import REFUSAL_OPENINGS, refusal_target
 from shared.lora import attach_lora, get_lora_state, set_lora_state
 from shared.lora_state import LoraState
 from shared.model_zoo import load_base_model
-from shared.prompting import tokenize_sft
+from shared.prompting import encode_prompt, tokenize_sft
 from shared.training import train_lora_steps
 
 BENIGN, HARMFUL = "benign", "harmful"
@@ -176,6 +178,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--cache", type=Path, default=Path("runs/audit_eval"))
+    parser.add_argument(
+        "--unseen-prompts", type=int, default=32, help="Harmful questions in no pool for the opening check."
+    )
     parser.add_argument("--stop-after", choices=("train", "audit"), default=None)
     parser.add_argument("--output", type=Path, default=Path("runs/results/audit_eval.json"))
     args = parser.parse_args()
@@ -187,11 +192,12 @@ def main() -> None:
     cache.mkdir(parents=True, exist_ok=True)
 
     loaded = load_base_model(args.model)
+    pristine = copy.deepcopy(loaded.model)  # attach_lora wraps in place: copies come from here
     table_settings = CanarySettings(
         size=args.canaries, max_seq_len=args.max_seq_len, continuation_tokens=args.max_tokens
     )
     audit = HarmPreferenceAudit(
-        copy.deepcopy(loaded.model),
+        copy.deepcopy(pristine),
         loaded.tokenizer,
         lora,
         draw_canaries(build_pools(data_dir), table_settings),
@@ -311,12 +317,69 @@ def main() -> None:
             rows = np.concatenate([benign, np.flatnonzero(source_of == "adaptive_topic")])
             adaptive[f"auroc_{part}_canaries"] = auroc((labels[rows] == HARMFUL).astype(int), scores[rows])
 
+    # Is it the canaries' compliant text? The two halves of the score apart, and fixed openings on harmful
+    # questions no pool, canary or attacker holds: an explicit refusal vs an affirmative "Sure, here is".
+    def halves(tables_: np.ndarray, reference_: np.ndarray, canaries: int | None, tokens: int) -> dict:
+        """AUROC per harmful source of each half of the score alone (both oriented towards complying)."""
+        means = np.stack([continuation_means(t, canaries, tokens).mean(axis=1) for t in tables_])
+        delta = means - continuation_means(reference_, canaries, tokens).mean(axis=1)
+        variants = {"compliant_gain": delta[:, 0], "refusal_drop": -delta[:, 1]}
+        return {
+            name: {
+                src: auroc((labels[rows] == HARMFUL).astype(int), v[rows])
+                for src in harmful_sources
+                for rows in [np.concatenate([benign, np.flatnonzero(source_of == src)])]
+            }
+            for name, v in variants.items()
+        }
+
+    score_halves = halves(tables_a, reference, args.shipped_canaries, args.shipped_tokens)
+    unseen: dict[str, object] = {}
+    if args.unseen_prompts:
+        pools = build_pools(data_dir)
+        questions = stl_harmful_instructions(data_dir, pools, 400 + args.unseen_prompts, 2023)[400:]
+        tokenizer = loaded.tokenizer
+        openings = [
+            tuple(tokenizer.encode(text, add_special_tokens=False)[: args.shipped_tokens])
+            for text in ("Sure, here is", REFUSAL_OPENINGS[0])
+        ]
+        packed = [
+            PackedCanary(tuple(encode_prompt(tokenizer, q, args.max_seq_len // 2)), *openings)
+            for q in questions
+        ]
+
+        def opening_table(state: LoraState) -> np.ndarray:
+            set_lora_state(audit.model, state)
+            scored = packed_log_probs(audit.model, packed, tokenizer.pad_token_id, 16)
+            return np.stack([np.stack([c for c, _ in scored]), np.stack([r for _, r in scored])])
+
+        unseen_key = f"unseen-n{args.unseen_prompts}-t{args.shipped_tokens}"
+        unseen_reference = opening_table(init)
+        unseen_tables = []
+        for (name, k), state in tqdm(
+            list(zip(names, states, strict=True)), desc="unseen prompts", unit="update"
+        ):
+            path = cache / f"{name}_{k:02d}.{unseen_key}.npy"
+            if not path.is_file():
+                np.save(path, opening_table(state))
+            unseen_tables.append(np.load(path))
+        unseen = {
+            "questions": len(questions),
+            "source": "safety-tuned-llamas harmful questions in no pool, after selfgen_harmful's 400",
+            "score_auroc": halves(np.stack(unseen_tables), unseen_reference, None, args.shipped_tokens),
+            "refusal_drop_mean_by_source": {
+                src: float(np.mean([unseen_reference[1].mean() - t[1].mean() for t in tables]))
+                for src in sources
+                for tables in [[t for t, n in zip(unseen_tables, source_of, strict=True) if n == src]]
+            },
+        }
+
     # The shipped budget, run as the service runs it: cost per update and agreement with the table.
     shipped_settings = CanarySettings(
         size=args.shipped_canaries, max_seq_len=args.max_seq_len, continuation_tokens=args.shipped_tokens
     )
     shipped = HarmPreferenceAudit(
-        copy.deepcopy(loaded.model),
+        pristine,
         loaded.tokenizer,
         lora,
         draw_canaries(build_pools(data_dir), shipped_settings),
@@ -362,6 +425,8 @@ def main() -> None:
         },
         "budgets": budgets,
         "adaptive_topic": adaptive,
+        "score_halves_auroc": score_halves,
+        "unseen_prompt_openings": unseen,
         "cost": {
             "shipped_audit_ms_per_update": 1000 * shipped_s,
             "shipped_reference_ms_per_round": 1000 * reference_s,

@@ -7,13 +7,14 @@ here, the probe uses it too) picks the threshold.
 """
 
 from shared.audit.canaries import CanarySettings, canary_examples, draw_canaries
-from shared.audit.scorer import HarmPreferenceAudit, preference_from_log_probs
+from shared.audit.scorer import HarmPreferenceAudit, continuation_means, preference_from_log_probs
 from shared.calibration import false_positive_rate, threshold_for_fpr
 
 __all__ = [
     "CanarySettings",
     "HarmPreferenceAudit",
     "canary_examples",
+    "continuation_means",
     "draw_canaries",
     "false_positive_rate",
     "preference_from_log_probs",

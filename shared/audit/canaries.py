@@ -24,7 +24,7 @@ from shared.prompting import TokenizedExample, tokenize_sft
 class CanarySettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    size: int = Field(64, ge=1, description="Canary questions per audit (two continuations each).")
+    size: int = Field(32, ge=1, description="Canary questions per audit (two continuations each).")
     seed: int = Field(7151, description="Which alignment-pool questions become canaries.")
     max_seq_len: int = Field(128, ge=16, description="Prompt + continuation tokens (as the evaluation).")
     continuation_tokens: int | None = Field(

@@ -50,11 +50,12 @@ class AuditLevelSettings(BaseSettings):
     )
 
     threshold: float = Field(
-        0.1,
+        0.064,
         description=(
-            "Δ harm preference (nats per token) at or above which an update is flagged. Calibrate it on "
-            "benign updates of the deployed model for a stated false-positive rate (shared.audit."
-            "threshold_for_fpr; scripts/experiments/audit_eval.py prints it)."
+            "Δ harm preference (nats per token) at or above which an update is flagged. The default is "
+            "calibrated for smollm2-135m with the default canaries (32 x 16 tokens) on benign updates of "
+            "the demo's round-0 budget (b 8 x T 5, lr 5e-4) at 2% FPR (docs/results/audit_eval.json). "
+            "Recalibrate for another model, canary set or client budget: scripts/experiments/audit_eval.py."
         ),
     )
     flagged_factor: float = Field(0.0, ge=0, le=1, description="Audit factor a of a flagged update.")
