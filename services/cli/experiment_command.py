@@ -48,9 +48,12 @@ class Federation:
         from services.cli.main import _simulation_config
 
         config = _simulation_config(
-            self.model, "memory", self.clients, self.samples_per_client, self.rounds, self.clients_per_round,
-            2023, self.lr_max, self.lr_min, self.local_steps, self.batch_size, self.eval_harmful,
-            self.eval_pairs, self.eval_benign, self.eval_benign_loss, self.max_new_tokens,
+            model=self.model, store="memory", clients=self.clients,
+            samples_per_client=self.samples_per_client, rounds=self.rounds,
+            clients_per_round=self.clients_per_round, seed=2023, lr_max=self.lr_max, lr_min=self.lr_min,
+            local_steps=self.local_steps, batch_size=self.batch_size, eval_harmful=self.eval_harmful,
+            eval_pairs=self.eval_pairs, eval_benign=self.eval_benign,
+            eval_benign_loss=self.eval_benign_loss, max_new_tokens=self.max_new_tokens,
         )  # fmt: skip
         return config.model_copy(update={"eval": config.eval.model_copy(update={"progress": progress})})
 
