@@ -64,8 +64,8 @@ def quick_federation() -> Federation:
 
     return Federation(
         model="tiny-llama", clients=4, clients_per_round=4, rounds=2, local_steps=QUICK_STEPS,
-        batch_size=QUICK_BATCH, samples_per_client=24, lr_max=3e-3, lr_min=1e-3, eval_harmful=8,
-        eval_pairs=32, eval_benign=4, eval_benign_loss=8, max_new_tokens=4,
+        batch_size=QUICK_BATCH, samples_per_client=64, lr_max=3e-3, lr_min=1e-3, eval_harmful=8,
+        eval_pairs=64, eval_benign=4, eval_benign_loss=8, max_new_tokens=4,
     )  # fmt: skip
 
 

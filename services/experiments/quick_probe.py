@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-QUICK_PROBE_ID = "tiny-llama-quick"
-QUICK_STEPS = 3
-QUICK_BATCH = 4
+QUICK_PROBE_ID = "tiny-llama-quick-b8t4"
+QUICK_STEPS = 4
+QUICK_BATCH = 8  # 16 samples by min_step 2: the E2 curve saturates there
 QUICK_LR = 1e-3
 
 
@@ -31,7 +31,7 @@ def build_quick_probe(directory: Path, progress: bool = False) -> Path:
         pass
     config = ProbeDatasetConfig(
         model="tiny-llama",
-        train_trajectories={"maliciousgen": 12, "helpful": 8, "alpaca": 4},
+        train_trajectories={"maliciousgen": 16, "helpful": 10, "alpaca": 6},
         test_trajectories={"maliciousgen": 4, "helpful": 2, "alpaca": 2, "dolly": 2},
         client_settings=(),
         client_setting_trajectories=0,
