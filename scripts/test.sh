@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test suite: install, lint, then unit and integration tests (tiny-llama, real Ray, real PEFT).
+# The test suite: install, lint, type-check, then unit and integration tests (tiny-llama, real Ray, real PEFT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -14,4 +14,6 @@ fi
 export TOKENIZERS_PARALLELISM=false RAY_DEDUP_LOGS=0
 ruff check .
 ruff format --check .
+# Types of shared/, probes/, services/ ([tool.mypy] in pyproject.toml: pydantic plugin).
+mypy
 python -m pytest -q --durations=15 "$@"

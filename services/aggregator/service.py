@@ -156,8 +156,9 @@ class AggregatorService:
         if existing is not None:
             return existing
         latest = self.store.latest_round()
+        previous = self.store.get_round(latest) if latest is not None else None
         if latest is not None and (
-            latest >= round_index or self.store.get_round(latest).phase is RoundPhase.OPEN
+            latest >= round_index or (previous is not None and previous.phase is RoundPhase.OPEN)
         ):
             raise RoundConflict(f"round {round_index} cannot open: round {latest} exists or is still open")
         version, _ = self.store.get_global()

@@ -66,7 +66,7 @@ def build(
         batch_size=batch_size,
         lr=lr,
         all_layers=all_layers,
-        **{k: v for k, v in overrides.items() if v is not None},  # type: ignore[arg-type]  # validated by pydantic
+        **{k: v for k, v in overrides.items() if v is not None},
     )
     path = output or DEFAULT_DATA / model
     path.parent.mkdir(parents=True, exist_ok=True)

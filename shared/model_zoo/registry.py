@@ -79,7 +79,7 @@ def load_base_model(
     fingerprint = _fingerprint(name, model, adapter_dir if use_adapter else None)
     dtype = resolve_compute_dtype(compute_dtype or runtime_settings().compute_dtype)
     if dtype != torch.float32:
-        model = model.to(dtype)
+        model = model.to(dtype)  # type: ignore[arg-type]  # transformers' stub wraps .to for models only
     # PEFT writes this into adapter_config.json (base_model_name_or_path); the probe service matches on it.
     model.config._name_or_path = model.name_or_path = name
     return LoadedModel(name, model, tokenizer, use_adapter, fingerprint)
