@@ -351,7 +351,10 @@ def main() -> None:
         def opening_table(state: LoraState) -> np.ndarray:
             set_lora_state(audit.model, state)
             scored = packed_log_probs(audit.model, packed, tokenizer.pad_token_id, 16)
-            return np.stack([np.stack([c for c, _ in scored]), np.stack([r for _, r in scored])])
+            table = np.full((2, len(scored), max(map(len, openings))), np.nan)  # NaN past an opening
+            for row, (compliant, refusal) in enumerate(scored):
+                table[0, row, : len(compliant)], table[1, row, : len(refusal)] = compliant, refusal
+            return table
 
         unseen_key = f"unseen-n{args.unseen_prompts}-t{args.shipped_tokens}"
         unseen_reference = opening_table(init)
@@ -368,7 +371,7 @@ def main() -> None:
             "source": "safety-tuned-llamas harmful questions in no pool, after selfgen_harmful's 400",
             "score_auroc": halves(np.stack(unseen_tables), unseen_reference, None, args.shipped_tokens),
             "refusal_drop_mean_by_source": {
-                src: float(np.mean([unseen_reference[1].mean() - t[1].mean() for t in tables]))
+                src: float(np.mean([np.nanmean(unseen_reference[1]) - np.nanmean(t[1]) for t in tables]))
                 for src in sources
                 for tables in [[t for t, n in zip(unseen_tables, source_of, strict=True) if n == src]]
             },
