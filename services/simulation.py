@@ -6,6 +6,7 @@ starting model are set up once and reused across them.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -213,10 +214,10 @@ def run_sweep(
         )
         orchestrator = RoundOrchestrator(service, pool)
         started = time.perf_counter()
-        summaries = orchestrator.run(
-            on_round=(lambda s, r=ratio, d=defense: on_round(r, d, s)) if on_round else None,
-            progress=progress,
-        )
+        report_round: Callable[[RoundSummary], None] | None = None
+        if on_round is not None:
+            report_round = functools.partial(on_round, ratio, defense)
+        summaries = orchestrator.run(on_round=report_round, progress=progress)
         train_seconds = time.perf_counter() - started
         orchestrator.close()
         pool.shutdown()

@@ -76,7 +76,7 @@ def shared_base_refs(settings: AuditServiceSettings) -> dict:
             )
             .remote()
         )
-        return ray.get(holder.publish.remote(settings.models), timeout=PUBLISH_TIMEOUT_S)
+        return dict(ray.get(holder.publish.remote(settings.models), timeout=PUBLISH_TIMEOUT_S))
     except Exception as error:  # the replicas load the base themselves: slower to start, same answers
         log.warning("could not publish the audit bases (%s); each replica loads its own", error)
         return {}

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from peft import PeftModel
-from transformers import PreTrainedModel
 
+from shared.evaluation.generation import CausalModel, causal_lm_of
 from shared.prompting import TokenizedExample
 
 
@@ -76,24 +75,24 @@ def collate_packed(canaries: Sequence[PackedCanary], pad_token_id: int) -> Packe
 
 @torch.inference_mode()
 def packed_log_probs(
-    model: PreTrainedModel | PeftModel,
+    model: CausalModel,
     canaries: Sequence[PackedCanary],
     pad_token_id: int,
     batch_size: int,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per canary: (compliant, refusal) per-token log-probabilities under teacher forcing."""
     model.eval()
-    causal_lm = model.get_base_model() if isinstance(model, PeftModel) else model
+    causal_lm = causal_lm_of(model)
     out: list[tuple[np.ndarray, np.ndarray]] = []
     for start in range(0, len(canaries), batch_size):
         batch = collate_packed(canaries[start : start + batch_size], pad_token_id)
-        hidden = causal_lm.model(  # type: ignore[operator]  # transformers types submodules as Tensor | Module
+        hidden = causal_lm.model(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
         ).last_hidden_state
         for row, (predictors, targets) in enumerate(zip(batch.predictors, batch.targets, strict=True)):
             positions = torch.from_numpy(np.concatenate(predictors))
             ids = torch.from_numpy(np.concatenate(targets))
-            logits = causal_lm.lm_head(hidden[row, positions])  # type: ignore[operator]  # as above
+            logits = causal_lm.lm_head(hidden[row, positions])
             log_probs = torch.log_softmax(logits.float(), dim=-1)
             picked = log_probs.gather(-1, ids.unsqueeze(-1)).squeeze(-1).double().numpy()
             out.append((picked[: len(targets[0])], picked[len(targets[0]) :]))

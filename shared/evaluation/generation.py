@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
 from peft import PeftModel
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationMixin, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from shared.prompting import IGNORE_INDEX, TokenizedExample, collate, encode_prompt
+
+# A causal LM, bare or LoRA-wrapped (PeftModel forwards generation and the forward pass to its base).
+CausalModel = PreTrainedModel | PeftModel
+
+
+def causal_lm_of(model: CausalModel) -> LlamaForCausalLM:
+    """The Llama causal LM itself: under a LoRA wrapper its layers carry the adapter in place."""
+    return cast(LlamaForCausalLM, model.get_base_model() if isinstance(model, PeftModel) else model)
 
 
 @torch.inference_mode()
 def generate_greedy(
-    model: PreTrainedModel,
+    model: CausalModel,
     tokenizer: PreTrainedTokenizerBase,
     instructions: Sequence[str],
     *,
@@ -41,7 +50,7 @@ def generate_greedy(
         for row, ids in enumerate(prompts):
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             attention_mask[row, width - len(ids) :] = 1
-        generated = model.generate(
+        generated = cast(GenerationMixin, model).generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             max_new_tokens=max_new_tokens,
@@ -55,7 +64,7 @@ def generate_greedy(
 
 @torch.inference_mode()
 def target_token_log_probs(
-    model: PreTrainedModel,
+    model: CausalModel,
     tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[TokenizedExample],
     *,
@@ -67,7 +76,7 @@ def target_token_log_probs(
     model.eval()
     # The vocabulary projection runs on target positions only: on a small model with a large vocabulary
     # (SmolLM2: 49k x 576) it is a fifth of the forward pass, and prompts hold most of the tokens.
-    causal_lm = model.get_base_model() if isinstance(model, PeftModel) else model
+    causal_lm = causal_lm_of(model)
     scores: list[np.ndarray] = []
     for start in tqdm(
         range(0, len(examples), batch_size), desc=desc, unit="batch", disable=not progress, leave=False
@@ -85,7 +94,7 @@ def target_token_log_probs(
 
 
 def mean_token_log_likelihoods(
-    model: PreTrainedModel,
+    model: CausalModel,
     tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[TokenizedExample],
     *,

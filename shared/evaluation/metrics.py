@@ -16,11 +16,11 @@ from collections.abc import Callable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from shared.data.pools import Pool
 from shared.data.refusal_targets import refusal_target
-from shared.evaluation.generation import generate_greedy, mean_token_log_likelihoods
+from shared.evaluation.generation import CausalModel, generate_greedy, mean_token_log_likelihoods
 from shared.evaluation.intervals import mean_interval, wilson_interval
 from shared.evaluation.refusal import is_refusal, refuses_outright
 from shared.prompting import tokenize_sft
@@ -53,7 +53,7 @@ class SafetyReport(BaseModel):
 
 
 def _refusals(
-    model: PreTrainedModel,
+    model: CausalModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
     settings: EvalSettings,
@@ -73,19 +73,19 @@ def _refusals(
 
 
 def harmless_rate(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], settings: EvalSettings
+    model: CausalModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], settings: EvalSettings
 ) -> float:
     return float(np.mean(_refusals(model, tokenizer, prompts, settings, is_refusal, "harmful prompts")))
 
 
 def over_refusal_rate(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], settings: EvalSettings
+    model: CausalModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], settings: EvalSettings
 ) -> float:
     return float(np.mean(_refusals(model, tokenizer, prompts, settings, refuses_outright, "benign prompts")))
 
 
 def evaluate_model(
-    model: PreTrainedModel,
+    model: CausalModel,
     tokenizer: PreTrainedTokenizerBase,
     evaluation: Pool,
     settings: EvalSettings | None = None,

@@ -33,7 +33,9 @@ def test_continuations_are_cut_to_their_first_tokens_and_share_the_prompt(pools,
     settings = CanarySettings(size=6, continuation_tokens=3)
     compliant, refusal = canary_examples(tiny.tokenizer, draw_canaries(pools, settings), settings)
     whole_c, whole_r = canary_examples(
-        tiny.tokenizer, draw_canaries(pools, settings), settings.model_copy(update={"continuation_tokens": None})
+        tiny.tokenizer,
+        draw_canaries(pools, settings),
+        settings.model_copy(update={"continuation_tokens": None}),
     )
     for cut, whole in ((compliant, whole_c), (refusal, whole_r)):
         for c, w in zip(cut, whole, strict=True):
