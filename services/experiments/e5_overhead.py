@@ -153,7 +153,7 @@ def configurations(settings: OverheadSettings) -> tuple[list[Configuration], dic
             # CPU seconds, not wall: on a shared machine wall time measures the neighbours as well
             predicted = ran[-1]["cpu_seconds"] * (n / ran[-1]["clients"]) ** exponent if ran else 0.0
             if stopped:
-                row |= {"status": "not run", "reason": stopped}
+                row |= {"status": "not run", "reason": f"stopped below this size: {stopped}"}
             elif need > memory_budget:
                 stopped = (
                     f"needs ~{need / 2**30:.1f} GiB of working memory (float64 [n, D] copies, D={dim}); "

@@ -80,19 +80,20 @@ def harmless_vs_ratio(rows: Sequence[dict], path: Path) -> Path:
     return _save(fig, path)
 
 
-def cost_vs_clients(rows: Sequence[dict], path: Path) -> Path:
-    """Server seconds per round against clients per round, log axes; sizes not run are left out."""
+def cost_vs_clients(rows: Sequence[dict], path: Path, key: str = "cpu_seconds") -> Path:
+    """Server cost per round against clients per round, log axes; sizes not run are left out. CPU
+    seconds by default: on a shared machine wall time also measures the neighbours."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = sorted(
             (r for r in rows if r["method"] == method and r["status"] == "ran"), key=lambda r: r["clients"]
         )
         style = "o-" if mine and mine[0]["kind"] == "probe level" else "s--"
-        ax.plot([r["clients"] for r in mine], [r["seconds"] for r in mine], style, label=method)
+        ax.plot([r["clients"] for r in mine], [r[key] for r in mine], style, label=method)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("client updates per round")
-    ax.set_ylabel("server seconds (scoring + aggregation)")
+    ax.set_ylabel(f"server {key.replace('_', ' ')} (scoring + aggregation)")
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, path)
