@@ -311,7 +311,7 @@ def e5_overhead(
 
     if quick:
         _prepare_quick(probe_registry)
-        model, size = "tiny-llama", [10, 100, 1000]
+        model, size, time_budget = "tiny-llama", [10, 100, 1000], 5.0
     settings = module.OverheadSettings(
         model=model,
         sizes=tuple(size),
