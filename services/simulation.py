@@ -29,6 +29,7 @@ from services.aggregator.state import InMemoryStateStore, RedisStateStore, State
 from services.aggregator.strategies import takes_option
 from services.aggregator.strategies.tensors import expected_attackers
 from services.clients.actor import RayClientPool
+from services.clients.attacks import AttackConfig
 from services.clients.population import ClientSpec, build_population
 from services.ray_runtime import ensure_ray
 from shared.config import LocalTrainingConfig, LoraSettings, runtime_settings
@@ -57,6 +58,9 @@ class SimulationConfig(BaseModel):
         ),
     )
     probe_id: str | None = Field(None, description="Probe for the Safe-FedLLM levels (default: by model).")
+    attack: AttackConfig | None = Field(
+        None, description="What every malicious client does beyond training on harmful data (e6_adaptive)."
+    )
     store: str = Field("memory", description="memory, or redis (SAFE_FEDLLM_REDIS_URL; embedded if unset).")
     federation: FederationConfig = FederationConfig()
     lora: LoraSettings = LoraSettings()
@@ -166,6 +170,7 @@ def run_sweep(
             config.samples_per_client,
             config.benign_source,
             config.federation.seed,
+            attack=config.attack,
         )
         level = defense in DEFENSES
         training, defense_settings = config.training, config.defense_settings

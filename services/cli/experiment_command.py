@@ -243,7 +243,7 @@ def e6_adaptive(
             if kind == "mixing"
             else [
                 AttackConfig(
-                    kind=kind,  # type: ignore[arg-type]
+                    kind=kind,
                     scale=scale,
                     penalty_weight=penalty_weight,
                     probe_dir=probe_dir if kind == "probe_penalty" else None,

@@ -62,7 +62,7 @@ class RayClientPool:
         # the sampled ones compute; torch_threads bounds what each one uses when it does.
         self.specs = {spec.client_id: spec for spec in specs}
         self.actors = {
-            spec.client_id: ClientActor.options(num_cpus=cpus_per_actor, name=None).remote(  # type: ignore[attr-defined]
+            spec.client_id: ClientActor.options(num_cpus=cpus_per_actor, name=None).remote(
                 spec, frozen_base_ref, model_name, lora, training, seed
             )
             for spec in specs

@@ -91,12 +91,12 @@ class ClientTrainer:
     def _train(self, examples: list, lr: float) -> LocalTrainingResult:
         cfg = self.training
         model = self.model
-        if self.probe is not None:  # loss + lambda * p(malicious) of the published probe, from here on
-            model = PenalisedModel(
-                self.model, probe_penalty(self.model, self.probe), self.attack.penalty_weight
-            )  # type: ignore[union-attr,assignment]
+        if self.probe is not None and self.attack is not None:  # loss + lambda * p(malicious), from here on
+            penalty = probe_penalty(self.model, self.probe)
+            # train_lora_steps only calls the model and reads its LoRA parameters: the wrapper does both
+            model = PenalisedModel(self.model, penalty, self.attack.penalty_weight)  # type: ignore[assignment]
         return train_lora_steps(
-            model,  # type: ignore[arg-type]
+            model,
             examples,
             self.tokenizer,
             lr=lr,

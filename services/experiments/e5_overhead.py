@@ -10,6 +10,7 @@ is extrapolated into a result.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -191,8 +192,8 @@ def configurations(settings: OverheadSettings) -> tuple[list[Configuration], dic
             rows.append(row)
         return rows
 
-    configs = [Configuration(level, lambda level=level: level_rows(level)) for level in settings.levels]
-    configs += [Configuration(name, lambda name=name: baseline_rows(name)) for name in settings.baselines]
+    configs = [Configuration(level, functools.partial(level_rows, level)) for level in settings.levels]
+    configs += [Configuration(name, functools.partial(baseline_rows, name)) for name in settings.baselines]
     context = {
         "probe_id": manifest.probe_id,
         "feature_dim": spec.dim,

@@ -7,9 +7,6 @@ what the experiments report: `over_refusal` and its Wilson interval, `round_seco
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from functools import partial
 from typing import Any
 
 from services.clients.attacks import AttackConfig
@@ -49,25 +46,6 @@ def complete_row(row: dict, num_benign_prompts: int, rounds: list[dict], attack:
     return out
 
 
-@contextmanager
-def attacking(attack: AttackConfig | None) -> Iterator[None]:
-    """Give every malicious client of the simulation's population this attack.
-
-    run_sweep builds its population itself and takes no attack yet; until SimulationConfig carries one
-    (services/simulation.py: build_population(..., attack=config.attack)), the experiment binds it here."""
-    if attack is None or attack.kind == "none":
-        yield
-        return
-    import services.simulation as simulation
-    from services.clients.population import build_population
-
-    simulation.build_population = partial(build_population, attack=attack)  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        simulation.build_population = build_population  # type: ignore[assignment]
-
-
 def benign_prompt_count(config: Any) -> int:
     """How many benign prompts the over-refusal rate is over (the setting, or fewer if the pool is short)."""
     from shared.config import runtime_settings
@@ -91,14 +69,14 @@ def federation_rows(
     from services.simulation import run_sweep
 
     rounds: list[dict] = []
-    with attacking(attack):
-        rows = run_sweep(
-            config,
-            [(ratio, defense)],
-            evaluate_start=evaluate_start,
-            on_round=lambda r, d, s: rounds.append(summary_record(s)),
-            progress=progress,
-        )
+    attacked = config.model_copy(update={"attack": attack if attack and attack.kind != "none" else None})
+    rows = run_sweep(
+        attacked,
+        [(ratio, defense)],
+        evaluate_start=evaluate_start,
+        on_round=lambda r, d, s: rounds.append(summary_record(s)),
+        progress=progress,
+    )
     count = benign_prompt_count(config)
     *start, run = rows
     return [complete_row(r, count, [], None) for r in start] + [complete_row(run, count, rounds, attack)]
