@@ -53,20 +53,27 @@ def run_configurations(
     progress: bool = True,
     extra: dict[str, Any] | None = None,
 ) -> dict:
-    """Run what the partial file lacks, then write `output` (and drop the partial file)."""
+    """Run what the partial file (or a finished `output` of the same settings) lacks, then write `output`
+    (and drop the partial file)."""
     names = [c.name for c in configurations]
     if len(set(names)) != len(names):
         raise ValueError(f"{experiment}: configuration names must be unique, got {names}")
     partial = partial_path(output)
     done: dict[str, list[dict]] = {}
-    if partial.is_file() and not fresh:
-        saved = json.loads(partial.read_text())
+    # A finished result counts as done too: re-running the same command repeats nothing.
+    saved_at = next((path for path in (partial, output) if path.is_file()), None)
+    if saved_at is not None and not fresh:
+        saved = json.loads(saved_at.read_text())
         if saved.get("settings") != settings:
             raise SettingsMismatch(
-                f"{partial} was made with other settings; pass --fresh to start over, or the same settings "
+                f"{saved_at} was made with other settings; pass --fresh to start over, or the same settings "
                 "to resume"
             )
-        done = saved["done"]
+        if saved_at == partial:
+            done = saved["done"]
+        else:
+            for row in saved["rows"]:
+                done.setdefault(row["configuration"], []).append(row)
     bar = tqdm(configurations, desc=experiment, unit="config", disable=not progress)
     for configuration in bar:
         bar.set_postfix_str(configuration.name)

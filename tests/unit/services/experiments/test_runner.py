@@ -46,6 +46,24 @@ def test_a_partial_file_from_other_settings_is_refused_unless_fresh(tmp_path):
     assert result["rows"][0]["value"] == "new"
 
 
+def test_a_finished_result_is_not_repeated_and_a_new_configuration_is_added(tmp_path):
+    output = tmp_path / "exp.json"
+    calls: list[str] = []
+
+    def make(name: str) -> Configuration:
+        return Configuration(name, lambda: calls.append(name) or [{"value": name}])
+
+    first = run_configurations("exp", [make("a"), make("b")], output, {"s": 1}, "cmd", progress=False)
+    again = run_configurations(
+        "exp", [make("a"), make("b"), make("c")], output, {"s": 1}, "cmd", progress=False
+    )
+    assert calls == ["a", "b", "c"]  # only the configuration the finished result lacked
+    assert again["rows"][:2] == first["rows"] and again["rows"][2]["value"] == "c"
+    with pytest.raises(SettingsMismatch, match="--fresh"):  # a finished result of other settings is kept
+        run_configurations("exp", [make("a")], output, {"s": 2}, "cmd", progress=False)
+    assert json.loads(output.read_text()) == again
+
+
 def test_configuration_names_must_be_unique(tmp_path):
     configs = [Configuration("a", list), Configuration("a", list)]
     with pytest.raises(ValueError, match="unique"):
