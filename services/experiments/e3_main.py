@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from services.experiments import plots
-from services.experiments.federation import federation_configuration
+from services.experiments.federation import federation_grid
 from services.experiments.runner import Configuration
 
 LEVELS = ("step", "client", "shadow", "evidence")
@@ -39,18 +39,7 @@ def configurations(
     defenses: Sequence[str],
     progress: bool = True,
 ) -> list[Configuration]:
-    out = []
-    for seed in seeds:
-        out.append(
-            federation_configuration(config, seed, 0.0, "fedavg", evaluate_start=True, progress=progress)
-        )
-        out += [
-            federation_configuration(config, seed, ratio, defense, progress=progress)
-            for ratio in ratios
-            for defense in defenses
-            if (ratio, defense) != (0.0, "fedavg")
-        ]
-    return out
+    return federation_grid(config, seeds, ratios, defenses, progress=progress)
 
 
 def closer_to_clean(rows: Sequence[dict], defenses: Sequence[str], key: str = "harm_preference") -> dict:

@@ -10,7 +10,7 @@ from typing import Any
 
 from services.experiments import plots
 from services.experiments.e3_main import closer_to_clean
-from services.experiments.federation import federation_configuration
+from services.experiments.federation import federation_grid
 from services.experiments.runner import Configuration
 
 DEFENSES = ("fedavg", "shadow", "median", "trimmed_mean", "krum", "flame")
@@ -24,17 +24,7 @@ def configurations(
     defenses: Sequence[str],
     progress: bool = True,
 ) -> list[Configuration]:
-    out = []
-    for seed in seeds:
-        out.append(
-            federation_configuration(config, seed, 0.0, "fedavg", evaluate_start=True, progress=progress)
-        )
-        out += [
-            federation_configuration(config, seed, ratio, defense, progress=progress)
-            for ratio in ratios
-            for defense in defenses
-        ]
-    return out
+    return federation_grid(config, seeds, ratios, defenses, progress=progress)
 
 
 def checks(rows: Sequence[dict], defenses: Sequence[str]) -> dict:

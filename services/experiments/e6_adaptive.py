@@ -13,7 +13,7 @@ from typing import Any
 
 from services.clients.attacks import AttackConfig
 from services.experiments import plots
-from services.experiments.federation import federation_configuration
+from services.experiments.federation import federation_grid
 from services.experiments.runner import Configuration
 
 DEFENSES = ("fedavg", "step", "client", "shadow", "evidence")
@@ -38,17 +38,7 @@ def configurations(
     attacks: Sequence[AttackConfig],
     progress: bool = True,
 ) -> list[Configuration]:
-    out = []
-    for seed in seeds:
-        out.append(
-            federation_configuration(config, seed, 0.0, "fedavg", evaluate_start=True, progress=progress)
-        )
-        out += [
-            federation_configuration(config, seed, ratio, defense, attack=attack, progress=progress)
-            for attack in attacks
-            for defense in defenses
-        ]
-    return out
+    return federation_grid(config, seeds, [ratio], defenses, attacks, progress)
 
 
 def malicious_factor(row: dict) -> float | None:

@@ -7,6 +7,7 @@ what the experiments report: `over_refusal` and its Wilson interval, `round_seco
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from services.clients.attacks import AttackConfig
@@ -103,3 +104,27 @@ def federation_configuration(
             seeded, ratio, defense, evaluate_start=evaluate_start, attack=attack, progress=progress
         ),
     )
+
+
+def federation_grid(
+    config: Any,
+    seeds: Sequence[int],
+    ratios: Sequence[float],
+    defenses: Sequence[str],
+    attacks: Sequence[AttackConfig | None] = (None,),
+    progress: bool = True,
+) -> list[Configuration]:
+    """Per seed: clean FedAvg (with the start model's row), then every (ratio, attack, defense) federation."""
+    out = []
+    for seed in seeds:
+        out.append(
+            federation_configuration(config, seed, 0.0, "fedavg", evaluate_start=True, progress=progress)
+        )
+        out += [
+            federation_configuration(config, seed, ratio, defense, attack=attack, progress=progress)
+            for ratio in ratios
+            for attack in attacks
+            for defense in defenses
+            if (ratio, defense, attack) != (0.0, "fedavg", None)
+        ]
+    return out
