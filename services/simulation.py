@@ -10,7 +10,8 @@ import functools
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -31,9 +32,11 @@ from services.aggregator.strategies.tensors import expected_attackers
 from services.clients.actor import RayClientPool
 from services.clients.attacks import AttackConfig
 from services.clients.population import ClientSpec, build_population
+from services.clients.update_cache import CachedClientPool, TrainingPool
 from services.ray_runtime import ensure_ray
 from shared.config import LocalTrainingConfig, LoraSettings, runtime_settings
 from shared.data.pools import build_pools
+from shared.evaluation.cache import cached_evaluation
 from shared.evaluation.metrics import EvalSettings, SafetyReport, evaluate_model
 from shared.lora import attach_lora, get_lora_state, set_lora_state
 from shared.lora_state import LoraState
@@ -67,6 +70,14 @@ class SimulationConfig(BaseModel):
     training: LocalTrainingConfig = LocalTrainingConfig()
     eval: EvalSettings = EvalSettings()
     eval_threads: int = Field(2, ge=1)
+    cache_dir: str | None = Field(
+        None,
+        description=(
+            "Remember client training and evaluations here (experiment grids): a client given the same "
+            "adapter, data, settings, round and lr is not trained twice, an adapter not evaluated twice. "
+            "None trains and evaluates everything."
+        ),
+    )
 
 
 def _row(
@@ -152,9 +163,14 @@ def run_sweep(
     auditor = connect_audit(config) if audited else None
 
     def evaluate(state: LoraState) -> SafetyReport:
-        torch.set_num_threads(config.eval_threads)
-        set_lora_state(peft_model, state)
-        return evaluate_model(peft_model, loaded.tokenizer, pools.evaluation, config.eval)
+        def run() -> SafetyReport:
+            torch.set_num_threads(config.eval_threads)
+            set_lora_state(peft_model, state)
+            return evaluate_model(peft_model, loaded.tokenizer, pools.evaluation, config.eval)
+
+        if config.cache_dir is None:
+            return run()
+        return cached_evaluation(Path(config.cache_dir), (loaded.fingerprint, config.eval), state, run)
 
     rows: list[dict] = []
     base_extra = {"aligned_base": loaded.aligned, "base_fingerprint": loaded.fingerprint}
@@ -178,7 +194,20 @@ def run_sweep(
         if probed and probe is not None:
             needs_shadow = DEFENSES[defense].inputs == "shadow"
             defense_settings, training = bind_probe(probe.manifest, defense_settings, training, needs_shadow)
-        pool = RayClientPool(specs, frozen_ref, config.model, config.lora, training, config.federation.seed)
+        pool: TrainingPool = RayClientPool(
+            specs, frozen_ref, config.model, config.lora, training, config.federation.seed
+        )
+        if config.cache_dir is not None:
+            context = {
+                "model": config.model,
+                "base": loaded.fingerprint,
+                "lora": config.lora.model_dump(mode="json"),
+                "training": training.model_dump(mode="json", exclude={"shadow_lr"}),
+                "seed": config.federation.seed,
+            }
+            pool = CachedClientPool(
+                pool, specs, Path(config.cache_dir) / "updates", context, training.shadow_lr
+            )
         rule = config.defense_settings.aggregator if level else defense
         options = dict(config.strategy_options)
         if takes_option(rule, "num_attackers") and "num_attackers" not in options:
@@ -245,6 +274,7 @@ def run_sweep(
             "client_rounds": sum(len(s.sampled) for s in summaries),
             "skipped_rounds": sum(s.phase.value == "skipped" for s in summaries),
             "train_seconds": round(train_seconds, 1),
+            "training_cache": asdict(pool.counts) if isinstance(pool, CachedClientPool) else None,
             "probe_id": probe.manifest.probe_id if probed and probe else None,
             "threshold": defense_settings.threshold if level else None,
             "min_step": defense_settings.min_step if level else None,

@@ -41,6 +41,11 @@ def encode_lora_state(state: LoraState, metadata: dict[str, str] | None = None) 
     return save_safetensors(tensors, metadata=metadata)
 
 
+def lora_state_digest(state: LoraState) -> str:
+    """sha256 of the state's deterministic encoding: equal adapters, equal digests."""
+    return hashlib.sha256(encode_lora_state(state)).hexdigest()
+
+
 def decode_lora_state(blob: bytes, max_tensors: int = 10_000) -> LoraState:
     """Parse safetensors bytes; anything else (pickle included) is refused with a clear error."""
     try:

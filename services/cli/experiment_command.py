@@ -23,26 +23,36 @@ experiment_app = typer.Typer(
 )
 
 QUICK_PROBE_DIR = Path("runs/quick_probe")
+CACHE_DIR = Path("runs/cache")
 
 
 @dataclass(frozen=True)
 class Federation:
-    """The federation settings every simulated experiment shares (the `simulate` command's)."""
+    """The federation settings every simulated experiment shares (the `simulate` command's).
+
+    The defaults are the committed suite's (docs/experiments.md: what fits two hours of this 2-core
+    machine): one round of all ten clients, each T=5 steps of b=8 (the shipped probe's), so every ratio
+    is exact and every defense aggregates the same updates. 70 samples per client: the 743 helpful rows
+    give every benign client the same shard at every ratio, so their training is shared through the
+    cache. Refusals are judged on 24 greedy tokens (on the aligned start model the judgement at 16
+    tokens equals the one at 48 on all 140 prompts)."""
 
     model: str = "smollm2-135m"
     clients: int = 10
-    clients_per_round: int = 4
-    rounds: int = 6
+    clients_per_round: int = 10
+    rounds: int = 1
     local_steps: int = 5
     batch_size: int = 8
-    samples_per_client: int = 100
+    samples_per_client: int = 70
     lr_max: float = 5e-4
     lr_min: float = 5e-5
     eval_harmful: int = 100
     eval_pairs: int = 100
     eval_benign: int = 40
     eval_benign_loss: int = 60
-    max_new_tokens: int = 48
+    max_new_tokens: int = 24
+    eval_batch_size: int = 32
+    cache_dir: Path | None = None
 
     def config(self, progress: bool) -> Any:
         from services.cli.main import _simulation_config
@@ -55,18 +65,56 @@ class Federation:
             eval_pairs=self.eval_pairs, eval_benign=self.eval_benign,
             eval_benign_loss=self.eval_benign_loss, max_new_tokens=self.max_new_tokens,
         )  # fmt: skip
-        return config.model_copy(update={"eval": config.eval.model_copy(update={"progress": progress})})
+        evaluation = config.eval.model_copy(update={"progress": progress, "batch_size": self.eval_batch_size})
+        cache_dir = str(self.cache_dir) if self.cache_dir is not None else None
+        return config.model_copy(update={"eval": evaluation, "cache_dir": cache_dir})
 
 
-def quick_federation() -> Federation:
+def quick_federation(cache_dir: Path | None = None) -> Federation:
     """tiny-llama at the quick probe's batch and T: seconds per run, and an attack that shows."""
     from services.experiments.quick_probe import QUICK_BATCH, QUICK_STEPS
 
     return Federation(
         model="tiny-llama", clients=4, clients_per_round=4, rounds=2, local_steps=QUICK_STEPS,
         batch_size=QUICK_BATCH, samples_per_client=64, lr_max=3e-3, lr_min=1e-3, eval_harmful=8,
-        eval_pairs=64, eval_benign=4, eval_benign_loss=8, max_new_tokens=4,
+        eval_pairs=64, eval_benign=4, eval_benign_loss=8, max_new_tokens=4, cache_dir=cache_dir,
     )  # fmt: skip
+
+
+@experiment_app.callback()
+def experiment_group(
+    ctx: typer.Context,
+    model: str = typer.Option(Federation.model, help="Base model."),
+    clients: int = typer.Option(Federation.clients),
+    clients_per_round: int = typer.Option(Federation.clients_per_round),
+    rounds: int = typer.Option(Federation.rounds),
+    local_steps: int = typer.Option(Federation.local_steps, help="T (the shipped probe's)."),
+    batch_size: int = typer.Option(Federation.batch_size, help="b (the shipped probe's)."),
+    samples_per_client: int = typer.Option(Federation.samples_per_client),
+    eval_harmful: int = typer.Option(Federation.eval_harmful, help="Held-out harmful prompts."),
+    max_new_tokens: int = typer.Option(Federation.max_new_tokens, help="Greedy tokens judged for refusal."),
+    cache_dir: Path = typer.Option(
+        CACHE_DIR,
+        help=(
+            "Client training and evaluations remembered across federations and experiments: every "
+            "defense of one seed and ratio aggregates the same round-0 updates, clean FedAvg repeats "
+            "across experiments. Results are the same with or without it; it only saves time."
+        ),
+    ),
+    cache: bool = typer.Option(True, help="--no-cache trains and evaluates every federation from scratch."),
+) -> None:
+    """Settings shared by the federated experiments (e3, e4, e6) go before the experiment's name."""
+    ctx.obj = Federation(
+        model=model, clients=clients, clients_per_round=clients_per_round, rounds=rounds,
+        local_steps=local_steps, batch_size=batch_size, samples_per_client=samples_per_client,
+        eval_harmful=eval_harmful, max_new_tokens=max_new_tokens, cache_dir=cache_dir if cache else None,
+    )  # fmt: skip
+
+
+def _federation(ctx: typer.Context, quick: bool) -> Federation:
+    """The group's federation settings, or the tiny-llama miniature under --quick (same cache)."""
+    shared: Federation = ctx.obj or Federation()
+    return quick_federation(shared.cache_dir) if quick else shared
 
 
 def _prepare_quick(probe_registry: Path) -> None:
@@ -101,7 +149,9 @@ def _simulated(
     from services.cli.command_line import invoked_command
     from services.experiments.runner import run_configurations
 
-    all_settings = {"simulation": federation.config(progress).model_dump(mode="json"), **settings}
+    # where the cache lives changes no result: a run resumes whatever --cache-dir it is given
+    simulation = federation.config(progress).model_dump(mode="json", exclude={"cache_dir"})
+    all_settings = {"simulation": simulation, **settings}
     return run_configurations(
         name, configurations, output, all_settings, invoked_command(), fresh=fresh, progress=progress
     )
@@ -111,32 +161,14 @@ QUICK_HELP = "Miniature on tiny-llama with a small probe built for it (CI runs t
 SEEDS_HELP = "Seeds (repeat): shards, client sampling and rounds."
 
 
-def _federation_options(
-    quick: bool, model: str, clients: int, clients_per_round: int, rounds: int, local_steps: int,
-    batch_size: int, eval_harmful: int,
-) -> Federation:  # fmt: skip
-    if quick:
-        return quick_federation()
-    return Federation(
-        model=model, clients=clients, clients_per_round=clients_per_round, rounds=rounds,
-        local_steps=local_steps, batch_size=batch_size, eval_harmful=eval_harmful,
-    )  # fmt: skip
-
-
 @experiment_app.command("e3_main")
 def e3_main(
+    ctx: typer.Context,
     seed: list[int] = typer.Option([2023, 2024], help=SEEDS_HELP),
     malicious_ratio: list[float] = typer.Option([0.3, 0.5], help="Attacked ratios (repeat)."),
     defense: list[str] = typer.Option(
         [], help="Defenses (repeat; default: FedAvg, the levels, the baselines)."
     ),
-    model: str = typer.Option("smollm2-135m", help="Base model."),
-    clients: int = typer.Option(10),
-    clients_per_round: int = typer.Option(4),
-    rounds: int = typer.Option(6),
-    local_steps: int = typer.Option(5, help="T (the shipped probe's)."),
-    batch_size: int = typer.Option(8, help="b (the shipped probe's)."),
-    eval_harmful: int = typer.Option(100, help="Held-out harmful prompts (harmless rate)."),
     quick: bool = typer.Option(False, help=QUICK_HELP),
     probe_registry: Path = typer.Option(QUICK_PROBE_DIR, help="--quick: where the tiny probe is built."),
     output: Path | None = typer.Option(None, help="Result JSON (default runs/results/e3_main.json)."),
@@ -146,9 +178,7 @@ def e3_main(
     """Clean vs attacked FedAvg vs each Safe-FedLLM level vs the baselines, at 30% and 50% malicious."""
     from services.experiments import e3_main as module
 
-    federation = _federation_options(
-        quick, model, clients, clients_per_round, rounds, local_steps, batch_size, eval_harmful
-    )
+    federation = _federation(ctx, quick)
     if quick:
         _prepare_quick(probe_registry)
         seed, malicious_ratio, defense = [7], [0.5], defense or ["fedavg", "shadow"]
@@ -162,16 +192,10 @@ def e3_main(
 
 @experiment_app.command("e4_ratio")
 def e4_ratio(
+    ctx: typer.Context,
     seed: list[int] = typer.Option([2023], help=SEEDS_HELP),
     malicious_ratio: list[float] = typer.Option([0.1, 0.3, 0.5, 0.7], help="Ratios (repeat)."),
     defense: list[str] = typer.Option([], help="Defenses (repeat; default FedAvg, shadow, Median, ...)."),
-    model: str = typer.Option("smollm2-135m", help="Base model."),
-    clients: int = typer.Option(10),
-    clients_per_round: int = typer.Option(4),
-    rounds: int = typer.Option(6),
-    local_steps: int = typer.Option(5, help="T (the shipped probe's)."),
-    batch_size: int = typer.Option(8, help="b (the shipped probe's)."),
-    eval_harmful: int = typer.Option(100, help="Held-out harmful prompts (harmless rate)."),
     quick: bool = typer.Option(False, help=QUICK_HELP),
     probe_registry: Path = typer.Option(QUICK_PROBE_DIR, help="--quick: where the tiny probe is built."),
     output: Path | None = typer.Option(None, help="Result JSON (default runs/results/e4_ratio.json)."),
@@ -181,9 +205,7 @@ def e4_ratio(
     """Harmless rate against the malicious ratio (10 -> 70%), one line per defense."""
     from services.experiments import e4_ratio as module
 
-    federation = _federation_options(
-        quick, model, clients, clients_per_round, rounds, local_steps, batch_size, eval_harmful
-    )
+    federation = _federation(ctx, quick)
     if quick:
         _prepare_quick(probe_registry)
         seed, malicious_ratio, defense = [7], [0.75], defense or ["fedavg", "shadow"]
@@ -197,6 +219,7 @@ def e4_ratio(
 
 @experiment_app.command("e6_adaptive")
 def e6_adaptive(
+    ctx: typer.Context,
     seed: list[int] = typer.Option([2023], help=SEEDS_HELP),
     malicious_ratio: float = typer.Option(0.5, help="Share of malicious clients."),
     defense: list[str] = typer.Option([], help="Defenses (repeat; default FedAvg and the four levels)."),
@@ -206,13 +229,6 @@ def e6_adaptive(
     benign_share: list[float] = typer.Option([0.25, 0.5, 0.75], help="mixing: benign shares (repeat)."),
     scale: float = typer.Option(3.0, help="scaling: factor on the update."),
     penalty_weight: float = typer.Option(1.0, help="probe_penalty: lambda on the probe's score."),
-    model: str = typer.Option("smollm2-135m", help="Base model."),
-    clients: int = typer.Option(10),
-    clients_per_round: int = typer.Option(4),
-    rounds: int = typer.Option(6),
-    local_steps: int = typer.Option(5, help="T (the shipped probe's)."),
-    batch_size: int = typer.Option(8, help="b (the shipped probe's)."),
-    eval_harmful: int = typer.Option(100, help="Held-out harmful prompts (harmless rate)."),
     quick: bool = typer.Option(False, help=QUICK_HELP),
     probe_registry: Path = typer.Option(QUICK_PROBE_DIR, help="--quick: where the tiny probe is built."),
     output: Path | None = typer.Option(None, help="Result JSON (default runs/results/e6_adaptive.json)."),
@@ -223,9 +239,7 @@ def e6_adaptive(
     from services.clients.attacks import ATTACKS, AttackConfig
     from services.experiments import e6_adaptive as module
 
-    federation = _federation_options(
-        quick, model, clients, clients_per_round, rounds, local_steps, batch_size, eval_harmful
-    )
+    federation = _federation(ctx, quick)
     if quick:
         _prepare_quick(probe_registry)
         seed, defense = [7], defense or ["fedavg", "shadow"]

@@ -215,7 +215,8 @@ def _run_and_report(config: SimulationConfig, runs: list[tuple[float, str]], out
             ]
             for kind in ("benign", "malicious")
         }
-        if row.get("probe_id") and any(factors.values()):
+        level = row.get("probe_id") or row.get("audit_threshold") is not None  # a Safe-FedLLM level ran
+        if level and any(factors.values()):
             typer.echo(
                 "    final security factors: "
                 + ", ".join(

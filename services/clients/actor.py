@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+import numpy as np
 import ray
 
 from services.clients.population import ClientSpec
@@ -38,6 +40,9 @@ class ClientHost:
     ) -> ClientUpdate:
         return self.trainer.train_round(global_state, round_index, lr, shadow)
 
+    def train_shadow(self, round_index: int) -> np.ndarray:
+        return self.trainer.train_shadow(round_index)
+
     def kind(self) -> str:
         return self.trainer.spec.kind
 
@@ -60,17 +65,27 @@ class RayClientPool:
     ) -> None:
         # Actors hold their CPU reservation for life: a small fraction lets every client exist while only
         # the sampled ones compute; torch_threads bounds what each one uses when it does.
+        # Actors start on first use: a client never sampled (or always served from a cache) costs nothing.
         self.specs = {spec.client_id: spec for spec in specs}
-        self.actors = {
-            spec.client_id: ClientActor.options(num_cpus=cpus_per_actor, name=None).remote(
-                spec, frozen_base_ref, model_name, lora, training, seed
-            )
-            for spec in specs
-        }
+        self._args = (frozen_base_ref, model_name, lora, training, seed)
+        self._cpus = cpus_per_actor
+        self.actors: dict[str, Any] = {}
 
     @property
     def client_ids(self) -> list[str]:
-        return list(self.actors)
+        return list(self.specs)
+
+    def _actor(self, client_id: str) -> Any:
+        if client_id not in self.actors:
+            self.actors[client_id] = ClientActor.options(num_cpus=self._cpus, name=None).remote(
+                self.specs[client_id], *self._args
+            )
+        return self.actors[client_id]
+
+    def _check(self, client_ids: Sequence[str]) -> None:
+        unknown = [c for c in client_ids if c not in self.specs]
+        if unknown:
+            raise KeyError(f"unknown clients {unknown}")
 
     def train_round(
         self,
@@ -81,16 +96,20 @@ class RayClientPool:
         shadow: Mapping[str, bool] | None = None,
     ) -> list[ClientUpdate]:
         """`shadow`: per client, whether to train the shadow branch (default: yes, if configured)."""
-        unknown = [c for c in client_ids if c not in self.actors]
-        if unknown:
-            raise KeyError(f"unknown clients {unknown}")
+        self._check(client_ids)
         state_ref = ray.put(global_state)
         wants = shadow or {}
         futures = [
-            self.actors[c].train_round.remote(state_ref, round_index, lr, wants.get(c, True))
+            self._actor(c).train_round.remote(state_ref, round_index, lr, wants.get(c, True))
             for c in client_ids
         ]
         return list(ray.get(futures))
+
+    def train_shadow(self, client_ids: Sequence[str], round_index: int) -> dict[str, np.ndarray]:
+        """Only the shadow branch of each client (its main branch came from elsewhere: a cache)."""
+        self._check(client_ids)
+        futures = [self._actor(c).train_shadow.remote(round_index) for c in client_ids]
+        return dict(zip(client_ids, ray.get(futures), strict=True))
 
     def shutdown(self) -> None:
         for actor in self.actors.values():

@@ -22,6 +22,8 @@ from shared.prompting import tokenize_sft
 from shared.training import LocalTrainingResult, round_subset, train_lora_steps
 from shared.updates import ClientUpdate
 
+SHADOW_SEED_OFFSET = 50_000  # the shadow branch's dropout stream, apart from every round's main branch
+
 
 class ClientTrainer:
     """Holds one client's shard and a LoRA-wrapped model over the shared frozen base."""
@@ -74,8 +76,7 @@ class ClientTrainer:
             b_snapshots = scale_snapshots(b_snapshots, reference, self.attack.scale)
         shadow_snapshots = np.zeros((0, 0), np.float32)
         if cfg.shadow_lr is not None and shadow:  # the shadow branch is trained as asked, never boosted
-            set_lora_state(self.model, self.init_state)
-            shadow_snapshots = self._train(examples, cfg.shadow_lr).b_snapshots
+            shadow_snapshots = self.train_shadow(round_index)
         return ClientUpdate(
             client_id=self.spec.client_id,
             round_index=round_index,
@@ -87,6 +88,23 @@ class ClientTrainer:
             shadow_snapshots=shadow_snapshots,
             batch_size=cfg.batch_size,
         )
+
+    def train_shadow(self, round_index: int) -> np.ndarray:
+        """The shadow branch alone: this round's subset retrained from θ^0 at `shadow_lr`; [T, D] layer-0 B.
+
+        Seeded on its own (not after the main branch), so it is the same whether trained with the main
+        branch or apart from it, and does not depend on the global adapter (`CachedClientPool` relies
+        on it)."""
+        cfg = self.training
+        if cfg.shadow_lr is None:
+            raise ValueError(
+                f"{self.spec.client_id}: no shadow branch configured (training.shadow_lr is None)"
+            )
+        torch.set_num_threads(cfg.torch_threads)
+        torch.manual_seed(self.seed * 100_003 + round_index + SHADOW_SEED_OFFSET)
+        subset = round_subset(len(self.examples), cfg.batch_size * cfg.local_steps, self.seed, round_index)
+        set_lora_state(self.model, self.init_state)
+        return self._train([self.examples[i] for i in subset], cfg.shadow_lr).b_snapshots
 
     def _train(self, examples: list, lr: float) -> LocalTrainingResult:
         cfg = self.training

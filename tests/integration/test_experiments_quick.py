@@ -59,7 +59,9 @@ def monkeypatch_module():
 
 def run(name: str, root, *extra: str) -> dict:
     output = root / f"{name}.json"
-    args = ["experiment", name, "--quick", "--no-progress", "--probe-registry", str(root / "probes")]
+    # one cache for the module: E4 and E6 reuse E3's clean FedAvg, as the committed suite does
+    args = ["experiment", "--cache-dir", str(root / "cache"), name, "--quick", "--no-progress"]
+    args += ["--probe-registry", str(root / "probes")]
     argv = [*args, "--output", str(output), *extra]
     with patch.object(sys, "argv", ["safe-fedllm", *argv]):  # what the result records as its command
         result = CliRunner().invoke(app, argv)
@@ -70,7 +72,8 @@ def run(name: str, root, *extra: str) -> dict:
 def test_e3_defended_run_is_closer_to_clean_than_attacked_fedavg_and_resumes(quick):
     result = run("e3_main", quick)
     rows = result["rows"]
-    assert result["command"].startswith("safe-fedllm experiment e3_main --quick")
+    assert result["command"].startswith("safe-fedllm experiment --cache-dir ")
+    assert " e3_main --quick" in result["command"]
     assert [(r["defense"], r["malicious_ratio"]) for r in rows] == [
         ("none (start model)", 0.0),
         ("fedavg", 0.0),
@@ -90,6 +93,16 @@ def test_e3_defended_run_is_closer_to_clean_than_attacked_fedavg_and_resumes(qui
     assert (quick / "e3_main_harmless.png").stat().st_size > 0
     again = run("e3_main", quick)  # every configuration finished: nothing is re-run
     assert [r["configuration_seconds"] for r in again["rows"]] == [r["configuration_seconds"] for r in rows]
+    # Started over, every federation runs again, but no client trains and no adapter is evaluated twice:
+    # the cache gives the same rows (the aggregator and the probe service do run again).
+    redone = run("e3_main", quick, "--fresh")["rows"]
+    metrics = ("harmless_rate", "harm_preference", "over_refusal", "benign_loss", "clients")
+    assert [{k: r.get(k) for k in metrics} for r in redone] == [{k: r.get(k) for k in metrics} for r in rows]
+    assert all(r["training_cache"]["trained"] == 0 for r in redone[1:])
+    assert redone[3]["training_cache"]["shadow_reused"] == rows[3]["training_cache"]["shadow_trained"] > 0
+    assert [s["factors"] for s in redone[3]["round_summaries"]] == [
+        s["factors"] for s in shadow["round_summaries"]
+    ]
 
 
 def test_e4_fedavg_degrades_with_the_ratio_and_the_level_holds_closer(quick):
