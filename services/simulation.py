@@ -70,6 +70,14 @@ class SimulationConfig(BaseModel):
     training: LocalTrainingConfig = LocalTrainingConfig()
     eval: EvalSettings = EvalSettings()
     eval_threads: int = Field(2, ge=1)
+    max_live_clients: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "At most this many client actors alive (and training) at once; None: every sampled client "
+            "trains at once. A training SmolLM2 client holds ~2 GiB."
+        ),
+    )
     cache_dir: str | None = Field(
         None,
         description=(
@@ -195,7 +203,13 @@ def run_sweep(
             needs_shadow = DEFENSES[defense].inputs == "shadow"
             defense_settings, training = bind_probe(probe.manifest, defense_settings, training, needs_shadow)
         pool: TrainingPool = RayClientPool(
-            specs, frozen_ref, config.model, config.lora, training, config.federation.seed
+            specs,
+            frozen_ref,
+            config.model,
+            config.lora,
+            training,
+            config.federation.seed,
+            max_live_actors=config.max_live_clients,
         )
         if config.cache_dir is not None:
             context = {

@@ -52,6 +52,7 @@ class Federation:
     eval_benign_loss: int = 60
     max_new_tokens: int = 24
     eval_batch_size: int = 32
+    max_live_clients: int = 4  # ten training SmolLM2 clients at once need ~21 GiB: train in waves of 4
     cache_dir: Path | None = None
 
     def config(self, progress: bool) -> Any:
@@ -67,7 +68,8 @@ class Federation:
         )  # fmt: skip
         evaluation = config.eval.model_copy(update={"progress": progress, "batch_size": self.eval_batch_size})
         cache_dir = str(self.cache_dir) if self.cache_dir is not None else None
-        return config.model_copy(update={"eval": evaluation, "cache_dir": cache_dir})
+        update = {"eval": evaluation, "cache_dir": cache_dir, "max_live_clients": self.max_live_clients}
+        return config.model_copy(update=update)
 
 
 def quick_federation(cache_dir: Path | None = None) -> Federation:
@@ -149,8 +151,10 @@ def _simulated(
     from services.cli.command_line import invoked_command
     from services.experiments.runner import run_configurations
 
-    # where the cache lives changes no result: a run resumes whatever --cache-dir it is given
-    simulation = federation.config(progress).model_dump(mode="json", exclude={"cache_dir"})
+    # where the cache lives and how many clients train at once change no result
+    simulation = federation.config(progress).model_dump(
+        mode="json", exclude={"cache_dir", "max_live_clients"}
+    )
     all_settings = {"simulation": simulation, **settings}
     return run_configurations(
         name, configurations, output, all_settings, invoked_command(), fresh=fresh, progress=progress

@@ -62,25 +62,42 @@ class RayClientPool:
         training: LocalTrainingConfig,
         seed: int = 2023,
         cpus_per_actor: float = 0.1,
+        max_live_actors: int | None = None,
     ) -> None:
         # Actors hold their CPU reservation for life: a small fraction lets every client exist while only
         # the sampled ones compute; torch_threads bounds what each one uses when it does.
         # Actors start on first use: a client never sampled (or always served from a cache) costs nothing.
+        # `max_live_actors` bounds memory (a training SmolLM2 client holds ~2 GiB): clients train in waves
+        # of that many, and the least recently used idle actor is stopped to make room for a new one.
+        if max_live_actors is not None and max_live_actors < 1:
+            raise ValueError(f"max_live_actors must be at least 1, got {max_live_actors}")
         self.specs = {spec.client_id: spec for spec in specs}
         self._args = (frozen_base_ref, model_name, lora, training, seed)
         self._cpus = cpus_per_actor
-        self.actors: dict[str, Any] = {}
+        self.max_live_actors = max_live_actors
+        self.actors: dict[str, Any] = {}  # insertion order = least recently used first
 
     @property
     def client_ids(self) -> list[str]:
         return list(self.specs)
 
-    def _actor(self, client_id: str) -> Any:
-        if client_id not in self.actors:
-            self.actors[client_id] = ClientActor.options(num_cpus=self._cpus, name=None).remote(
-                self.specs[client_id], *self._args
-            )
+    def _actor(self, client_id: str, keep: Sequence[str] = ()) -> Any:
+        """The client's actor (started if needed, evicting idle ones not in `keep` beyond the limit)."""
+        if client_id in self.actors:
+            self.actors[client_id] = self.actors.pop(client_id)  # most recently used
+            return self.actors[client_id]
+        if self.max_live_actors is not None:
+            idle = [c for c in self.actors if c not in keep]
+            while len(self.actors) >= self.max_live_actors and idle:
+                ray.kill(self.actors.pop(idle.pop(0)))
+        self.actors[client_id] = ClientActor.options(num_cpus=self._cpus, name=None).remote(
+            self.specs[client_id], *self._args
+        )
         return self.actors[client_id]
+
+    def _waves(self, client_ids: Sequence[str]) -> list[Sequence[str]]:
+        size = self.max_live_actors or max(len(client_ids), 1)
+        return [client_ids[i : i + size] for i in range(0, len(client_ids), size)]
 
     def _check(self, client_ids: Sequence[str]) -> None:
         unknown = [c for c in client_ids if c not in self.specs]
@@ -99,17 +116,23 @@ class RayClientPool:
         self._check(client_ids)
         state_ref = ray.put(global_state)
         wants = shadow or {}
-        futures = [
-            self._actor(c).train_round.remote(state_ref, round_index, lr, wants.get(c, True))
-            for c in client_ids
-        ]
-        return list(ray.get(futures))
+        updates: list[ClientUpdate] = []
+        for wave in self._waves(client_ids):
+            futures = [
+                self._actor(c, wave).train_round.remote(state_ref, round_index, lr, wants.get(c, True))
+                for c in wave
+            ]
+            updates += ray.get(futures)
+        return updates
 
     def train_shadow(self, client_ids: Sequence[str], round_index: int) -> dict[str, np.ndarray]:
         """Only the shadow branch of each client (its main branch came from elsewhere: a cache)."""
         self._check(client_ids)
-        futures = [self._actor(c).train_shadow.remote(round_index) for c in client_ids]
-        return dict(zip(client_ids, ray.get(futures), strict=True))
+        out: dict[str, np.ndarray] = {}
+        for wave in self._waves(client_ids):
+            futures = [self._actor(c, wave).train_shadow.remote(round_index) for c in wave]
+            out.update(zip(wave, ray.get(futures), strict=True))
+        return out
 
     def shutdown(self) -> None:
         for actor in self.actors.values():

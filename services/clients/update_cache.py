@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from services.aggregator.orchestrator import ClientPool
 from services.clients.population import ClientSpec
 from shared.lora_state import LoraState
 from shared.updates import ClientUpdate, lora_state_digest
@@ -38,20 +39,8 @@ CACHE_VERSION = 1
 _STATE = "state/"
 
 
-class TrainingPool(Protocol):
-    """What the cache wraps (RayClientPool): main branch with an optional shadow branch, or shadow alone."""
-
-    @property
-    def client_ids(self) -> list[str]: ...
-
-    def train_round(
-        self,
-        client_ids: Sequence[str],
-        global_state: LoraState,
-        round_index: int,
-        lr: float,
-        shadow: Mapping[str, bool] | None = None,
-    ) -> list[ClientUpdate]: ...
+class TrainingPool(ClientPool, Protocol):
+    """What the cache wraps (RayClientPool): the orchestrator's pool, plus the shadow branch alone."""
 
     def train_shadow(self, client_ids: Sequence[str], round_index: int) -> dict[str, np.ndarray]: ...
 
