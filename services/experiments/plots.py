@@ -42,6 +42,9 @@ def security_factors(rows: Sequence[dict], path: Path) -> Path:
             xs, ys = zip(*points, strict=True)
             ax.plot(xs, ys, "o-", color=MALICIOUS if kinds.get(client) else BENIGN, alpha=0.6, ms=3)
         ax.set_title(f"{row['defense']} {row['malicious_ratio']:.0%} (seed {row['seed']})", fontsize=8)
+        rounds = sorted({x for points in series.values() for x, _ in points}) or [0]
+        ax.set_xticks(rounds)  # rounds are whole numbers, even when there is only one
+        ax.set_xlim(rounds[0] - 0.5, rounds[-1] + 0.5)
         ax.set_xlabel("round")
         ax.set_ylim(-0.05, 1.05)
     axes[0][0].set_ylabel("security factor (blue benign, red malicious)", fontsize=8)
