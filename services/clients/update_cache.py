@@ -116,12 +116,7 @@ class CachedClientPool:
             cached = _read_main(self._main_path(c, round_index, lr, digest))
             if cached is not None:
                 found[c] = replace(cached, client_id=c, round_index=round_index)
-        shadows: dict[str, np.ndarray] = {}
-        for c in client_ids:
-            entry = _read_arrays(self._shadow_path(c, round_index)) if wants[c] else None
-            if entry is not None and "shadow_snapshots" in entry:
-                shadows[c] = entry["shadow_snapshots"]
-        self.counts.shadow_reused += len(shadows)
+        shadows = self._read_shadows([c for c in client_ids if wants[c]], round_index)
         missing = [c for c in client_ids if c not in found]
         if missing:  # one call: the pool trains the missing clients in parallel, with their shadow if wanted
             fresh = self.pool.train_round(
@@ -131,9 +126,8 @@ class CachedClientPool:
                 c = update.client_id
                 _write_main(self._main_path(c, round_index, lr, digest), update)
                 if wants[c] and c not in shadows:
-                    _write_arrays(self._shadow_path(c, round_index), shadow_snapshots=update.shadow_snapshots)
+                    self._store_shadow(c, round_index, update.shadow_snapshots)
                     shadows[c] = update.shadow_snapshots
-                    self.counts.shadow_trained += 1
                 found[c] = update
             self.counts.trained += len(fresh)
         self.counts.reused += len(client_ids) - len(missing)
@@ -147,20 +141,28 @@ class CachedClientPool:
         ]
 
     def train_shadow(self, client_ids: Sequence[str], round_index: int) -> dict[str, np.ndarray]:
+        out = self._read_shadows(client_ids, round_index)
+        missing = [c for c in client_ids if c not in out]
+        return {**out, **(self._train_shadow(missing, round_index) if missing else {})}
+
+    def _read_shadows(self, client_ids: Sequence[str], round_index: int) -> dict[str, np.ndarray]:
+        """The shadow branches the cache holds for these clients this round."""
         out: dict[str, np.ndarray] = {}
         for c in client_ids:
             entry = _read_arrays(self._shadow_path(c, round_index))
             if entry is not None and "shadow_snapshots" in entry:
                 out[c] = entry["shadow_snapshots"]
         self.counts.shadow_reused += len(out)
-        missing = [c for c in client_ids if c not in out]
-        return {**out, **(self._train_shadow(missing, round_index) if missing else {})}
+        return out
+
+    def _store_shadow(self, client: str, round_index: int, snapshots: np.ndarray) -> None:
+        _write_arrays(self._shadow_path(client, round_index), shadow_snapshots=snapshots)
+        self.counts.shadow_trained += 1
 
     def _train_shadow(self, client_ids: Sequence[str], round_index: int) -> dict[str, np.ndarray]:
         trained = self.pool.train_shadow(client_ids, round_index)
         for c, snapshots in trained.items():
-            _write_arrays(self._shadow_path(c, round_index), shadow_snapshots=snapshots)
-        self.counts.shadow_trained += len(trained)
+            self._store_shadow(c, round_index, snapshots)
         return trained
 
     def shutdown(self) -> None:
