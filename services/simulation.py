@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from probes.artifact import ProbeManifest
 from services.aggregator.defenses import DEFENSES, DefenseSettings
-from services.aggregator.defenses.audit_level import AUDIT_INPUT, AuditedDefense
+from services.aggregator.defenses.audit_level import AUDIT_INPUT, AuditedDefense, AuditLevelSettings
 from services.aggregator.orchestrator import RoundOrchestrator
 from services.aggregator.probe_binding import bind_probe
 from services.aggregator.scoring import HandleAuditor, HandleScorer
@@ -168,7 +168,8 @@ def run_sweep(
     needs_probe = any(level.inputs != AUDIT_INPUT for level in levels.values())
     probe = connect_probe(config, loaded.fingerprint) if needs_probe else None
     audited = any(issubclass(level, AuditedDefense) for level in levels.values())
-    auditor = connect_audit(config) if audited else None
+    aggregate_threshold = AuditLevelSettings().aggregate_threshold  # every run's, from the environment
+    auditor = connect_audit(config) if audited or aggregate_threshold is not None else None
 
     def evaluate(state: LoraState) -> SafetyReport:
         def run() -> SafetyReport:
@@ -258,7 +259,7 @@ def run_sweep(
             probe_id=probe.manifest.probe_id if probed and probe else None,
             probe_spec=probe.manifest.feature_spec if probed and probe else None,
             population=[s.client_id for s in specs],
-            auditor=auditor if defense in levels and issubclass(levels[defense], AuditedDefense) else None,
+            auditor=auditor,
         )
         orchestrator = RoundOrchestrator(service, pool)
         started = time.perf_counter()
@@ -295,6 +296,8 @@ def run_sweep(
             "audit_threshold": (
                 service.defense.audit.threshold if isinstance(service.defense, AuditedDefense) else None
             ),
+            "aggregate_audit_threshold": aggregate_threshold,
+            "aggregate_audits": [s.aggregate_audit for s in summaries],
             "shadow_lr": training.shadow_lr,
             "batch_size": training.batch_size,
             "state_namespace": getattr(service.store, "ns", None),

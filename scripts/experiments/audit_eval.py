@@ -153,6 +153,20 @@ def load_state(path: Path) -> tuple[LoraState, dict[str, float]]:
     return state, meta
 
 
+def update_cache(args: argparse.Namespace) -> Path:
+    """The folder of cached updates for these training settings (shared by the audit experiments)."""
+    key = f"{args.model}-s{args.steps}-b{args.batch_size}-lr{args.lr:g}-L{args.max_seq_len}-seed{args.seed}"
+    return args.cache / key
+
+
+def calibrate(
+    scores: np.ndarray, calibration: np.ndarray, held: np.ndarray, fpr: float
+) -> tuple[float, float]:
+    """(threshold at `fpr` on the calibration rows' scores, its false-positive rate on the held-out rows)."""
+    threshold = threshold_for_fpr(scores[calibration], fpr)
+    return threshold, false_positive_rate(scores[held], threshold)
+
+
 def separation(tables: np.ndarray, reference: np.ndarray, canaries: np.ndarray, tokens: int) -> np.ndarray:
     """Audit scores of every update for one budget: the given canary rows, the first `tokens` tokens."""
     base = preference_from_log_probs(reference[:, canaries], tokens=tokens)
@@ -187,8 +201,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     lora = LoraSettings()
     data_dir = runtime_settings().data_dir
-    key = f"{args.model}-s{args.steps}-b{args.batch_size}-lr{args.lr:g}-L{args.max_seq_len}-seed{args.seed}"
-    cache = args.cache / key
+    cache = update_cache(args)
     cache.mkdir(parents=True, exist_ok=True)
 
     loaded = load_base_model(args.model)
@@ -267,10 +280,10 @@ def main() -> None:
     harmful_sources = sorted(set(source_of[labels == HARMFUL]))
 
     def report(scores: np.ndarray) -> dict[str, object]:
-        threshold = threshold_for_fpr(scores[calibration], args.fpr)
+        threshold, held_fpr = calibrate(scores, calibration, held_benign, args.fpr)
         out: dict[str, object] = {
             "threshold": threshold,
-            "held_out_benign_fpr": false_positive_rate(scores[held_benign], threshold),
+            "held_out_benign_fpr": held_fpr,
             "benign_mean": float(scores[benign].mean()),
         }
         for name in harmful_sources:

@@ -167,13 +167,13 @@ class LocalAuditor:
 async def audit_update(
     auditor: UpdateAuditor,
     base_model: str,
-    update: ClientUpdate,
+    adapter: LoraState,
     global_state: LoraState,
     policy: ScoringPolicy,
 ) -> dict:
-    """{"audit": [Δ]} (the update vs the round's global) or {"audit_error": why} after the retries."""
+    """{"audit": [Δ]} (`adapter` vs the round's global) or {"audit_error": why} after the retries."""
     score, error = await call_with_policy(
-        lambda: auditor.audit(base_model, update.lora_state, global_state), policy, "audit"
+        lambda: auditor.audit(base_model, adapter, global_state), policy, "audit"
     )
     if error is not None:
         return {"audit_error": error}

@@ -3,8 +3,9 @@
 One object serves both the REST API (remote clients) and the Ray simulation, so both take the same path.
 Submissions return as soon as the update is stored; scoring runs as a background task per update and
 writes its scores to the store. Closing a round waits for the round's scoring (re-scoring whatever a
-crashed predecessor left unscored), lets the defense turn scores into factors, aggregates, and commits
-the new global version, audit records and trust state in one atomic store transition.
+crashed predecessor left unscored), lets the defense turn scores into factors, aggregates, optionally
+audits the aggregate (a round that erodes the canaries' safety is skipped), and commits the new global
+version, audit records and trust state in one atomic store transition.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from services.aggregator.defenses import AuditEvidence, defended_aggregate, make_defense
-from services.aggregator.defenses.audit_level import AuditedDefense
+from services.aggregator.defenses.audit_level import AuditedDefense, AuditLevelSettings
 from services.aggregator.registration import Registrar, digest
 from services.aggregator.sampling import sample_clients
 from services.aggregator.scoring import (
@@ -70,6 +71,7 @@ class RoundSummary:
     scores: dict[str, float | None] = field(default_factory=dict)
     train_loss: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    aggregate_audit: float | None = None  # Δ of the round's aggregate vs the previous global, when audited
 
 
 token_hash = digest
@@ -108,17 +110,16 @@ class AggregatorService:
         self.store, self.settings = store, settings
         self.scorer, self.probe_id, self.probe_spec = scorer, probe_id, probe_spec
         self.population = population
-        # The audit levels also need the audit service: a given auditor, else its URL from their settings.
+        # The audit levels and the aggregate audit need the audit service: a given auditor, else its URL.
+        self.audit = self.defense.audit if isinstance(self.defense, AuditedDefense) else AuditLevelSettings()
+        self.audits_updates = isinstance(self.defense, AuditedDefense)
         self.auditor: UpdateAuditor | None = None
-        if isinstance(self.defense, AuditedDefense):
-            url = self.defense.audit.url
-            self.auditor = auditor or (
-                HttpAuditor(url, self.defense.audit.scoring.timeout_s) if url else None
-            )
+        if self.audits_updates or self.audit.aggregate_threshold is not None:
+            url = self.audit.url
+            self.auditor = auditor or (HttpAuditor(url, self.audit.scoring.timeout_s) if url else None)
             if self.auditor is None:
-                raise ValueError(
-                    f"defense {settings.defense!r} needs an auditor (SAFE_FEDLLM_AUDIT_LEVEL_URL)"
-                )
+                what = f"defense {settings.defense!r}" if self.audits_updates else "the aggregate audit"
+                raise ValueError(f"{what} needs an auditor (SAFE_FEDLLM_AUDIT_LEVEL_URL)")
         # A level aggregates with its settings' rule (FedAvg by default); a baseline is the rule itself.
         rule = settings.defense_settings.aggregator if settings.is_level else settings.defense
         self.strategy = make_strategy(rule, **settings.strategy_options)
@@ -275,7 +276,7 @@ class AggregatorService:
             return
         trust = self.store.get_trust().get(update.client_id, {})
         probe = self._probes(record.round_index, trust)
-        if not probe and self.auditor is None:
+        if not probe and not self.audits_updates:
             return
         self._scoring[update_id] = asyncio.ensure_future(self._score(update_id, update, record, probe))
 
@@ -296,10 +297,12 @@ class AggregatorService:
             assert self.probe_spec is not None and self.scorer is not None and self.probe_id is not None
             inputs = probe_inputs(update, self.probe_spec, global_state, (defense.inputs,))
             scores.update(await score_update(self.scorer, self.probe_id, inputs, self.settings.scoring))
-        if self.auditor is not None:
-            assert isinstance(defense, AuditedDefense)  # an auditor is only set for an audit level
-            policy = defense.audit.scoring
-            scores.update(await audit_update(self.auditor, self.settings.model, update, global_state, policy))
+        if self.audits_updates:
+            assert self.auditor is not None  # checked in __init__
+            audited = await audit_update(
+                self.auditor, self.settings.model, update.lora_state, global_state, self.audit.scoring
+            )
+            scores.update(audited)
         await asyncio.to_thread(self.store.put_scores, record.round_index, update_id, scores)
         return scores
 
@@ -320,6 +323,9 @@ class AggregatorService:
         else:
             outcome = await self._defend(record, ids, updates, global_state)
         result, factors, scores, reasons = outcome.result, outcome.factors, outcome.scores, outcome.reasons
+        aggregate_audit = None
+        if self.audit.aggregate_threshold is not None and not result.skipped:
+            aggregate_audit, result = await self._audit_aggregate(result, global_state, updates)
         phase = RoundPhase.SKIPPED if result.skipped else RoundPhase.AGGREGATED
         audit = [
             AuditRecord(
@@ -350,7 +356,30 @@ class AggregatorService:
             scores,
             {u.client_id: u.train_loss for u in updates},
             result.reason,
+            aggregate_audit,
         )
+
+    async def _audit_aggregate(
+        self, result: AggregationResult, global_state: LoraState, updates: list[ClientUpdate]
+    ) -> tuple[float | None, AggregationResult]:
+        """(Δ, the result to commit): the round skipped when its aggregate erodes the canaries' safety by
+        the threshold or more, or when the audit is missing under fail_closed."""
+        threshold = self.audit.aggregate_threshold
+        assert self.auditor is not None and threshold is not None  # checked in __init__
+        outcome = await audit_update(
+            self.auditor, self.settings.model, result.state, global_state, self.audit.scoring
+        )
+        score = (outcome.get("audit") or [None])[0]
+        if score is None:
+            if self.settings.defense_settings.on_probe_unavailable != "fail_closed":
+                return None, result
+            why = f"aggregate audit unavailable ({outcome.get('audit_error')}): closed"
+        elif score >= threshold:
+            why = f"aggregate audit: Δ={score:.3f} >= {threshold}"
+        else:
+            return score, result
+        skipped = AggregationResult(dict(global_state), {u.client_id: 0.0 for u in updates}, True, why)
+        return score, skipped
 
     async def _defend(
         self, record: RoundRecord, ids: list[str], updates: list[ClientUpdate], global_state: LoraState
@@ -365,7 +394,9 @@ class AggregatorService:
             task = self._scoring.pop(update_id, None)
             if task is not None:
                 stored[update_id] = await task
-            elif (probe := self._probes(record.round_index, trust.get(update.client_id, {}))) or self.auditor:
+                continue
+            probe = self._probes(record.round_index, trust.get(update.client_id, {}))
+            if probe or self.audits_updates:
                 stored[update_id] = await self._score(update_id, update, record, probe)  # after a restart
         evidence = []
         for update_id, update in zip(ids, updates, strict=True):

@@ -34,6 +34,7 @@ REFUSALS = {
     "weak-admin-token.yaml": "at '/aggregator/auth/adminToken'",
     "autoscaler-off-with-range.yaml": "probeService.rayAutoscaler.enabled is false",
     "audit-level-without-audit.yaml": 'defense "audit+shadow" needs the audit service: set audit.enabled',
+    "aggregate-audit-without-audit.yaml": "aggregator.auditLevel.aggregateThreshold needs the audit service",
     "audit-min-above-max.yaml": "audit.autoscaling.minReplicas (4) must not exceed maxReplicas (2)",
     "audit-route-on-probe-root.yaml": "at '/audit/routePrefix'",
     "audit-replicas-exceed-workers.yaml": "audit replicas need 14.5 CPUs at most, worker pods offer 8.0",
@@ -251,6 +252,7 @@ def test_audit_level_settings_reach_the_aggregator(kit, rendered, monkeypatch) -
     assert level.url == AUDIT_URL
     assert (level.threshold, level.flagged_factor, level.trust_combination) == (0.35, 0.25, "product")
     assert (level.scoring.timeout_s, level.scoring.attempts, level.scoring.backoff_s) == (90, 3, 2)
+    assert level.aggregate_threshold == 0.05
     # The Ray pods read the same ConfigMap: the level's variables do not leak into the service's settings.
     assert AuditServiceSettings().app_name == "audit-service"
 

@@ -67,9 +67,9 @@ http://{{ include "safe-fedllm.probe.serveService" . }}.{{ .Release.Namespace }}
 {{ include "safe-fedllm.probe.url" . }}{{ .Values.audit.routePrefix }}
 {{- end }}
 
-{{/* An aggregator defense that needs the audit service (audit, audit+<level>). */}}
+{{/* An aggregator that needs the audit service: an audit level (audit, audit+<level>) or the aggregate audit. */}}
 {{- define "safe-fedllm.audit.level" -}}
-{{- if hasPrefix "audit" .Values.aggregator.defense }}true{{ end }}
+{{- if or (hasPrefix "audit" .Values.aggregator.defense) (not (kindIs "invalid" .Values.aggregator.auditLevel.aggregateThreshold)) }}true{{ end }}
 {{- end }}
 
 {{/* Resources of one Ray worker pod: grown to audit.workerResources while the audit replicas share them. */}}

@@ -15,7 +15,10 @@ Included once, from configmap.yaml.
 {{- fail (printf "audit.autoscaling.minReplicas (%d) must not exceed maxReplicas (%d)" (int $a.minReplicas) (int $a.maxReplicas)) }}
 {{- end }}
 {{- if and (include "safe-fedllm.audit.level" .) (not .Values.audit.enabled) }}
+{{- if hasPrefix "audit" .Values.aggregator.defense }}
 {{- fail (printf "aggregator.defense %q needs the audit service: set audit.enabled=true" .Values.aggregator.defense) }}
+{{- end }}
+{{- fail "aggregator.auditLevel.aggregateThreshold needs the audit service: set audit.enabled=true" }}
 {{- end }}
 {{- $w := $probe.workers }}
 {{- if gt (int $w.minReplicas) (int $w.maxReplicas) }}

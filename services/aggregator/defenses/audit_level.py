@@ -64,6 +64,14 @@ class AuditLevelSettings(BaseSettings):
     )
     url: str | None = Field(None, description="Audit service URL when the aggregator runs outside Ray.")
     scoring: AuditCallPolicy = AuditCallPolicy()
+    aggregate_threshold: float | None = Field(
+        None,
+        description=(
+            "Audit each round's aggregate against the previous global before committing it, under any "
+            "defense or baseline; a round whose Δ is at or above this is skipped (global unchanged). None: "
+            "off. Calibrate on clean rounds: scripts/experiments/audit_aggregate.py (docs/audit.md)."
+        ),
+    )
 
 
 @dataclass

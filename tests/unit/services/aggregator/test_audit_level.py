@@ -181,3 +181,66 @@ def test_an_audit_level_without_an_auditor_is_refused():
         AggregatorService(
             InMemoryStateStore(), settings, {KEY: np.zeros((3, 2), np.float32)}, population=["a"]
         )
+
+
+# --- the aggregate audit ---------------------------------------------------------------------------------
+
+
+def _round(monkeypatch, defense, threshold, auditor, shifts, policy="fail_closed"):
+    monkeypatch.setenv("SAFE_FEDLLM_AUDIT_LEVEL_SCORING__BACKOFF_S", "0")
+    monkeypatch.setenv("SAFE_FEDLLM_AUDIT_LEVEL_AGGREGATE_THRESHOLD", str(threshold))
+    monkeypatch.setenv("SAFE_FEDLLM_AUDIT_LEVEL_THRESHOLD", "0.6")
+    store = InMemoryStateStore()
+    settings = AggregatorSettings(
+        defense=defense,
+        defense_settings=DefenseSettings(on_probe_unavailable=policy),
+        federation=FederationConfig(num_rounds=1, clients_per_round=2),
+    )
+    service = AggregatorService(
+        store, settings, {KEY: np.zeros((3, 2), np.float32)}, population=list(shifts), auditor=auditor
+    )
+    [summary] = RoundOrchestrator(service, ShiftPool(shifts)).run(progress=False)
+    return summary, store
+
+
+@pytest.mark.parametrize(("threshold", "skipped"), [(0.5, True), (0.5001, False)])
+def test_the_aggregate_audit_skips_a_round_whose_aggregate_reaches_the_threshold(
+    monkeypatch, threshold, skipped
+):
+    auditor = ShiftAuditor()
+    # FedAvg (a baseline: no update is audited) of shifts 0.25 and 0.75: the aggregate moved 0.5 exactly
+    summary, store = _round(monkeypatch, "fedavg", threshold, auditor, {"a": 0.25, "b": 0.75})
+    assert auditor.calls == 1 and summary.aggregate_audit == pytest.approx(0.5)
+    assert (summary.phase is RoundPhase.SKIPPED) is skipped
+    expected = 0.0 if skipped else 0.5
+    np.testing.assert_allclose(store.get_global()[1][KEY], expected, rtol=1e-6)
+    if skipped:
+        assert summary.reason == f"aggregate audit: Δ=0.500 >= {threshold}"
+        assert [r.decision for r in store.audit_log()] == ["skipped", "skipped"]
+
+
+def test_the_aggregate_audit_checks_what_the_level_kept(monkeypatch):
+    """The audit level drops b (Δ 0.75 >= 0.6); the aggregate is a's alone (0.25 < 0.3): committed."""
+    auditor = ShiftAuditor()
+    summary, _ = _round(monkeypatch, "audit", 0.3, auditor, {"a": 0.25, "b": 0.75})
+    assert auditor.calls == 3 and summary.factors == {"a": 1.0, "b": 0.0}
+    assert summary.phase is RoundPhase.AGGREGATED and summary.aggregate_audit == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize(("policy", "phase"), [("fail_closed", "skipped"), ("fail_open", "aggregated")])
+def test_a_missing_aggregate_audit_follows_the_failure_policy(monkeypatch, policy, phase):
+    summary, _ = _round(monkeypatch, "fedavg", 0.5, ShiftAuditor(fail=True), {"a": 0.0, "b": 0.1}, policy)
+    assert summary.phase.value == phase and summary.aggregate_audit is None
+    if phase == "skipped":
+        assert summary.reason.startswith("aggregate audit unavailable (ConnectionError")
+
+
+def test_an_aggregate_audit_without_an_auditor_is_refused(monkeypatch):
+    monkeypatch.setenv("SAFE_FEDLLM_AUDIT_LEVEL_AGGREGATE_THRESHOLD", "0.1")
+    with pytest.raises(ValueError, match="the aggregate audit needs an auditor"):
+        AggregatorService(
+            InMemoryStateStore(),
+            AggregatorSettings(defense="fedavg"),
+            {KEY: np.zeros((3, 2), np.float32)},
+            population=["a"],
+        )
