@@ -93,7 +93,10 @@ def _print_round(ratio: float, defense: str, summary: RoundSummary) -> None:
             cell += f"s={summary.factors[client]:.2f},"
         cells.append(cell + f"w={summary.weights.get(client, 0.0):.2f}")
     head = f"[{defense} {ratio:.0%}] round {summary.round_index:>2} {summary.phase.value:<10}"
-    typer.echo(f"{head} {' '.join(cells)}" + (f"  ({summary.reason})" if summary.reason else ""))
+    notes = [summary.reason] if summary.reason else []
+    if summary.aggregate_audit is not None and not summary.reason.startswith("aggregate audit"):
+        notes.append(f"aggregate audit Δ={summary.aggregate_audit:.3f}")
+    typer.echo(f"{head} {' '.join(cells)}" + (f"  ({'; '.join(notes)})" if notes else ""))
 
 
 # `simulate`'s defaults are the config models' (SimulationConfig, FederationConfig, LrSchedule,
