@@ -17,15 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from services.aggregator.auditing import AggregatorAudit
 from services.aggregator.defenses import AuditEvidence, defended_aggregate, make_defense
-from services.aggregator.defenses.audit_level import AuditedDefense, AuditLevelSettings
 from services.aggregator.registration import Registrar, digest
 from services.aggregator.sampling import sample_clients
 from services.aggregator.scoring import (
     SNAPSHOTS_OF,
-    HttpAuditor,
     UpdateAuditor,
-    audit_update,
     probe_inputs,
     score_update,
 )
@@ -110,16 +108,9 @@ class AggregatorService:
         self.store, self.settings = store, settings
         self.scorer, self.probe_id, self.probe_spec = scorer, probe_id, probe_spec
         self.population = population
-        # The audit levels and the aggregate audit need the audit service: a given auditor, else its URL.
-        self.audit = self.defense.audit if isinstance(self.defense, AuditedDefense) else AuditLevelSettings()
-        self.audits_updates = isinstance(self.defense, AuditedDefense)
-        self.auditor: UpdateAuditor | None = None
-        if self.audits_updates or self.audit.aggregate_threshold is not None:
-            url = self.audit.url
-            self.auditor = auditor or (HttpAuditor(url, self.audit.scoring.timeout_s) if url else None)
-            if self.auditor is None:
-                what = f"defense {settings.defense!r}" if self.audits_updates else "the aggregate audit"
-                raise ValueError(f"{what} needs an auditor (SAFE_FEDLLM_AUDIT_LEVEL_URL)")
+        fail_closed = settings.defense_settings.on_probe_unavailable == "fail_closed"
+        self.audit = AggregatorAudit.build(self.defense, settings.model, fail_closed, auditor)
+        self.audits_updates = self.audit is not None and self.audit.audits_updates
         # A level aggregates with its settings' rule (FedAvg by default); a baseline is the rule itself.
         rule = settings.defense_settings.aggregator if settings.is_level else settings.defense
         self.strategy = make_strategy(rule, **settings.strategy_options)
@@ -297,12 +288,8 @@ class AggregatorService:
             assert self.probe_spec is not None and self.scorer is not None and self.probe_id is not None
             inputs = probe_inputs(update, self.probe_spec, global_state, (defense.inputs,))
             scores.update(await score_update(self.scorer, self.probe_id, inputs, self.settings.scoring))
-        if self.audits_updates:
-            assert self.auditor is not None  # checked in __init__
-            audited = await audit_update(
-                self.auditor, self.settings.model, update.lora_state, global_state, self.audit.scoring
-            )
-            scores.update(audited)
+        if self.audit is not None and self.audit.audits_updates:
+            scores.update(await self.audit.score(update.lora_state, global_state))
         await asyncio.to_thread(self.store.put_scores, record.round_index, update_id, scores)
         return scores
 
@@ -324,8 +311,8 @@ class AggregatorService:
             outcome = await self._defend(record, ids, updates, global_state)
         result, factors, scores, reasons = outcome.result, outcome.factors, outcome.scores, outcome.reasons
         aggregate_audit = None
-        if self.audit.aggregate_threshold is not None and not result.skipped:
-            aggregate_audit, result = await self._audit_aggregate(result, global_state, updates)
+        if self.audit is not None and self.audit.checks_aggregates and not result.skipped:
+            aggregate_audit, result = await self.audit.check_aggregate(result, global_state, updates)
         phase = RoundPhase.SKIPPED if result.skipped else RoundPhase.AGGREGATED
         audit = [
             AuditRecord(
@@ -358,28 +345,6 @@ class AggregatorService:
             result.reason,
             aggregate_audit,
         )
-
-    async def _audit_aggregate(
-        self, result: AggregationResult, global_state: LoraState, updates: list[ClientUpdate]
-    ) -> tuple[float | None, AggregationResult]:
-        """(Δ, the result to commit): the round skipped when its aggregate erodes the canaries' safety by
-        the threshold or more, or when the audit is missing under fail_closed."""
-        threshold = self.audit.aggregate_threshold
-        assert self.auditor is not None and threshold is not None  # checked in __init__
-        outcome = await audit_update(
-            self.auditor, self.settings.model, result.state, global_state, self.audit.scoring
-        )
-        score = (outcome.get("audit") or [None])[0]
-        if score is None:
-            if self.settings.defense_settings.on_probe_unavailable != "fail_closed":
-                return None, result
-            why = f"aggregate audit unavailable ({outcome.get('audit_error')}): closed"
-        elif score >= threshold:
-            why = f"aggregate audit: Δ={score:.3f} >= {threshold}"
-        else:
-            return score, result
-        skipped = AggregationResult(dict(global_state), {u.client_id: 0.0 for u in updates}, True, why)
-        return score, skipped
 
     async def _defend(
         self, record: RoundRecord, ids: list[str], updates: list[ClientUpdate], global_state: LoraState

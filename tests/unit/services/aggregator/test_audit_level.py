@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from services.aggregator.auditing import AggregatorAudit
 from services.aggregator.defenses import AuditEvidence, AuditLevelSettings, DefenseSettings, make_defense
 from services.aggregator.defenses.audit_level import (
     AuditClientLevel,
@@ -244,3 +245,10 @@ def test_an_aggregate_audit_without_an_auditor_is_refused(monkeypatch):
             {KEY: np.zeros((3, 2), np.float32)},
             population=["a"],
         )
+
+
+def test_no_audit_is_built_when_neither_the_level_nor_the_aggregate_check_asks(monkeypatch):
+    monkeypatch.delenv("SAFE_FEDLLM_AUDIT_LEVEL_AGGREGATE_THRESHOLD", raising=False)
+    assert AggregatorAudit.build(None, "smollm2-135m", fail_closed=True, auditor=ShiftAuditor()) is None
+    level = AggregatorAudit.build(make_defense("audit"), "smollm2-135m", True, ShiftAuditor())
+    assert level is not None and level.audits_updates and not level.checks_aggregates
