@@ -296,7 +296,9 @@ def run_sweep(
             "audit_threshold": (
                 service.defense.audit.threshold if isinstance(service.defense, AuditedDefense) else None
             ),
-            "aggregate_audit_threshold": aggregate_threshold,
+            "aggregate_audit_threshold": (
+                service.audit.settings.aggregate_threshold if service.audit else None
+            ),
             "aggregate_audits": [s.aggregate_audit for s in summaries],
             "shadow_lr": training.shadow_lr,
             "batch_size": training.batch_size,

@@ -74,5 +74,4 @@ class AggregatorAudit:
             why = f"aggregate audit: Δ={score:.3f} >= {threshold}"
         else:
             return score, result
-        skipped = AggregationResult(dict(global_state), {u.client_id: 0.0 for u in updates}, True, why)
-        return score, skipped
+        return score, AggregationResult.skip(global_state, updates, why)

@@ -110,7 +110,6 @@ class AggregatorService:
         self.population = population
         fail_closed = settings.defense_settings.on_probe_unavailable == "fail_closed"
         self.audit = AggregatorAudit.build(self.defense, settings.model, fail_closed, auditor)
-        self.audits_updates = self.audit is not None and self.audit.audits_updates
         # A level aggregates with its settings' rule (FedAvg by default); a baseline is the rule itself.
         rule = settings.defense_settings.aggregator if settings.is_level else settings.defense
         self.strategy = make_strategy(rule, **settings.strategy_options)
@@ -267,9 +266,13 @@ class AggregatorService:
             return
         trust = self.store.get_trust().get(update.client_id, {})
         probe = self._probes(record.round_index, trust)
-        if not probe and not self.audits_updates:
+        if not probe and not self._audits_updates:
             return
         self._scoring[update_id] = asyncio.ensure_future(self._score(update_id, update, record, probe))
+
+    @property
+    def _audits_updates(self) -> bool:
+        return self.audit is not None and self.audit.audits_updates
 
     def _probes(self, round_index: int, trust: dict) -> bool:
         """Whether the level asks the probe about this client's update (an audit level audits every round)."""
@@ -288,7 +291,7 @@ class AggregatorService:
             assert self.probe_spec is not None and self.scorer is not None and self.probe_id is not None
             inputs = probe_inputs(update, self.probe_spec, global_state, (defense.inputs,))
             scores.update(await score_update(self.scorer, self.probe_id, inputs, self.settings.scoring))
-        if self.audit is not None and self.audit.audits_updates:
+        if self.audit is not None and self.audit.audits_updates:  # an audit level: every update
             scores.update(await self.audit.score(update.lora_state, global_state))
         await asyncio.to_thread(self.store.put_scores, record.round_index, update_id, scores)
         return scores
@@ -304,7 +307,7 @@ class AggregatorService:
         updates = [self.store.get_update(i) for i in ids]
         _, global_state = self.store.get_global(record.global_version)
         if not updates:
-            outcome = Defended(AggregationResult(global_state, {}, skipped=True, reason="no updates"))
+            outcome = Defended(AggregationResult.skip(global_state, updates, "no updates"))
         elif self.defense is None:
             outcome = Defended(self.strategy.aggregate(global_state, updates, round_index=round_index))
         else:
@@ -361,7 +364,7 @@ class AggregatorService:
                 stored[update_id] = await task
                 continue
             probe = self._probes(record.round_index, trust.get(update.client_id, {}))
-            if probe or self.audits_updates:
+            if probe or self._audits_updates:
                 stored[update_id] = await self._score(update_id, update, record, probe)  # after a restart
         evidence = []
         for update_id, update in zip(ids, updates, strict=True):

@@ -94,7 +94,7 @@ def _print_round(ratio: float, defense: str, summary: RoundSummary) -> None:
         cells.append(cell + f"w={summary.weights.get(client, 0.0):.2f}")
     head = f"[{defense} {ratio:.0%}] round {summary.round_index:>2} {summary.phase.value:<10}"
     notes = [summary.reason] if summary.reason else []
-    if summary.aggregate_audit is not None and not summary.reason.startswith("aggregate audit"):
+    if summary.aggregate_audit is not None and summary.phase == "aggregated":  # a skip says Δ in its reason
         notes.append(f"aggregate audit Δ={summary.aggregate_audit:.3f}")
     typer.echo(f"{head} {' '.join(cells)}" + (f"  ({'; '.join(notes)})" if notes else ""))
 

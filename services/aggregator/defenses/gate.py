@@ -24,11 +24,8 @@ def safety_gate(
     mean = sum(values) / len(values) if values else 0.0
     if mean >= settings.skip_below:
         return None
-    return AggregationResult(
-        dict(global_state),
-        {u.client_id: 0.0 for u in updates},
-        skipped=True,
-        reason=f"safety gate: mean factor {mean:.3f} < {settings.skip_below}",
+    return AggregationResult.skip(
+        global_state, updates, f"safety gate: mean factor {mean:.3f} < {settings.skip_below}"
     )
 
 

@@ -18,6 +18,11 @@ class AggregationResult:
     reason: str = ""
     details: dict[str, object] = field(default_factory=dict)
 
+    @classmethod
+    def skip(cls, global_state: LoraState, updates: Sequence[ClientUpdate], reason: str) -> AggregationResult:
+        """The round left out: the global unchanged, every update weighted 0, and why."""
+        return cls(dict(global_state), {u.client_id: 0.0 for u in updates}, skipped=True, reason=reason)
+
 
 class Strategy(ABC):
     """Aggregators are stateless between calls; any state a defense keeps lives in the state store.
@@ -45,7 +50,7 @@ class Strategy(ABC):
         if self.randomised and round_index is None:
             raise ValueError(f"{self.name} draws fresh random numbers each round: pass round_index")
         if not updates:
-            return AggregationResult(dict(global_state), {}, skipped=True, reason="no updates")
+            return AggregationResult.skip(global_state, updates, "no updates")
         return self._aggregate(global_state, updates, factors, round_index)
 
     @abstractmethod
