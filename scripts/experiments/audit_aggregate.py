@@ -27,17 +27,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from audit_eval import BENIGN, HARMFUL, calibrate, data_sources, load_state, update_cache
+from audit_eval import BENIGN, HARMFUL, begin_experiment, calibrate, data_sources, detection, load_state
 from audit_rounds import SIGNALS, load_signals
 
-from probes.metrics import auroc
-from shared.config import LoraSettings, runtime_settings
 from shared.lora_averaging import stack_states, weighted_mean
 
 
@@ -60,10 +57,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("runs/audit_eval"))
     parser.add_argument("--output", type=Path, default=Path("runs/results/audit_aggregate.json"))
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    lora = LoraSettings()
-    data_dir = runtime_settings().data_dir
-    cache = update_cache(args)
+    lora, data_dir, cache = begin_experiment(args)
     _, _, init, signals = load_signals(
         args.model, lora, data_dir, args.canaries, args.tokens, args.max_seq_len
     )
@@ -116,13 +110,8 @@ def main() -> None:
         }
         for name in harmful:
             for ratio in ratios:
-                rows = np.flatnonzero((kinds == name) & (ratio_of == ratio))
-                labels = np.r_[np.zeros(len(clean)), np.ones(len(rows))].astype(int)
-                entry[f"{name}@{ratio:g}"] = {
-                    "auroc": auroc(labels, np.r_[values[clean], values[rows]]),
-                    "tpr_at_threshold": float(np.mean(values[rows] >= threshold)),
-                    "mean": float(values[rows].mean()),
-                }
+                attacked = values[(kinds == name) & (ratio_of == ratio)]
+                entry[f"{name}@{ratio:g}"] = detection(values[clean], attacked, threshold)
         report[signal] = entry
     result = {
         "command": " ".join(["python", *map(shlex.quote, sys.argv)]),

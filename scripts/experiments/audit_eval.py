@@ -159,6 +159,24 @@ def update_cache(args: argparse.Namespace) -> Path:
     return args.cache / key
 
 
+def begin_experiment(args: argparse.Namespace) -> tuple[LoraSettings, Path, Path]:
+    """Threads set, and (LoRA settings, data dir, update cache folder, created) for an audit experiment."""
+    torch.set_num_threads(args.threads)
+    cache = update_cache(args)
+    cache.mkdir(parents=True, exist_ok=True)
+    return LoraSettings(), runtime_settings().data_dir, cache
+
+
+def detection(negatives: np.ndarray, positives: np.ndarray, threshold: float) -> dict[str, float]:
+    """How one signal separates positives from negatives: AUROC, the share flagged at `threshold`, mean."""
+    labels = np.r_[np.zeros(len(negatives)), np.ones(len(positives))].astype(int)
+    return {
+        "auroc": auroc(labels, np.r_[negatives, positives]),
+        "tpr_at_threshold": float(np.mean(positives >= threshold)),
+        "mean": float(positives.mean()),
+    }
+
+
 def calibrate(
     scores: np.ndarray, calibration: np.ndarray, held: np.ndarray, fpr: float
 ) -> tuple[float, float]:
@@ -198,11 +216,7 @@ def main() -> None:
     parser.add_argument("--stop-after", choices=("train", "audit"), default=None)
     parser.add_argument("--output", type=Path, default=Path("runs/results/audit_eval.json"))
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    lora = LoraSettings()
-    data_dir = runtime_settings().data_dir
-    cache = update_cache(args)
-    cache.mkdir(parents=True, exist_ok=True)
+    lora, data_dir, cache = begin_experiment(args)
 
     loaded = load_base_model(args.model)
     pristine = copy.deepcopy(loaded.model)  # attach_lora wraps in place: copies come from here
@@ -287,12 +301,7 @@ def main() -> None:
             "benign_mean": float(scores[benign].mean()),
         }
         for name in harmful_sources:
-            rows = np.concatenate([benign, np.flatnonzero(source_of == name)])
-            out[name] = {
-                "auroc": auroc((labels[rows] == HARMFUL).astype(int), scores[rows]),
-                "tpr_at_threshold": float(np.mean(scores[source_of == name] >= threshold)),
-                "mean": float(scores[source_of == name].mean()),
-            }
+            out[name] = detection(scores[benign], scores[source_of == name], threshold)
         return out
 
     sizes = [int(s) for s in args.sizes.split(",") if int(s) <= args.canaries]

@@ -45,16 +45,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from audit_eval import (
     BENIGN,
     HARMFUL,
+    begin_experiment,
     calibrate,
     data_sources,
+    detection,
     hash_int,
     load_state,
     save_state,
     shard,
-    update_cache,
 )
 
-from probes.metrics import auroc
 from shared.audit import (
     CanarySettings,
     HarmPreferenceAudit,
@@ -62,7 +62,7 @@ from shared.audit import (
     preference_from_log_probs,
 )
 from shared.audit.packing import PackedCanary, packed_log_probs
-from shared.config import LoraSettings, runtime_settings
+from shared.config import LoraSettings
 from shared.data.pools import build_pools
 from shared.data.sources import HarmfulPair
 from shared.evaluation.generation import generate_greedy
@@ -162,11 +162,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("runs/audit_eval"))
     parser.add_argument("--output", type=Path, default=Path("runs/results/audit_rounds.json"))
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    lora = LoraSettings()
-    data_dir = runtime_settings().data_dir
-    cache = update_cache(args)
-    cache.mkdir(parents=True, exist_ok=True)
+    lora, data_dir, cache = begin_experiment(args)
 
     loaded, trainer, _, signals = load_signals(
         args.model, lora, data_dir, args.canaries, args.tokens, args.max_seq_len
@@ -230,11 +226,7 @@ def main() -> None:
                 "mean": {src: float(scores[source_of == src].mean()) for src in sources},
             }
             for src in harmful_sources:
-                rows = np.concatenate([benign, np.flatnonzero(source_of == src)])
-                report[src] = {
-                    "auroc": auroc((labels[rows] == HARMFUL).astype(int), scores[rows]),
-                    "tpr_at_threshold": float(np.mean(scores[source_of == src] >= threshold)),
-                }
+                report[src] = detection(scores[benign], scores[source_of == src], threshold)
             entry[signal] = report
         per_round_report[str(r)] = entry
 
