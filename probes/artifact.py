@@ -91,6 +91,12 @@ def write_artifact(directory: Path, model: onnx.ModelProto, manifest_fields: dic
     return manifest
 
 
+def _centred_weight(weight: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """`center` folded into the weight: w . (x - mean(x)) = (w - mean(w)) . x, exactly, for any x."""
+    w = np.asarray(weight, np.float32)
+    return w - w.mean(dtype=np.float64).astype(np.float32) if spec.normalize == "center" else w
+
+
 def export_linear_probe(
     directory: Path,
     probe_id: str,
@@ -110,7 +116,7 @@ def export_linear_probe(
     """Write a logistic probe (weights over `spec`'s features) as an artifact in `directory`."""
     return write_artifact(
         directory,
-        build_onnx(np.asarray(weight, np.float32), bias, normalize=spec.normalize == "l2"),
+        build_onnx(_centred_weight(weight, spec), bias, normalize=spec.normalize == "l2"),
         {
             "probe_id": probe_id,
             "base_model": {"name": base_model, "fingerprint": fingerprint},

@@ -87,6 +87,9 @@ class ProbeDatasetConfig(BaseModel):
     selfgen_harmful: int = Field(
         400, ge=0, description="Harmful instructions the unaligned model answers for `selfgen_harmful`."
     )
+    selfgen_benign: int = Field(
+        0, ge=0, description="Probe-pool Alpaca instructions the unaligned model answers (`selfgen_benign`)."
+    )
     steps: int = Field(5, ge=1, description="T: snapshots per trajectory.")
     batch_size: int = Field(8, ge=1)
     lr: float = Field(2e-4, gt=0, description="Fixed lr, as the shadow branch trains.")
@@ -260,7 +263,9 @@ def build_probe_dataset(
     """Run the plan; with `output`, finished trajectories are checkpointed so a killed build resumes."""
     data_dir = runtime_settings().data_dir
     pools = build_pools(data_dir)
-    sources = load_probe_sources(config.model, data_dir, pools, config.selfgen_harmful, config.seed)
+    sources = load_probe_sources(
+        config.model, data_dir, pools, config.selfgen_harmful, config.seed, config.selfgen_benign
+    )
     plan = trajectory_plan(config, sources)
     loaded = load_base_model(config.model)
     model = attach_lora(loaded.model, config.lora)

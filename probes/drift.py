@@ -102,7 +102,9 @@ def run_drift_check(
     init = get_lora_state(model)
     data_dir = runtime_settings().data_dir
     pools = build_pools(data_dir)
-    sources = load_probe_sources(config.model, data_dir, pools, config.selfgen_harmful, config.seed)
+    sources = load_probe_sources(
+        config.model, data_dir, pools, config.selfgen_harmful, config.seed, config.selfgen_benign
+    )
     plan = trajectory_plan(config, sources)
     held = split_masks(dataset, min_step)["heldout"]
     chosen = []

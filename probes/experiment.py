@@ -7,6 +7,10 @@ Test sets (all on samples no training trajectory saw; see probes/dataset.py):
 - `client_settings`: trajectories trained with settings the probe never saw (lr ×0.5, ×2, batch 4);
 - `unseen_harmful_source:<s>`: a probe trained *without* harmful source s, on s's held-out trajectories vs
   the held-out benign ones (leave-one-source-out: does the probe detect harm or one generator's answers?);
+- `unseen_writer:<w>`: a probe trained without writer w's data (both classes: Mistral wrote MaliciousGen and
+  helpfulQA, the unaligned SmolLM2 selfgen_harmful and selfgen_benign), tested on w's held-out trajectories —
+  with both classes from each writer, style cannot separate them, so this row measures harm, not authorship;
+  its false-positive rate on Dolly (a benign writer no probe trained on) is reported beside it;
 - `per_step`: the main probe's AUROC at each local step (samples integrated = batch × step), and the AUROC
   of a probe trained on that step alone.
 `min_step`: the first local step that integrates `min_samples` samples (16 by default: on SmolLM2 a step of
@@ -30,7 +34,7 @@ import numpy as np
 from probes.classifier import LogisticProbe, ProbeTrainingConfig, predict, train_probe
 from probes.dataset import ProbeDataset
 from probes.metrics import auroc, detection_metrics
-from probes.sources import STYLE_TEST_SOURCES
+from probes.sources import STYLE_TEST_SOURCES, WRITERS
 from shared.calibration import threshold_for_fpr
 from shared.features import FeatureSpec, Normalization, Policy, normalise
 
@@ -38,6 +42,8 @@ VARIANTS: tuple[tuple[Policy, Normalization], ...] = (
     ("first_B", "l2"),
     ("first_B", "none"),
     ("all_layers", "l2"),
+    ("module_norms", "center"),
+    ("module_norms", "none"),
 )
 METHOD_TAU = 0.8
 
@@ -91,6 +97,8 @@ def features(
         if dataset.all_layers is None or dataset.all_layers_spec is None:
             raise ValueError("the dataset was built without all_layers features")
         raw, spec = dataset.all_layers.astype(np.float32), dataset.all_layers_spec
+        if policy == "module_norms":
+            raw, spec = spec.module_norms(raw), spec.model_copy(update={"policy": policy})
     return normalise(raw, normalize), spec.model_copy(update={"normalize": normalize})
 
 
@@ -158,18 +166,21 @@ def run_probe_experiment(
     fpr: float = 0.005,
     min_step: int | None = None,
     min_samples: int = 16,
+    main_variant: tuple[Policy, Normalization] = VARIANTS[0],
 ) -> tuple[TrainedProbe, list[dict]]:
-    """The main probe (first_B + L2, calibrated) and one result row per (variant, test set)."""
-    x_main, spec_main = features(dataset, *VARIANTS[0])
+    """The main probe (`main_variant`, calibrated) and one result row per (variant, test set)."""
+    if main_variant not in VARIANTS:
+        raise ValueError(f"unknown probe variant {main_variant}; known: {VARIANTS}")
+    x_main, spec_main = features(dataset, *main_variant)
     if min_step is None:
         min_step = min_step_for(dataset, min_samples)
     masks = split_masks(dataset, min_step, config.seed)
     rows: list[dict] = []
     main: TrainedProbe | None = None
     for variant in VARIANTS:
-        if variant[0] == "all_layers" and dataset.all_layers is None:
+        if variant[0] != "first_B" and dataset.all_layers is None:
             continue
-        x, spec = (x_main, spec_main) if variant == VARIANTS[0] else features(dataset, *variant)
+        x, spec = (x_main, spec_main) if variant == main_variant else features(dataset, *variant)
         model, log = _fit(dataset, x, masks["train"], config)
         threshold = calibrate(x, model, dataset.labels, masks["calibration"], fpr)
         for test_set in ("heldout", "unseen_benign_style", "client_settings"):
@@ -188,7 +199,8 @@ def run_probe_experiment(
                     min_step=min_step,
                 )
             )
-        if variant == VARIANTS[0]:
+        rows += _unseen_writer_rows(dataset, x, variant, masks, config, probe_id, fpr, min_step)
+        if variant == main_variant:
             main = TrainedProbe(*variant, model, spec, log, threshold, min_step)
     assert main is not None
     rows += _unseen_source_rows(dataset, x_main, masks, config, probe_id, fpr, min_step)
@@ -225,6 +237,54 @@ def _unseen_source_rows(
                 n_train=int(train.sum()),
                 min_step=min_step,
                 trained_harmful_sources=[s for s in harmful if s != left_out],
+            )
+        )
+    return rows
+
+
+def _unseen_writer_rows(
+    dataset: ProbeDataset,
+    x: np.ndarray,
+    variant: tuple[Policy, Normalization],
+    masks: dict[str, np.ndarray],
+    config: ProbeTrainingConfig,
+    probe_id: str,
+    fpr: float,
+    min_step: int,
+) -> list[dict]:
+    """Leave one writer out: trained and calibrated without any of its rows, tested on all of its held-out
+    trajectories (calibration ones included: the probe never calibrated on them)."""
+    writer = np.asarray([WRITERS.get(str(s), str(s)) for s in dataset.source])
+    train_writers = {
+        w
+        for w in set(writer[masks["train"]].tolist())
+        if len(np.unique(dataset.labels[masks["train"] & (writer == w)])) == 2
+    }
+    if len(train_writers) < 2:
+        return []
+    late = dataset.step >= min_step
+    dolly = (dataset.role == "test") & np.isin(dataset.source, STYLE_TEST_SOURCES) & late
+    rows: list[dict] = []
+    for left_out in sorted(train_writers):
+        train = masks["train"] & (writer != left_out)
+        model, _ = _fit(dataset, x, train, config)
+        threshold = calibrate(x, model, dataset.labels, masks["calibration"] & (writer != left_out), fpr)
+        test = (dataset.role == "test") & (writer == left_out) & late
+        unseen_benign = predict(model, x[dolly]) if dolly.any() else np.empty(0)
+        rows.append(
+            _row(
+                probe_id,
+                variant,
+                f"unseen_writer:{left_out}",
+                dataset.labels[test],
+                predict(model, x[test]),
+                threshold,
+                n_train=int(train.sum()),
+                min_step=min_step,
+                trained_writers=sorted(set(writer[train].tolist())),
+                unseen_benign_writer_fpr=float(np.mean(unseen_benign >= threshold))
+                if len(unseen_benign)
+                else None,
             )
         )
     return rows

@@ -4,6 +4,9 @@
 - `selfgen_harmful`: harmful instructions of safety-tuned-llamas' refusal set (a data set no other pool
   reads) answered by the *unaligned* SmolLM2 itself, keeping only answers without refusal markers. A second
   generator, so the probe can be tested on a harmful source it never trained on (leave-one-source-out);
+- `selfgen_benign`: the probe pool's Alpaca instructions answered by the same unaligned SmolLM2. With it each
+  harmful writer also writes benign data (Mistral: MaliciousGen / helpfulQA; SmolLM2: selfgen_harmful /
+  selfgen_benign), so a probe cannot separate the classes by who wrote them (leave-one-writer-out rows, E2);
 - `helpful`, `alpaca`: benign training sources of the probe pool (two writing styles);
 - `dolly`: benign, test only (the unseen-style check).
 
@@ -24,7 +27,16 @@ from shared.data.pools import DataPools
 from shared.data.sources import normalise_instruction
 
 HARMFUL_SOURCES = ("maliciousgen", "selfgen_harmful")
-BENIGN_SOURCES = ("helpful", "alpaca", "dolly")
+BENIGN_SOURCES = ("helpful", "alpaca", "dolly", "selfgen_benign")
+# Who wrote each source's answers: the unit of the leave-one-writer-out evaluation.
+WRITERS = {
+    "maliciousgen": "mistral",
+    "helpful": "mistral",
+    "selfgen_harmful": "smollm2",
+    "selfgen_benign": "smollm2",
+    "alpaca": "alpaca",
+    "dolly": "dolly",
+}
 STYLE_TEST_SOURCES = ("dolly",)
 SELFGEN_CACHE = Path("runs/probe_sources")
 _STL_FILE = Path("safety_tuned_llamas") / "safety_only_data_Instructions.json"
@@ -58,16 +70,32 @@ def selfgen_harmful_rows(
     model_name: str, data_dir: Path, pools: DataPools, count: int, seed: int, max_new_tokens: int = 96
 ) -> tuple[tuple[str, str], ...]:
     """(instruction, compliant answer) pairs written by the unaligned model; cached as JSONL under runs/."""
+    instructions = stl_harmful_instructions(data_dir, pools, count, seed)
+    name = f"selfgen_harmful_{count}_{seed}_{max_new_tokens}"
+    return _selfgen_rows(model_name, name, instructions, max_new_tokens)
+
+
+def selfgen_benign_rows(
+    model_name: str, pools: DataPools, count: int, max_new_tokens: int = 96
+) -> tuple[tuple[str, str], ...]:
+    """The probe pool's Alpaca instructions answered by the unaligned model (its benign writing)."""
+    instructions = [x.instruction for x in pools.probe.alpaca[:count]]
+    return _selfgen_rows(model_name, f"selfgen_benign_{count}_{max_new_tokens}", instructions, max_new_tokens)
+
+
+def _selfgen_rows(
+    model_name: str, name: str, instructions: list[str], max_new_tokens: int
+) -> tuple[tuple[str, str], ...]:
+    """Greedy answers of the unaligned model, generated once and cached as JSONL under runs/."""
     from shared.evaluation.refusal import is_refusal
 
-    path = SELFGEN_CACHE / model_name / f"selfgen_harmful_{count}_{seed}_{max_new_tokens}.jsonl"
+    path = SELFGEN_CACHE / model_name / f"{name}.jsonl"
     if not path.is_file():
         import torch
 
         from shared.evaluation.generation import generate_greedy
         from shared.model_zoo import load_base_model
 
-        instructions = stl_harmful_instructions(data_dir, pools, count, seed)
         loaded = load_base_model(model_name, aligned=False)
         with torch.inference_mode():
             answers = generate_greedy(
@@ -75,7 +103,7 @@ def selfgen_harmful_rows(
                 loaded.tokenizer,
                 instructions,
                 max_new_tokens=max_new_tokens,
-                desc="selfgen harmful answers",
+                desc=f"{name} answers",
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".partial")
@@ -84,7 +112,7 @@ def selfgen_harmful_rows(
                 handle.write(json.dumps({"instruction": instruction, "response": answer.strip()}) + "\n")
         tmp.replace(path)
     pairs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    # an answer that refuses is not a harmful sample; a near-empty one teaches nothing
+    # an answer that refuses is not the writer's compliant style; a near-empty one teaches nothing
     return tuple(
         (p["instruction"], p["response"])
         for p in pairs
@@ -93,7 +121,12 @@ def selfgen_harmful_rows(
 
 
 def load_probe_sources(
-    model_name: str, data_dir: Path, pools: DataPools, selfgen_count: int, seed: int
+    model_name: str,
+    data_dir: Path,
+    pools: DataPools,
+    selfgen_count: int,
+    seed: int,
+    selfgen_benign_count: int = 0,
 ) -> dict[str, ProbeSource]:
     probe = pools.probe
     sources = {
@@ -107,4 +140,7 @@ def load_probe_sources(
     if selfgen_count > 0:
         rows = selfgen_harmful_rows(model_name, data_dir, pools, selfgen_count, seed)
         sources["selfgen_harmful"] = ProbeSource("selfgen_harmful", 1, rows)
+    if selfgen_benign_count > 0:
+        rows = selfgen_benign_rows(model_name, pools, selfgen_benign_count)
+        sources["selfgen_benign"] = ProbeSource("selfgen_benign", 0, rows)
     return sources

@@ -36,6 +36,10 @@ def build(
     test: list[str] = typer.Option([], help="SOURCE=COUNT held-out trajectories (repeat)."),
     client_setting_trajectories: int = typer.Option(2, help="Per class and client setting."),
     selfgen_harmful: int = typer.Option(400, help="Instructions the unaligned model answers (0: no source)."),
+    selfgen_benign: int = typer.Option(
+        0,
+        help="Probe-pool Alpaca instructions the unaligned model answers (0: none; E2's writer balance).",
+    ),
     steps: int = typer.Option(5, help="Local steps (snapshots) per trajectory."),
     batch_size: int = typer.Option(8, help="Batch size."),
     lr: float = typer.Option(2e-4, help="Fixed lr of the trajectories."),
@@ -62,6 +66,7 @@ def build(
         model=model,
         client_setting_trajectories=client_setting_trajectories,
         selfgen_harmful=selfgen_harmful,
+        selfgen_benign=selfgen_benign,
         steps=steps,
         batch_size=batch_size,
         lr=lr,
@@ -90,6 +95,10 @@ def train(
     ),
     min_samples: int = typer.Option(16, help="Samples a step must integrate to count as evidence."),
     seed: int = typer.Option(2023, help="Seed of the validation split and the training."),
+    policy: str = typer.Option(
+        "first_B", help="Feature of the shipped probe: first_B (the paper), all_layers or module_norms."
+    ),
+    normalize: str = typer.Option("l2", help="Its normalisation: l2, none or center (module_norms)."),
     results: Path = typer.Option(
         Path("runs/results/e2_probe.json"), help="Where to write the result rows (committed: docs/results/)."
     ),
@@ -98,12 +107,23 @@ def train(
     from probes.checkpoint import ProbeCheckpoint
     from probes.classifier import ProbeTrainingConfig
     from probes.dataset import ProbeDataset
-    from probes.experiment import run_probe_experiment
+    from probes.experiment import VARIANTS, run_probe_experiment
 
     dataset = ProbeDataset.load(data)
     config = ProbeTrainingConfig(seed=seed)
+    variant = (policy, normalize)
+    if variant not in VARIANTS:
+        raise typer.BadParameter(
+            f"{variant} is not a probe variant; known: {VARIANTS}", param_hint="--policy"
+        )
     main, rows = run_probe_experiment(
-        dataset, config, probe_id, fpr=fpr, min_step=min_step, min_samples=min_samples
+        dataset,
+        config,
+        probe_id,
+        fpr=fpr,
+        min_step=min_step,
+        min_samples=min_samples,
+        main_variant=variant,  # type: ignore[arg-type]  # checked against VARIANTS above
     )
     info = {
         "model": dataset.meta["model"],
@@ -117,7 +137,7 @@ def train(
         "metrics": {
             r["test_set"]: r
             for r in rows
-            if (r.get("policy"), r.get("normalize")) == ("first_B", "l2") and r["test_set"] != "per_step"
+            if (r.get("policy"), r.get("normalize")) == variant and r["test_set"] != "per_step"
         },
     }
     ProbeCheckpoint.from_model(probe_id, main.model, main.spec, info).save(DEFAULT_CHECKPOINTS / probe_id)
@@ -135,7 +155,7 @@ def train(
         + "\n"
     )
     typer.echo(f"threshold {main.threshold:.4f} (benign calibration FPR <= {fpr}), min_step {main.min_step}")
-    header = f"{'policy':<9} {'norm':<5} {'test_set':<36} {'acc':>6} {'auroc':>6} {'fpr':>6} {'rec':>6}"
+    header = f"{'policy':<12} {'norm':<6} {'test_set':<36} {'acc':>6} {'auroc':>6} {'fpr':>6} {'rec':>6}"
     typer.echo(header)
     for r in rows:
         if r["test_set"] == "per_step":
@@ -148,7 +168,7 @@ def train(
             continue
         au = f"{r['auroc']:.3f}" if r["auroc"] is not None else "  n/a"
         typer.echo(
-            f"{r['policy']:<9} {r['normalize']:<5} {r['test_set']:<36} {r['accuracy']:>6.3f} {au:>6} "
+            f"{r['policy']:<12} {r['normalize']:<6} {r['test_set']:<36} {r['accuracy']:>6.3f} {au:>6} "
             f"{r['false_positive_rate']:>6.3f} {r['recall']:>6.3f}"
         )
     typer.echo(f"checkpoint -> {DEFAULT_CHECKPOINTS / probe_id}; results -> {results}")

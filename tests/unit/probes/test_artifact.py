@@ -71,3 +71,30 @@ def test_registry_lookup_by_id(tmp_path):
         registry.get("zzz")
     with pytest.raises(UnknownProbeError, match="unknown probe"):
         registry.get("../a")
+
+
+def test_center_is_folded_into_the_exported_weight_exactly(tmp_path):
+    from probes.artifact import export_linear_probe
+
+    spec = FeatureSpec(policy="module_norms", normalize="center", keys=("a", "b", "c"), shapes=((2, 2),) * 3)
+    weight = np.asarray([0.5, -1.0, 2.0], np.float32)
+    export_linear_probe(
+        tmp_path / "c",
+        "c",
+        weight,
+        0.25,
+        spec,
+        base_model="tiny-llama",
+        fingerprint="abc",
+        lora=LoraSettings().model_dump(),
+        threshold=0.5,
+        min_step=1,
+        training_data_hash="h",
+        training={},
+        metrics={},
+    )
+    x = np.asarray([[-3.0, -5.0, -4.0], [1.0, 1.0, 1.0]], np.float32)
+    scores = load_artifact(tmp_path / "c").session().run(None, {"features": x})[0]
+    reference = 1 / (1 + np.exp(-(normalise(x, "center").astype(np.float64) @ weight + 0.25)))
+    np.testing.assert_allclose(scores, reference, atol=1e-6)
+    assert scores[1] == pytest.approx(1 / (1 + np.exp(-0.25)))  # a flat profile carries no evidence

@@ -68,3 +68,36 @@ def test_threshold_is_the_logit_normal_quantile_with_the_empirical_floor():
     one = calibrate(logits[:1], probe, labels[:1], calib[:1], 0.02)
     score = float(predict(probe, logits[:1])[0])
     assert one > score and one == pytest.approx(score, rel=1e-9)
+
+
+def test_unseen_writer_rows_train_and_calibrate_without_the_writer():
+    from probes.classifier import ProbeTrainingConfig
+    from probes.experiment import _unseen_writer_rows
+
+    rows = []
+    for writer, (harmful, benign) in {
+        "mistral": ("maliciousgen", "helpful"),
+        "smollm2": ("selfgen_harmful", "selfgen_benign"),
+    }.items():
+        base = 0 if writer == "mistral" else 100
+        rows += [(harmful, "train", 1, base + i) for i in range(3)] + [
+            (benign, "train", 0, base + 10 + i) for i in range(3)
+        ]
+        rows += [(harmful, "test", 1, base + 20 + i) for i in range(2)] + [
+            (benign, "test", 0, base + 30 + i) for i in range(2)
+        ]
+    rows += [("alpaca", "train", 0, 200), ("dolly", "test", 0, 300)]
+    data = _dataset(rows)
+    rng = np.random.default_rng(0)
+    style = np.isin(data.source, ["selfgen_harmful", "selfgen_benign"]).astype(np.float32)
+    x = np.stack([data.labels + 0.1 * rng.normal(size=len(data.labels)), style], axis=1).astype(np.float32)
+    masks = split_masks(data, min_step=2, seed=1)
+    out = _unseen_writer_rows(data, x, ("first_B", "none"), masks, ProbeTrainingConfig(), "p", 0.05, 2)
+    by = {r["test_set"]: r for r in out}
+    assert set(by) == {"unseen_writer:mistral", "unseen_writer:smollm2"}  # alpaca wrote only benign rows
+    # 6 training trajectories of the other writer + alpaca's, steps 2..5
+    assert by["unseen_writer:smollm2"]["n_train"] == 7 * 4
+    assert by["unseen_writer:smollm2"]["trained_writers"] == ["alpaca", "mistral"]
+    assert by["unseen_writer:smollm2"]["n_test"] == 4 * 4  # all its test trajectories, calibration ones too
+    assert by["unseen_writer:smollm2"]["auroc"] == 1.0  # harm, not style, separates
+    assert by["unseen_writer:smollm2"]["unseen_benign_writer_fpr"] is not None

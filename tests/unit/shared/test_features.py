@@ -66,3 +66,37 @@ def test_mismatching_adapters_are_rejected_with_what_differs():
         spec.raw(other_targets)
     with pytest.raises(LoraStateError, match="feature length"):
         spec.transform(np.zeros(5, np.float32))
+
+
+def test_module_norms_are_log_norms_of_each_matrix_delta_in_key_order():
+    state, reference = _state(seed=1), _state(seed=2)
+    reference[f"{PREFIX}.1.self_attn.v_proj.lora_A.weight"] = state[
+        f"{PREFIX}.1.self_attn.v_proj.lora_A.weight"
+    ]
+    spec = FeatureSpec.for_adapter(state, "module_norms", "none")
+    assert spec.keys == tuple(sorted(state)) and spec.dim == 8  # one value per LoRA matrix, A and B
+    expected = [np.log(max(np.linalg.norm(state[k] - reference[k]), 1e-12)) for k in spec.keys]
+    np.testing.assert_allclose(spec.raw(state, reference), expected, rtol=1e-6)
+    frozen = spec.keys.index(f"{PREFIX}.1.self_attn.v_proj.lora_A.weight")
+    assert spec.raw(state, reference)[frozen] == np.float32(np.log(1e-12))  # a matrix that did not move
+
+
+def test_module_norms_from_all_layers_deltas_equal_the_adapter_path():
+    state, reference = _state(seed=3), _state(seed=4)
+    full = FeatureSpec.for_adapter(state, "all_layers")
+    norms = FeatureSpec.for_adapter(state, "module_norms")
+    np.testing.assert_allclose(
+        full.module_norms(full.raw(state, reference))[0], norms.raw(state, reference), rtol=1e-6
+    )
+    with pytest.raises(LoraStateError, match="all_layers"):
+        norms.module_norms(norms.raw(state, reference))
+
+
+def test_center_keeps_the_profile_and_drops_the_scale():
+    state, reference = _state(seed=5), _state(seed=6)
+    spec = FeatureSpec.for_adapter(state, "module_norms", "center")
+    scaled = {k: reference[k] + 4.0 * (state[k] - reference[k]) for k in state}
+    one, four = spec.transform(spec.raw(state, reference)), spec.transform(spec.raw(scaled, reference))
+    np.testing.assert_allclose(one, four, atol=1e-5)  # log(4x) = log 4 + log x: the mean absorbs it
+    assert abs(float(one.mean())) < 1e-6
+    np.testing.assert_array_equal(normalise(np.asarray([[1.0, 3.0]]), "center"), [[-1.0, 1.0]])
