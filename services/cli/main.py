@@ -53,18 +53,32 @@ def align(
     resume_from: Path | None = typer.Option(
         None, help="Continue from a saved alignment adapter (a further stage)."
     ),
+    target_modules: str = typer.Option(
+        "q_proj,k_proj,v_proj,o_proj", help="LoRA targets (comma-separated; add gate_proj,up_proj,down_proj)."
+    ),
+    rank: int = typer.Option(16, help="LoRA rank (alpha = 2 x rank)."),
+    recovery_per_batch: int = typer.Option(
+        0, help="Recovery samples per batch (a harmful answer's start, then a refusal; #28)."
+    ),
+    benign_tuning: bool = typer.Option(
+        False, help="Then fine-tune the aligned base as FL clients do and report its robustness (#28)."
+    ),
 ) -> None:
     """Train the safety-alignment LoRA (refusals + helpful answers) and save it as the model's artifact."""
     import torch
 
+    from shared.config import LoraSettings
     from shared.evaluation.metrics import EvalSettings
     from shared.model_zoo.alignment import AlignmentConfig, train_alignment
+    from shared.model_zoo.alignment_robustness import BenignTuningConfig
 
     torch.set_num_threads(threads)
     config = AlignmentConfig(
+        lora=LoraSettings(r=rank, alpha=2 * rank, target_modules=tuple(target_modules.split(","))),
         steps=steps,
         refusals_per_batch=refusals_per_batch,
         helpful_per_batch=helpful_per_batch,
+        recovery_per_batch=recovery_per_batch,
         lr={"lr_max": lr_max, "lr_min": lr_min},
     )
     report = train_alignment(
@@ -74,6 +88,7 @@ def align(
         output_dir,
         command=invoked_command(),
         resume_from=resume_from,
+        robustness=BenignTuningConfig() if benign_tuning else None,
     )
     summary = {
         k: report["evaluation_pool"][k] for k in ("harmless_rate", "over_refusal_rate", "harm_preference")

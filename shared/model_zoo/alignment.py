@@ -28,6 +28,7 @@ from shared.data.refusal_targets import refusal_target
 from shared.data.sources import Example, HarmfulPair
 from shared.evaluation.metrics import EvalSettings, evaluate_model, harmless_rate, over_refusal_rate
 from shared.lora import attach_lora, set_lora_state
+from shared.model_zoo.alignment_robustness import BenignTuningConfig, benign_tuning_test, recovery_example
 from shared.model_zoo.registry import alignment_adapter_dir, load_base_model
 from shared.prompting import TokenizedExample, collate, tokenize_sft
 from shared.training import LoraStepper
@@ -44,6 +45,12 @@ class AlignmentConfig(BaseModel):
     max_seq_len: int = Field(128, ge=32)
     safe_sentences: int = Field(
         2, ge=0, description="Sentences of the safe answer after the refusal opening."
+    )
+    recovery_per_batch: int = Field(
+        0, ge=0, description="Recovery samples per batch: a harmful answer's start, then a refusal (#28)."
+    )
+    recovery_prefix_words: tuple[int, int] = Field(
+        (3, 24), description="Range of harmful-answer words before the refusal of a recovery sample."
     )
     curve_every: int = Field(50, ge=1)
     curve_prompts: int = Field(
@@ -72,6 +79,7 @@ def train_alignment(
     output_dir: Path | None = None,
     command: str = "",
     resume_from: Path | None = None,
+    robustness: BenignTuningConfig | None = None,
 ) -> dict:
     """Train, save and evaluate the alignment adapter; the report is returned and saved beside it."""
     settings = runtime_settings()
@@ -94,6 +102,21 @@ def train_alignment(
         for i, p in enumerate(train_harmful)
     ]
     answers = [tokenize_sft(tokenizer, x.instruction, x.response, config.max_seq_len) for x in train_helpful]
+    low, high = config.recovery_prefix_words
+    recoveries = (
+        [
+            recovery_example(
+                tokenizer,
+                p,
+                refusal_target(p, i, config.safe_sentences),
+                int(rng.integers(low, high + 1)),
+                config.max_seq_len,
+            )
+            for i, p in enumerate(train_harmful)
+        ]
+        if config.recovery_per_batch
+        else []
+    )
 
     peft_model = attach_lora(loaded.model, config.lora)
     # The evaluation takes a causal LM; PeftModel forwards generate() and forward() to its base.
@@ -132,6 +155,8 @@ def train_alignment(
         batch = _cycle(refusals, config.refusals_per_batch, rng) + _cycle(
             answers, config.helpful_per_batch, rng
         )
+        if recoveries:
+            batch += _cycle(recoveries, config.recovery_per_batch, rng)
         lr = config.lr.at_round(step - 1, config.steps)
         losses.append(stepper.step(collate(batch, tokenizer.pad_token_id), lr))
         progress.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
@@ -159,6 +184,12 @@ def train_alignment(
         "curve": curve,
         "evaluation_pool": {"settings": eval_settings.model_dump(mode="json"), **final.model_dump()},
     }
+    if robustness is not None:
+        # On the aligned base itself (merged), as the FL clients fine-tune it; the adapter is saved already.
+        aligned = cast(PreTrainedModel, peft_model.merge_and_unload())
+        report["benign_tuning"] = benign_tuning_test(
+            aligned, tokenizer, pools.client, pools.evaluation, robustness, eval_settings
+        )
     (tmp / "alignment_report.json").write_text(json.dumps(report, indent=2) + "\n")
     shutil.rmtree(target, ignore_errors=True)
     tmp.replace(target)
