@@ -62,6 +62,9 @@ class AuditRecord:
 
 
 class StateStore(ABC):
+    def ping(self) -> None:  # noqa: B027 - a default, not an abstract method: in-process stores always answer
+        """Raise StoreUnavailable when the store does not answer (readiness)."""
+
     @abstractmethod
     def put_global(self, version: int, state: LoraState) -> None: ...
 

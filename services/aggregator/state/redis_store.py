@@ -114,6 +114,11 @@ class RedisStateStore(StateStore):
     def _key(self, *parts: object) -> str:
         return ":".join([self.ns, *map(str, parts)])
 
+    @_reports_unavailable
+    def ping(self) -> None:
+        # A Redis still replaying its AOF answers -LOADING (redis-py's BusyLoadingError, a ConnectionError).
+        self.redis.ping()
+
     # global adapter versions
     def put_global(self, version: int, state: LoraState) -> None:
         if not self.redis.set(self._key("global", version), encode_lora_state(state), nx=True):
