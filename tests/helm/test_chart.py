@@ -44,6 +44,7 @@ REFUSALS = {
     ),
     "redis-without-memory-limit.yaml": "at '/redis/resources",
     "ray-auth-unknown-mode.yaml": "at '/probeService/rayAuth/mode'",
+    "retain-zero-rounds.yaml": "at '/aggregator/retainRounds'",
     "weak-admin-token.yaml": "at '/aggregator/auth/adminToken'",
     "autoscaler-off-with-range.yaml": "probeService.rayAutoscaler.enabled is false",
     "audit-level-without-audit.yaml": 'defense "audit+shadow" needs the audit service: set audit.enabled',

@@ -92,15 +92,17 @@ def test_aggregator_readiness_checks_the_store(kit, rendered) -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
-def test_docs_and_metrics_options_reach_the_aggregator(kit, rendered, monkeypatch) -> None:
+def test_docs_metrics_and_retention_options_reach_the_aggregator(kit, rendered, monkeypatch) -> None:
     from services.aggregator.settings import AggregatorSettings
 
-    data = kit.one(rendered({"aggregator": {"exposeDocs": False}}), "ConfigMap")["data"]
+    assert "SAFE_FEDLLM_AGGREGATOR_RETAIN_ROUNDS" not in kit.one(rendered(), "ConfigMap")["data"]
+    values = {"aggregator": {"exposeDocs": False, "retainRounds": 5}}
+    data = kit.one(rendered(values), "ConfigMap")["data"]
     for name, value in data.items():
-        if name.startswith("SAFE_FEDLLM_AGGREGATOR_EXPOSE"):
+        if name.startswith(("SAFE_FEDLLM_AGGREGATOR_EXPOSE", "SAFE_FEDLLM_AGGREGATOR_RETAIN")):
             monkeypatch.setenv(name, value)
     settings = AggregatorSettings()
-    assert (settings.expose_docs, settings.expose_metrics) == (False, True)
+    assert (settings.expose_docs, settings.expose_metrics, settings.retain_rounds) == (False, True, 5)
 
 
 def _secret(kit, objects, name: str) -> dict:
