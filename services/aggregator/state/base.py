@@ -78,12 +78,14 @@ def retention_plan(
         raise ValueError(f"keep must be at least 1, not {keep}")
     finished = sorted(r.round_index for r in rounds if r.phase is not RoundPhase.OPEN)
     kept = set(finished[-keep:]) | {r.round_index for r in rounds if r.phase is RoundPhase.OPEN}
-    versions = {r.round_index: {r.global_version, r.result_version} - {None} for r in rounds}
+    versions = {
+        r.round_index: {v for v in (r.global_version, r.result_version) if v is not None} for r in rounds
+    }
     keep_versions = {0} | ({latest} if latest is not None else set())
-    keep_versions |= {v for r in kept for v in versions[r]}  # type: ignore[misc]
+    keep_versions |= {v for r in kept for v in versions[r]}
     dropped = [r for r in finished if r not in kept]
     candidates = {v for r in dropped for v in versions[r]}
-    return dropped, candidates - keep_versions, keep_versions  # type: ignore[return-value]
+    return dropped, candidates - keep_versions, keep_versions
 
 
 class StateStore(ABC):
