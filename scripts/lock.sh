@@ -10,6 +10,6 @@ trap 'rm -f "$constraint"' EXIT
 echo "torch==2.13.0+cpu" >"$constraint"
 find_links=()
 [ -d /opt/wheels ] && find_links=(--find-links /opt/wheels)  # where this workplace keeps the CPU wheel
-uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+uv pip compile pyproject.toml --extra dev --extra experiments --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
     "${find_links[@]}" -c "$constraint" \
     --no-header -o requirements.lock "$@"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,6 +36,8 @@ from shared.features import FeatureSpec
 from shared.lora_state import LoraState, LoraStateError, validate_lora_state
 from shared.probe_scorer import ProbeScorer
 from shared.updates import ClientUpdate
+
+log = logging.getLogger(__name__)
 
 
 class AggregatorError(Exception):
@@ -337,6 +340,8 @@ class AggregatorService:
             )
         except StateStoreError as error:
             raise RoundConflict(str(error)) from error
+        if self.settings.retain_rounds is not None:
+            self._retain(self.settings.retain_rounds)
         return RoundSummary(
             round_index,
             record.sampled,
@@ -348,6 +353,16 @@ class AggregatorService:
             result.reason,
             aggregate_audit,
         )
+
+    def _retain(self, keep: int) -> None:
+        """Retention after a commit; a failure leaves the round committed and the next close retries."""
+        try:
+            report = self.store.prune_rounds(keep)
+        except StateStoreError as error:
+            log.warning("retention after the round commit failed: %s", error)
+            return
+        if report.rounds or report.global_versions:
+            log.info("retention: dropped rounds %s, versions %s", report.rounds, report.global_versions)
 
     async def _defend(
         self, record: RoundRecord, ids: list[str], updates: list[ClientUpdate], global_state: LoraState

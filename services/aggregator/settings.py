@@ -53,6 +53,16 @@ class AggregatorSettings(BaseSettings):
     namespace: str = Field("sfl", description="Redis key prefix (one federation per namespace).")
     admin_token: str | None = Field(None, description="Bearer token of the operator endpoints.")
     max_update_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest accepted submission part.")
+    retain_rounds: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Retention: after each round commits, drop the updates, scores and global versions of every "
+            "finished round but the last N (round records and the audit log stay). None keeps everything."
+        ),
+    )
+    expose_docs: bool = Field(True, description="Serve the OpenAPI page (/docs, /redoc, /openapi.json).")
+    expose_metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics on the API port.")
     max_request_bytes: int = Field(
         64 * 1024, gt=0, description="Largest body of every other request (JSON), enforced while streaming."
     )

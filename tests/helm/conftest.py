@@ -182,6 +182,8 @@ def pod_templates(objects: list[Manifest]) -> Iterator[tuple[str, dict[str, str]
             claims = [{"name": c["metadata"]["name"]} for c in spec.get("volumeClaimTemplates", [])]
             template["spec"]["volumes"] = template["spec"].get("volumes", []) + claims
             yield f"{kind}/{name}", template["metadata"].get("labels", {}), template["spec"]
+        elif kind == "Pod":  # the `helm test` hook
+            yield f"{kind}/{name}", obj["metadata"].get("labels", {}), spec
         elif kind in ("RayService", "RayJob"):
             cluster = spec["rayClusterConfig"] if kind == "RayService" else spec["rayClusterSpec"]
             head = cluster["headGroupSpec"]["template"]

@@ -30,16 +30,31 @@ REFUSALS = {
     "redis-password-not-url-safe.yaml": "at '/redis/password'",
     "probe-volume-without-source.yaml": "at '/probeArtifacts'",
     "serve-port-on-dashboard.yaml": "at '/probeService/servePort'",
-    "replicas-exceed-workers.yaml": "probe replicas need 16.5 CPUs at most, worker pods offer 4.0",
+    "replicas-exceed-workers.yaml": "probe replicas need 16.5 CPUs at most, worker pods offer 4 (",
+    "replicas-exceed-millicore-workers.yaml": "probe replicas need 3.5 CPUs at most, worker pods offer 3 (",
+    "worker-pod-without-limits.yaml": "probeService.workers.resources.limits needs cpu and memory",
+    "root-pod.yaml": "at '/podSecurityContext/runAsUser'",
+    "privileged-container.yaml": "at '/securityContext/privileged'",
+    "added-capability.yaml": "at '/securityContext/capabilities/add'",
+    "unconfined-seccomp.yaml": "at '/podSecurityContext/seccompProfile/type'",
+    "gcs-fault-tolerance-without-chart-redis.yaml": "keeps the Ray head's GCS state in the chart's Redis",
+    "service-monitor-without-metrics.yaml": "set aggregator.exposeMetrics=true",
+    "secrets-required-but-missing.yaml": (
+        "generateSecrets is false: set redis.password (or its existingSecret) instead of generating"
+    ),
+    "redis-without-memory-limit.yaml": "at '/redis/resources",
+    "ray-auth-unknown-mode.yaml": "at '/probeService/rayAuth/mode'",
+    "retain-zero-rounds.yaml": "at '/aggregator/retainRounds'",
     "weak-admin-token.yaml": "at '/aggregator/auth/adminToken'",
     "autoscaler-off-with-range.yaml": "probeService.rayAutoscaler.enabled is false",
     "audit-level-without-audit.yaml": 'defense "audit+shadow" needs the audit service: set audit.enabled',
     "aggregate-audit-without-audit.yaml": "aggregator.auditLevel.aggregateThreshold needs the audit service",
     "audit-min-above-max.yaml": "audit.autoscaling.minReplicas (4) must not exceed maxReplicas (2)",
     "audit-route-on-probe-root.yaml": "at '/audit/routePrefix'",
-    "audit-replicas-exceed-workers.yaml": "audit replicas need 14.5 CPUs at most, worker pods offer 8.0",
+    "audit-replicas-exceed-workers.yaml": "audit replicas need 14.5 CPUs at most, worker pods offer 8 (",
     "audit-replica-exceeds-pod-memory.yaml": (
-        "an audit replica reserves 1610612736 bytes, a worker pod's Ray memory is 1503238554"
+        "an audit replica reserves 1610612736 bytes (audit.replica.memoryBytes), "
+        "a worker pod's Ray memory is 1503238553"
     ),
 }
 AUDIT_URL = "http://fl-safe-fedllm-probe-serve-svc.federation.svc:8000/audit"
@@ -224,7 +239,7 @@ def test_the_audit_service_is_a_second_serve_app_on_grown_worker_pods(kit, rende
     assert (settings.num_cpus, settings.batch_max_size, settings.max_body_bytes) == (1, 8, 67108864)
     (workers,) = service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
     (container,) = workers["template"]["spec"]["containers"]
-    assert container["resources"]["limits"] == {"cpu": "4", "memory": "6Gi"}
+    assert container["resources"]["limits"] == {"cpu": "4", "memory": "6Gi", "ephemeral-storage": "6Gi"}
     # Without the audit: one app, the probe's own pod size, no audit settings anywhere.
     objects = rendered()
     (app,) = yaml.safe_load(kit.one(objects, "RayService")["spec"]["serveConfigV2"])["applications"]
@@ -233,6 +248,7 @@ def test_the_audit_service_is_a_second_serve_app_on_grown_worker_pods(kit, rende
     assert workers["template"]["spec"]["containers"][0]["resources"]["limits"] == {
         "cpu": "2",
         "memory": "3Gi",
+        "ephemeral-storage": "6Gi",
     }
     assert [k for k in kit.one(objects, "ConfigMap")["data"] if k.startswith("SAFE_FEDLLM_AUDIT")] == []
 

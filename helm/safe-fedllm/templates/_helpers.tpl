@@ -108,6 +108,8 @@ one. Pass a dict with "ctx", "secret", "key" and "value".
 {{- define "safe-fedllm.secretValue" -}}
 {{- if .value }}
 {{- .value }}
+{{- else if not .ctx.Values.generateSecrets }}
+{{- fail (printf "generateSecrets is false: set %s (or its existingSecret) instead of generating %s of Secret %s" .setting .key .secret) }}
 {{- else }}
 {{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .secret }}
 {{- if and $existing (hasKey $existing.data .key) }}
@@ -143,6 +145,12 @@ Kubernetes expands $(SAFE_FEDLLM_REDIS_PASSWORD) because that variable is define
 {{- end }}
 {{- end }}
 
+{{/* Redis maxmemory in bytes: maxmemoryRatio of the container's memory limit. */}}
+{{- define "safe-fedllm.redis.maxmemory" -}}
+{{- $limit := include "safe-fedllm.quantity" .Values.redis.resources.limits.memory | float64 }}
+{{- int64 (floor (mulf $limit .Values.redis.maxmemoryRatio)) }}
+{{- end }}
+
 {{- define "safe-fedllm.envFrom" -}}
 - configMapRef:
     name: {{ include "safe-fedllm.config.name" . }}
@@ -172,10 +180,13 @@ Kubernetes expands $(SAFE_FEDLLM_REDIS_PASSWORD) because that variable is define
 {{- end }}
 {{- end }}
 
-{{/* Ray pods keep /tmp (Ray's session dir) on the container's own filesystem. */}}
+{{/* Ray pods: Ray's session dir (logs, spilled objects) on a bounded emptyDir, as KubeRay's own chart does. */}}
 {{- define "safe-fedllm.rayVolumes" -}}
 - name: cache
   emptyDir: {}
+- name: ray-tmp
+  emptyDir:
+    sizeLimit: {{ .Values.probeService.rayTmpSizeLimit }}
 {{- if eq .Values.probeArtifacts.source "volume" }}
 - name: probe-artifacts
   {{- toYaml .Values.probeArtifacts.volume | nindent 2 }}
@@ -185,6 +196,8 @@ Kubernetes expands $(SAFE_FEDLLM_REDIS_PASSWORD) because that variable is define
 {{- define "safe-fedllm.rayVolumeMounts" -}}
 - name: cache
   mountPath: {{ .Values.settings.cacheDir }}
+- name: ray-tmp
+  mountPath: /tmp/ray
 {{- if eq .Values.probeArtifacts.source "volume" }}
 - name: probe-artifacts
   mountPath: {{ .Values.probeArtifacts.mountPath }}
@@ -201,4 +214,15 @@ upscale_delay_s: {{ .upscaleDelayS }}
 downscale_delay_s: {{ .downscaleDelayS }}
 metrics_interval_s: {{ .metricsIntervalS }}
 look_back_period_s: {{ .lookBackPeriodS }}
+{{- end }}
+
+{{/*
+A Kubernetes quantity ("2", "500m", "6Gi", 1.5) as a number in base units (CPUs, bytes), printed; the schema
+has already checked its form. Callers turn it back into a number with float64.
+*/}}
+{{- define "safe-fedllm.quantity" -}}
+{{- $text := toString . }}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $text }}
+{{- $units := dict "" 1.0 "m" 0.001 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 }}
+{{- mulf (float64 $number) (index $units (trimPrefix $number $text)) }}
 {{- end }}

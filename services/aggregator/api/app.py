@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 
 from services.aggregator.api.limits import SUBMISSION, BodyLimitMiddleware
 from services.aggregator.api.metrics import AggregatorMetrics, TimedScorer
-from services.aggregator.api.routes import admin, clients
+from services.aggregator.api.routes import admin, clients, readiness
 from services.aggregator.registration import RegistrationError
 from services.aggregator.service import AggregatorError, AggregatorService
 from services.aggregator.state import StateStoreError, StoreUnavailable
@@ -29,7 +29,15 @@ MULTIPART_OVERHEAD = 1024 * 1024  # boundaries, part headers and form fields aro
 
 
 def create_app(service: AggregatorService) -> FastAPI:
-    app = FastAPI(title="safe-fedllm aggregator", version="1", description=DESCRIPTION)
+    docs = service.settings.expose_docs  # a public endpoint may keep its schema to itself
+    app = FastAPI(
+        title="safe-fedllm aggregator",
+        version="1",
+        description=DESCRIPTION,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     metrics = AggregatorMetrics()
     app.state.service, app.state.metrics = service, metrics
     if service.scorer is not None and not isinstance(service.scorer, TimedScorer):
@@ -45,6 +53,7 @@ def create_app(service: AggregatorService) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(clients.router)
     app.include_router(admin.router)
+    app.include_router(readiness.router)
 
     @app.exception_handler(AggregatorError)
     async def _aggregator_error(_: Request, error: AggregatorError) -> JSONResponse:
@@ -74,8 +83,10 @@ def create_app(service: AggregatorService) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics", tags=["operations"], response_class=Response, summary="Prometheus metrics")
-    async def prometheus() -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    if settings.expose_metrics:
+
+        @app.get("/metrics", tags=["operations"], response_class=Response, summary="Prometheus metrics")
+        async def prometheus() -> Response:
+            return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -3,6 +3,7 @@
 from services.aggregator.state.base import (
     AuditRecord,
     Enrollment,
+    PruneReport,
     RoundPhase,
     RoundRecord,
     StateStore,
@@ -16,6 +17,7 @@ __all__ = [
     "AuditRecord",
     "Enrollment",
     "InMemoryStateStore",
+    "PruneReport",
     "RedisStateStore",
     "RoundPhase",
     "RoundRecord",

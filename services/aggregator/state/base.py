@@ -49,6 +49,15 @@ class RoundRecord:
     result_version: int | None = None
 
 
+@dataclass(frozen=True)
+class PruneReport:
+    """What one retention pass removed (prune_rounds)."""
+
+    rounds: tuple[int, ...] = ()  # finished rounds whose updates, scores and blobs were dropped
+    global_versions: tuple[int, ...] = ()  # global adapter versions dropped
+    updates: int = 0
+
+
 @dataclass
 class AuditRecord:
     round_index: int
@@ -61,7 +70,38 @@ class AuditRecord:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+def retention_plan(
+    rounds: list[RoundRecord], keep: int, latest: int | None
+) -> tuple[list[int], set[int], set[int]]:
+    """(finished rounds to drop, global versions they reference, versions to keep) for prune_rounds."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, not {keep}")
+    finished = sorted(r.round_index for r in rounds if r.phase is not RoundPhase.OPEN)
+    kept = set(finished[-keep:]) | {r.round_index for r in rounds if r.phase is RoundPhase.OPEN}
+    versions = {
+        r.round_index: {v for v in (r.global_version, r.result_version) if v is not None} for r in rounds
+    }
+    keep_versions = {0} | ({latest} if latest is not None else set())
+    keep_versions |= {v for r in kept for v in versions[r]}
+    dropped = [r for r in finished if r not in kept]
+    candidates = {v for r in dropped for v in versions[r]}
+    return dropped, candidates - keep_versions, keep_versions
+
+
 class StateStore(ABC):
+    def ping(self) -> None:  # noqa: B027 - a default, not an abstract method: in-process stores always answer
+        """Raise StoreUnavailable when the store does not answer (readiness)."""
+
+    @abstractmethod
+    def prune_rounds(self, keep: int) -> PruneReport:
+        """Retention, run after a round commits.
+
+        Drops the updates (adapters, snapshots), scores and client maps of every finished round but the last
+        `keep`, and the global versions only those rounds referenced. Never touched: open rounds, the latest
+        global, version 0 (the layout every update is checked against), round records (sampled clients,
+        versions, phase) and the audit log, which together are the decision log. Idempotent.
+        """
+
     @abstractmethod
     def put_global(self, version: int, state: LoraState) -> None: ...
 

@@ -8,10 +8,12 @@ import threading
 from services.aggregator.state.base import (
     AuditRecord,
     Enrollment,
+    PruneReport,
     RoundPhase,
     RoundRecord,
     StateStore,
     StateStoreError,
+    retention_plan,
 )
 from shared.lora_state import LoraState
 from shared.updates import ClientUpdate
@@ -160,6 +162,20 @@ class InMemoryStateStore(StateStore):
             self._audit.extend(copy.deepcopy(audit))
             self._trust.update(copy.deepcopy(trust or {}))
             record.phase, record.result_version = phase, new_version
+
+    def prune_rounds(self, keep: int) -> PruneReport:
+        with self._lock:
+            latest = max(self._globals) if self._globals else None
+            dropped, versions, _ = retention_plan(list(self._rounds.values()), keep, latest)
+            rounds = [r for r in dropped if self._updates.get(r) or r in self._scores]
+            count = sum(len(self._updates.get(r, {})) for r in rounds)
+            for r in rounds:
+                self._updates[r] = {}
+                self._scores.pop(r, None)
+            gone = sorted(v for v in versions if v in self._globals)
+            for v in gone:
+                del self._globals[v]
+            return PruneReport(tuple(rounds), tuple(gone), count)
 
     def audit_log(self) -> list[AuditRecord]:
         with self._lock:

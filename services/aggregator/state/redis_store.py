@@ -25,11 +25,13 @@ import redis
 from services.aggregator.state.base import (
     AuditRecord,
     Enrollment,
+    PruneReport,
     RoundPhase,
     RoundRecord,
     StateStore,
     StateStoreError,
     StoreUnavailable,
+    retention_plan,
 )
 from shared.config import runtime_settings
 from shared.lora_state import LoraState
@@ -74,6 +76,9 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 return 'created'
 """
 
+# A round's per-update keys, which retention drops (the round's own hash stays: the decision log).
+_ROUND_PARTS = ("updates", "clients", "scores", "sampled")
+
 # What "Redis is down (or loading, or a read-only replica)" looks like to redis-py.
 UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -113,6 +118,10 @@ class RedisStateStore(StateStore):
 
     def _key(self, *parts: object) -> str:
         return ":".join([self.ns, *map(str, parts)])
+
+    def ping(self) -> None:
+        # A Redis still replaying its AOF answers -LOADING (redis-py's BusyLoadingError, a ConnectionError).
+        self.redis.ping()
 
     # global adapter versions
     def put_global(self, version: int, state: LoraState) -> None:
@@ -321,6 +330,51 @@ class RedisStateStore(StateStore):
                     return
                 except redis.WatchError:
                     continue
+
+    def prune_rounds(self, keep: int) -> PruneReport:
+        indices = [int(m) for m in self.redis.zrange(self._key("rounds"), 0, -1)]
+        records = [r for r in map(self.get_round, indices) if r is not None]
+        latest = self.redis.get(self._key("global", "latest"))
+        dropped, versions, _ = retention_plan(records, keep, int(latest) if latest is not None else None)
+        kept = [r.round_index for r in records if r.round_index not in dropped]
+        open_rounds = [r.round_index for r in records if r.phase is RoundPhase.OPEN]
+        watched = [self._key("rounds"), *(self._key("round", r, "updates") for r in open_rounds)]
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    # A submission to an open round (RPUSH on its list) may reuse a blob (content-addressed):
+                    # it aborts this pass, which then sees it.
+                    pipe.watch(*watched)  # reads below run at once; the deletion runs only if none changed
+                    keep_blobs = {b for r in kept for b in self._blob_keys(pipe, r)}
+                    rounds, keys, count = [], [], 0
+                    for r in dropped:
+                        ids = [i.decode() for i in pipe.lrange(self._key("round", r, "updates"), 0, -1)]
+                        parts = [self._key("round", r, part) for part in _ROUND_PARTS]
+                        if not ids and not pipe.exists(*parts):
+                            continue  # pruned before
+                        rounds.append(r)
+                        count += len(ids)
+                        keys += parts + [self._key("update", i) for i in ids]
+                        keys += [b for b in self._blob_keys(pipe, r, ids) if b not in keep_blobs]
+                    gone = sorted(v for v in versions if pipe.exists(self._key("global", v)))
+                    keys += [self._key("global", v) for v in gone]
+                    pipe.multi()
+                    if keys:
+                        pipe.unlink(*keys)
+                    pipe.execute()
+                    return PruneReport(tuple(rounds), tuple(gone), count)
+                except redis.WatchError:
+                    continue
+
+    def _blob_keys(self, client: Any, round_index: int, ids: list[str] | None = None) -> set[str]:
+        if ids is None:
+            ids = [i.decode() for i in client.lrange(self._key("round", round_index, "updates"), 0, -1)]
+        blobs = set()
+        for update_id in ids:
+            for blob in client.hmget(self._key("update", update_id), "adapter", "snapshots"):
+                if blob is not None:
+                    blobs.add(blob.decode())
+        return blobs
 
     def audit_log(self) -> list[AuditRecord]:
         entries = self.redis.xrange(self._key("audit"))
