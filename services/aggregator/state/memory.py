@@ -161,6 +161,10 @@ class InMemoryStateStore(StateStore):
             self._trust.update(copy.deepcopy(trust or {}))
             record.phase, record.result_version = phase, new_version
 
+    def append_audit(self, records: list[AuditRecord]) -> None:
+        with self._lock:
+            self._audit.extend(copy.deepcopy(records))
+
     def audit_log(self) -> list[AuditRecord]:
         with self._lock:
             return copy.deepcopy(self._audit)

@@ -141,7 +141,9 @@ def test_evidence_level_frozen_clients_skip_the_shadow_branch_until_their_fifth_
 
     pool, scorer, store = ShadowPool({"a": 1.0, "b": 2.0, "c": 3.0}), BenignScorer(), InMemoryStateStore()
     settings = AggregatorSettings(
-        defense="evidence", federation=FederationConfig(num_rounds=40, clients_per_round=2)
+        defense="evidence",
+        federation=FederationConfig(num_rounds=40, clients_per_round=2),
+        trusted_execution=True,  # the pool's actors are ours: the shadow branch runs as told
     )
     assert settings.defense_settings == DefenseSettings() and settings.defense_settings.audit_interval == 5
     spec = FeatureSpec(keys=(KEY,), shapes=((3, 2),))
