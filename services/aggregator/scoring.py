@@ -3,9 +3,10 @@
 Features follow the method: step snapshots minus the round's global layer-0 B (step and client levels),
 shadow snapshots minus the fixed init's (zero) B (shadow and evidence levels); the verified level's feature
 is computed by the server from what it aggregates: the submitted adapter minus the round's global, over the
-probe's FeatureSpec (plus the reported step snapshots, when sent, as extra evidence that can only lower trust). Scorers: the Serve
-DeploymentHandle inside Ray, the HTTP client from outside, or the probe service's in-process backend
-(services.probe_service.backends: tests, single process); all are `shared.probe_scorer.ProbeScorer`s.
+probe's FeatureSpec (plus reported step snapshots, when sent: extra evidence that can only lower trust).
+Scorers: the Serve DeploymentHandle inside Ray, the HTTP client from outside, or the probe service's
+in-process backend (services.probe_service.backends: tests, single process); all are
+`shared.probe_scorer.ProbeScorer`s.
 Each call has a timeout and retries with backoff; what still fails is reported as missing scores, and the
 defense's failure policy decides (see DefenseSettings.on_probe_unavailable). The audit levels also ask
 the audit service for each update's Δ harm preference vs the round's global, under the same policy.

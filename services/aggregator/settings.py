@@ -32,17 +32,17 @@ class AggregatorSettings(BaseSettings):
     defense: str = Field(
         "verified",
         description=(
-            f"A Safe-FedLLM level ({', '.join(DEFENSES)}) or a baseline ({', '.join(STRATEGIES)}). The default, "
-            "verified (with the norm bound and structural checks), is the best one that needs no trusted "
-            "execution (docs/threat_model.md)."
+            f"A Safe-FedLLM level ({', '.join(DEFENSES)}) or a baseline ({', '.join(STRATEGIES)}). The "
+            "default, verified (with the norm bound and structural checks), is the best one that needs no "
+            "trusted execution (docs/threat_model.md)."
         ),
     )
     trusted_execution: bool = Field(
         False,
         description=(
-            "Every client runs code the operator controls (our own Ray actors, attested clients). The shadow "
-            "and evidence levels need it: they score a branch only the client executes, which a remote client "
-            "can forge at no cost. The simulation sets it; a REST deployment should not."
+            "Every client runs code the operator controls (our own Ray actors, attested clients). The "
+            "shadow and evidence levels need it: they score a branch only the client executes, which a "
+            "remote client can forge at no cost. The simulation sets it; a REST deployment should not."
         ),
     )
     verification: VerificationSettings = VerificationSettings()
@@ -108,9 +108,10 @@ class AggregatorSettings(BaseSettings):
             raise ValueError(f"unknown defense {self.defense!r}; known: {known}")
         if self.is_level and DEFENSES[self.defense].inputs == "shadow" and not self.trusted_execution:
             raise ValueError(
-                f"defense {self.defense!r} scores the shadow branch, which only the client executes: a remote "
-                "client can train its update on anything and report a benign shadow branch, so this level "
-                "holds only under trusted execution (our own Ray actors, or clients the operator attests). "
+                f"defense {self.defense!r} scores the shadow branch, which only the client executes: a "
+                "remote client can train its update on anything and report a benign shadow branch, so this "
+                "level holds only under trusted execution (our own Ray actors, or clients the operator "
+                "attests). "
                 "Set SAFE_FEDLLM_AGGREGATOR_TRUSTED_EXECUTION=true only then; for remote clients use "
                 "defense 'verified' (docs/threat_model.md)"
             )

@@ -44,8 +44,8 @@ class VerificationSettings(BaseModel):
     over_bound: OverBound | None = Field(
         None,
         description=(
-            "An update whose ‖Δ‖ exceeds the bound: clip it to the bound (audit-logged), refuse it (422; needs "
-            "norm_bound) or off. None: clip under a verified level, off otherwise."
+            "An update whose ‖Δ‖ exceeds the bound: clip it to the bound (audit-logged), refuse it (422; "
+            "needs norm_bound) or off. None: clip under a verified level, off otherwise."
         ),
     )
     norm_bound: float | None = Field(
@@ -66,7 +66,7 @@ class VerificationSettings(BaseModel):
     )
     flagged_factor: float = Field(0.0, ge=0, le=1, description="Factor cap of a structurally flagged update.")
     layer_floor: float = Field(
-        0.01, ge=0, lt=1, description="A layer moved less than this × the update's median layer ‖Δ‖ is frozen."
+        0.01, ge=0, lt=1, description="A layer moved less than this × the update's median layer ‖Δ‖: frozen."
     )
     layer_envelope: dict[int, tuple[float, float]] | None = Field(
         None, description="Per layer index, [low, high] of ‖Δ‖ from benign updates (calibrate_envelope)."
@@ -75,7 +75,9 @@ class VerificationSettings(BaseModel):
     @model_validator(mode="after")
     def _refuse_needs_a_bound(self) -> VerificationSettings:
         if self.over_bound == "refuse" and self.norm_bound is None:
-            raise ValueError("over_bound=refuse needs a calibrated norm_bound (a round median is only known at close)")
+            raise ValueError(
+                "over_bound=refuse needs a calibrated norm_bound (a round's median is known at close)"
+            )
         return self
 
     def resolved(self, verified_level: bool) -> VerificationSettings:

@@ -88,7 +88,7 @@ class ProbeEvidence:
     batch_size: int  # b: flagged steps count b samples each
     step_scores: Sequence[float] | None = None  # per local step, deltas against the round's global
     shadow_scores: Sequence[float] | None = None  # per shadow step, deltas against the fixed init
-    verified_scores: Sequence[float] | None = None  # the submitted adapter vs the round's global (server-side)
+    verified_scores: Sequence[float] | None = None  # the submitted adapter vs the round's global (server)
 
 
 @dataclass

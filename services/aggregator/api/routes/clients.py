@@ -143,8 +143,9 @@ def global_adapter(version: Version, client_id: ClientId, service: Service) -> R
         **errors(
             s409="Wrong or closed round, not sampled, or a different update from this client this round",
             s422=(
-                "Not safetensors, wrong keys or shapes, NaN/Inf, a claim above the task's bounds, or refused by "
-                "a server check: last snapshot != the adapter, frozen or out-of-envelope layer, norm over the bound"
+                "Not safetensors, wrong keys or shapes, NaN/Inf, a claim above the task's bounds, or refused "
+                "by a server check: last snapshot != the adapter, frozen or out-of-envelope layer, norm over "
+                "the bound"
             ),
         ),
     },
