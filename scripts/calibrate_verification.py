@@ -25,7 +25,8 @@ from shared.updates import decode_lora_state
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--issued", type=Path, required=True, help="the global adapter the round issued")
     parser.add_argument("updates", type=Path, nargs="+", help="benign adapters trained from it")
     parser.add_argument("--quantile", type=float, default=0.95, help="quantile of the benign norms")
