@@ -250,6 +250,7 @@ def run_sweep(
             strategy_options=options,
             federation=config.federation,
             training=training,
+            trusted_execution=True,  # the clients are our own Ray actors: the shadow branch runs as told
         )
         service = AggregatorService(
             _store(config, f"{defense}-{ratio}"),

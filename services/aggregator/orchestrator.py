@@ -14,7 +14,7 @@ from typing import Protocol
 
 from tqdm.auto import tqdm
 
-from services.aggregator.service import AggregatorService, RoundSummary
+from services.aggregator.service import AggregatorService, RefusedUpdate, RoundSummary
 from services.aggregator.state import RoundPhase, RoundRecord
 from shared.lora_state import LoraState
 from shared.updates import ClientUpdate
@@ -54,7 +54,12 @@ class RoundOrchestrator:
         if pending:
             shadow = {c: self.service.needs_shadow(round_index, c) for c in pending}
             for update in self.pool.train_round(pending, global_state, round_index, record.lr, shadow):
-                await self.service.submit(update)
+                try:
+                    await self.service.submit(update)
+                except (
+                    RefusedUpdate
+                ):  # a server check refused it (audit-logged): the round goes on without it
+                    continue
         return await self.service.close_round(round_index)
 
     def run(

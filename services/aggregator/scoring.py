@@ -1,9 +1,12 @@
 """Asking the probe service to score accepted updates, without blocking submissions.
 
 Features follow the method: step snapshots minus the round's global layer-0 B (step and client levels),
-shadow snapshots minus the fixed init's (zero) B (shadow and evidence levels). Scorers: the Serve
-DeploymentHandle inside Ray, the HTTP client from outside, or the probe service's in-process backend
-(services.probe_service.backends: tests, single process); all are `shared.probe_scorer.ProbeScorer`s.
+shadow snapshots minus the fixed init's (zero) B (shadow and evidence levels); the verified level's feature
+is computed by the server from what it aggregates: the submitted adapter minus the round's global, over the
+probe's FeatureSpec (plus reported step snapshots, when sent: extra evidence that can only lower trust).
+Scorers: the Serve DeploymentHandle inside Ray, the HTTP client from outside, or the probe service's
+in-process backend (services.probe_service.backends: tests, single process); all are
+`shared.probe_scorer.ProbeScorer`s.
 Each call has a timeout and retries with backoff; what still fails is reported as missing scores, and the
 defense's failure policy decides (see DefenseSettings.on_probe_unavailable). The audit levels also ask
 the audit service for each update's Δ harm preference vs the round's global, under the same policy.
@@ -67,15 +70,25 @@ class HandleScorer:
 
 # Which snapshots of a ClientUpdate each kind of probe input is built from (kinds = Defense.inputs).
 SNAPSHOTS_OF = {"steps": "b_snapshots", "shadow": "shadow_snapshots"}
+# The score kinds each level's input asks the probe for: the verified level also scores reported steps.
+PROBE_KINDS: dict[str, tuple[str, ...]] = {
+    "steps": ("steps",),
+    "shadow": ("shadow",),
+    "verified": ("verified", "steps"),
+}
 
 
 def probe_inputs(
     update: ClientUpdate, spec: FeatureSpec, global_state: LoraState, kinds: tuple[str, ...]
 ) -> dict[str, np.ndarray]:
-    """Raw feature rows per kind ("steps": vs the round's global, "shadow": vs the fixed init)."""
-    if list(update.b_keys) != list(spec.keys):
+    """Raw feature rows per kind ("steps": vs the round's global, "shadow": vs the fixed init,
+    "verified": the submitted adapter vs the round's global, one row computed here)."""
+    snapshots = any(getattr(update, SNAPSHOTS_OF[k]).size for k in kinds if k in SNAPSHOTS_OF)
+    if snapshots and list(update.b_keys) != list(spec.keys):
         raise ValueError(f"{update.client_id}: snapshot keys {update.b_keys[:2]} differ from the probe's")
     out = {}
+    if "verified" in kinds:
+        out["verified"] = spec.raw(update.lora_state, global_state)[None, :]
     if "steps" in kinds and update.b_snapshots.size:
         reference = spec.raw(global_state)
         out["steps"] = update.b_snapshots.astype(np.float32) - reference

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from services.aggregator.auditing import AggregatorAudit
-from services.aggregator.defenses import AuditEvidence, defended_aggregate, make_defense
+from services.aggregator.defenses import AuditEvidence, DefenseDecision, defended_aggregate, make_defense
+from services.aggregator.norm_bound import bound_round
 from services.aggregator.registration import Registrar, digest
 from services.aggregator.sampling import sample_clients
 from services.aggregator.scoring import (
+    PROBE_KINDS,
     SNAPSHOTS_OF,
     UpdateAuditor,
     probe_inputs,
@@ -32,6 +34,13 @@ from services.aggregator.settings import AggregatorSettings
 from services.aggregator.state import AuditRecord, RoundPhase, RoundRecord, StateStore, StateStoreError
 from services.aggregator.strategies import AggregationResult, make_strategy
 from services.aggregator.update_bounds import UpdateOutOfBounds, bound_update
+from services.aggregator.verification import (
+    VerificationError,
+    check_update,
+    describe,
+    structural_findings,
+    verify_last_snapshot,
+)
 from shared.features import FeatureSpec
 from shared.lora_state import LoraState, LoraStateError, validate_lora_state
 from shared.probe_scorer import ProbeScorer
@@ -56,6 +65,14 @@ class Forbidden(AggregatorError):
 
 class InvalidSubmission(AggregatorError):
     status_code = 422
+
+
+class RefusedUpdate(InvalidSubmission):
+    """A submission a server-side check refused (verification.py); `check` labels the metric."""
+
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(message)
+        self.check = check
 
 
 class NotFound(AggregatorError):
@@ -105,11 +122,12 @@ class AggregatorService:
         self.defense = (
             make_defense(settings.defense, settings.defense_settings) if settings.is_level else None
         )
-        probed = self.defense is not None and self.defense.inputs in SNAPSHOTS_OF
+        probed = self.defense is not None and self.defense.inputs in PROBE_KINDS
         if probed and (scorer is None or probe_id is None or probe_spec is None):
             raise ValueError(f"defense {settings.defense!r} needs a probe scorer, probe id and feature spec")
         self.store, self.settings = store, settings
         self.scorer, self.probe_id, self.probe_spec = scorer, probe_id, probe_spec
+        self.verification = settings.verification.resolved(settings.is_verified_level)
         self.population = population
         fail_closed = settings.defense_settings.on_probe_unavailable == "fail_closed"
         self.audit = AggregatorAudit.build(self.defense, settings.model, fail_closed, auditor)
@@ -235,6 +253,7 @@ class AggregatorService:
         except LoraStateError as error:
             raise InvalidSubmission(str(error)) from error
         self._check_snapshots(update, record)
+        self._verify(update, record)
         try:
             update_id, created = self.store.add_update(update)
         except StateStoreError as error:
@@ -263,6 +282,23 @@ class AggregatorService:
             if value.size and not np.all(np.isfinite(value)):
                 raise InvalidSubmission(f"{name}: contains NaN or Inf")
 
+    def _verify(self, update: ClientUpdate, record: RoundRecord) -> None:
+        """The server's checks (verification.py); a refusal is written to the audit log before the 422."""
+        try:
+            if self.probe_spec is not None:
+                verify_last_snapshot(update, self.probe_spec)
+            if "refuse" in (self.verification.structure, self.verification.over_bound):
+                _, issued = self.store.get_global(record.global_version)
+                check_update(update, issued, self.verification, self.settings.training.local_steps)
+        except LoraStateError as error:
+            raise InvalidSubmission(str(error)) from error
+        except VerificationError as error:
+            reason = f"refused ({error.check}): {error}"
+            self.store.append_audit(
+                [AuditRecord(record.round_index, update.client_id, "refused", 0.0, 0.0, None, reason)]
+            )
+            raise RefusedUpdate(error.check, str(error)) from error
+
     def start_scoring(self, update_id: str, update: ClientUpdate, record: RoundRecord) -> None:
         """Score a newly accepted update in the background (a task on the running event loop)."""
         if self.defense is None:
@@ -280,7 +316,7 @@ class AggregatorService:
     def _probes(self, round_index: int, trust: dict) -> bool:
         """Whether the level asks the probe about this client's update (an audit level audits every round)."""
         assert self.defense is not None
-        return self.defense.inputs in SNAPSHOTS_OF and self.defense.needs_scores(round_index, trust)
+        return self.defense.inputs in PROBE_KINDS and self.defense.needs_scores(round_index, trust)
 
     async def _score(
         self, update_id: str, update: ClientUpdate, record: RoundRecord, probe: bool = True
@@ -292,7 +328,7 @@ class AggregatorService:
         if probe:
             # A probed level has all three (checked in __init__).
             assert self.probe_spec is not None and self.scorer is not None and self.probe_id is not None
-            inputs = probe_inputs(update, self.probe_spec, global_state, (defense.inputs,))
+            inputs = probe_inputs(update, self.probe_spec, global_state, PROBE_KINDS[defense.inputs])
             scores.update(await score_update(self.scorer, self.probe_id, inputs, self.settings.scoring))
         if self.audit is not None and self.audit.audits_updates:  # an audit level: every update
             scores.update(await self.audit.score(update.lora_state, global_state))
@@ -309,6 +345,9 @@ class AggregatorService:
         ids = self.store.update_ids(round_index)
         updates = [self.store.get_update(i) for i in ids]
         _, global_state = self.store.get_global(record.global_version)
+        if self.verification.over_bound == "clip":  # norm_bound.py: no update moves the global further
+            bound = self.verification.norm_bound, self.verification.round_margin
+            updates = bound_round(updates, global_state, *bound)
         if not updates:
             outcome = Defended(AggregationResult.skip(global_state, updates, "no updates"))
         elif self.defense is None:
@@ -391,10 +430,13 @@ class AggregatorService:
                     self.settings.training.batch_size,  # the task's b, never the client's claim
                     step_scores=entry.get("steps"),
                     shadow_scores=entry.get("shadow"),
+                    verified_scores=entry.get("verified"),
                     audit_score=(entry.get("audit") or [None])[0],
                 )
             )
         decision = defense.decide(record.round_index, evidence, trust)
+        if self.verification.structure == "flag":
+            self._cap_flagged(decision, updates, global_state)
         result = defended_aggregate(
             global_state, updates, decision.factors, defense.settings, self.strategy, record.round_index
         )
@@ -403,3 +445,13 @@ class AggregatorService:
             values = stored.get(update_id, {}).get(defense.inputs)
             scores[update.client_id] = float(np.mean(values)) if values else None
         return Defended(result, decision.factors, scores, decision.trust, decision.reasons)
+
+    def _cap_flagged(self, decision: DefenseDecision, updates: list[ClientUpdate], issued: LoraState) -> None:
+        """Structural findings cap a client's factor at flagged_factor (structure=flag), with the reason."""
+        steps, cap = self.settings.training.local_steps, self.verification.flagged_factor
+        for update in updates:
+            findings = structural_findings(update.lora_state, issued, self.verification, steps)
+            if findings:
+                client = update.client_id
+                decision.factors[client] = min(decision.factors[client], cap)
+                decision.reasons[client] += f"; structure flagged: {describe(findings)}"

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.aggregator.defenses import DEFENSES, DefenseSettings
 from services.aggregator.scoring import ScoringPolicy
 from services.aggregator.strategies import STRATEGIES
+from services.aggregator.verification import VerificationSettings
 from shared.config import LocalTrainingConfig, LoraSettings, LrSchedule
 
 
@@ -29,9 +30,22 @@ class AggregatorSettings(BaseSettings):
     )
 
     defense: str = Field(
-        "shadow",
-        description=f"A Safe-FedLLM level ({', '.join(DEFENSES)}) or a baseline ({', '.join(STRATEGIES)}).",
+        "verified",
+        description=(
+            f"A Safe-FedLLM level ({', '.join(DEFENSES)}) or a baseline ({', '.join(STRATEGIES)}). The "
+            "default, verified (with the norm bound and structural checks), is the best one that needs no "
+            "trusted execution (docs/threat_model.md)."
+        ),
     )
+    trusted_execution: bool = Field(
+        False,
+        description=(
+            "Every client runs code the operator controls (our own Ray actors, attested clients). The "
+            "shadow and evidence levels need it: they score a branch only the client executes, which a "
+            "remote client can forge at no cost. The simulation sets it; a REST deployment should not."
+        ),
+    )
+    verification: VerificationSettings = VerificationSettings()
     defense_settings: DefenseSettings = DefenseSettings()
     strategy_options: dict = Field(default_factory=dict, description="Options of a baseline strategy.")
     federation: FederationConfig = FederationConfig()
@@ -94,7 +108,22 @@ class AggregatorSettings(BaseSettings):
     def is_level(self) -> bool:
         return self.defense in DEFENSES
 
+    @property
+    def is_verified_level(self) -> bool:
+        return self.is_level and DEFENSES[self.defense].inputs == "verified"
+
     def validate_defense(self) -> None:
         if self.defense not in DEFENSES and self.defense not in STRATEGIES:
             known = ", ".join([*DEFENSES, *STRATEGIES])
             raise ValueError(f"unknown defense {self.defense!r}; known: {known}")
+        if self.is_level and DEFENSES[self.defense].inputs == "shadow" and not self.trusted_execution:
+            raise ValueError(
+                f"defense {self.defense!r} scores the shadow branch, which only the client executes: a "
+                "remote client can train its update on anything and report a benign shadow branch, so this "
+                "level holds only under trusted execution (our own Ray actors, or clients the operator "
+                "attests). "
+                "Set SAFE_FEDLLM_AGGREGATOR_TRUSTED_EXECUTION=true only then; for remote clients use "
+                "defense 'verified' (docs/threat_model.md)"
+            )
+        if not self.is_level and self.verification.structure == "flag":
+            raise ValueError("verification.structure=flag caps a level's factor: use refuse with a baseline")

@@ -404,3 +404,30 @@ def test_every_leaf_value_is_documented() -> None:
         if line.strip():
             previous = line
     assert undocumented == []
+
+
+@pytest.mark.parametrize("values_file", [None, "audit-values.yaml", "all-features-values.yaml"])
+def test_every_shipped_configuration_passes_the_aggregator_s_start_up_checks(
+    kit, rendered, monkeypatch, values_file
+) -> None:
+    """The default is the verified level (no trusted execution needed); a shadow-based level must say
+    trustedExecution, or the aggregator refuses to start (docs/threat_model.md)."""
+    from services.aggregator.settings import AggregatorSettings
+
+    values = kit.load_values(CHART / "ci" / values_file) if values_file else {}
+    data = kit.one(rendered(values), "ConfigMap")["data"]
+    for name in [n for n in os.environ if n.startswith("SAFE_FEDLLM_")]:
+        monkeypatch.delenv(name)
+    for name, value in data.items():
+        monkeypatch.setenv(name, value)
+    settings = AggregatorSettings()
+    settings.validate_defense()
+    assert (settings.defense, settings.trusted_execution) == {
+        None: ("verified", False),
+        "audit-values.yaml": ("audit+shadow", True),
+        "all-features-values.yaml": ("audit+evidence", True),
+    }[values_file]
+    monkeypatch.setenv("SAFE_FEDLLM_AGGREGATOR_TRUSTED_EXECUTION", "false")
+    if values_file:
+        with pytest.raises(ValueError, match="only under trusted execution"):
+            AggregatorSettings().validate_defense()

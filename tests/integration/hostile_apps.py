@@ -68,6 +68,7 @@ def probe_app(root: Path, **settings: object) -> FastAPI:
 def aggregator_settings(**overrides: object) -> AggregatorSettings:
     values: dict = {
         "defense": "shadow",
+        "trusted_execution": True,  # the shadow level's branch; these tests probe the API, not the level
         "model": "smollm2-135m",
         "lora": LoraSettings(r=2),
         "admin_token": ADMIN_TOKEN,

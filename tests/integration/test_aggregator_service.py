@@ -94,6 +94,7 @@ def aggregator(redis_client, redis_server, tmp_path, free_port):
         "SAFE_FEDLLM_REDIS_URL": redis_server.url,
         "SAFE_FEDLLM_PROBE_ARTIFACTS_DIR": str(tmp_path / "probes"),
         "SAFE_FEDLLM_AGGREGATOR_DEFENSE": "shadow",
+        "SAFE_FEDLLM_AGGREGATOR_TRUSTED_EXECUTION": "true",  # the planted clients stand for our own actors
         "SAFE_FEDLLM_AGGREGATOR_MODEL": "toy-model",
         "SAFE_FEDLLM_AGGREGATOR_LORA__R": "2",
         "SAFE_FEDLLM_AGGREGATOR_INITIAL_ADAPTER": str(tmp_path / "init.safetensors"),

@@ -36,6 +36,12 @@ class AggregatorMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.refused = Counter(
+            "aggregator_refused_updates",
+            "Submissions a server-side check refused (snapshot_mismatch, structure, norm_bound)",
+            ["check"],
+            registry=self.registry,
+        )
         self.rounds = Counter(
             "aggregator_rounds",
             "Closed rounds by phase (aggregated, skipped)",

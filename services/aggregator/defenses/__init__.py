@@ -12,8 +12,16 @@ from services.aggregator.defenses.evidence_level import EvidenceLevel
 from services.aggregator.defenses.gate import gated_fedavg
 from services.aggregator.defenses.shadow_level import ShadowLevel
 from services.aggregator.defenses.step_level import StepLevel
+from services.aggregator.defenses.verified_level import VerifiedLevel
 
-_LEVELS: tuple[type[Defense], ...] = (StepLevel, ClientLevel, ShadowLevel, EvidenceLevel, *AUDIT_LEVELS)
+_LEVELS: tuple[type[Defense], ...] = (
+    StepLevel,
+    ClientLevel,
+    ShadowLevel,
+    EvidenceLevel,
+    VerifiedLevel,
+    *AUDIT_LEVELS,
+)
 DEFENSES: dict[str, type[Defense]] = {cls.name: cls for cls in _LEVELS}
 
 
@@ -36,6 +44,7 @@ __all__ = [
     "ProbeEvidence",
     "ShadowLevel",
     "StepLevel",
+    "VerifiedLevel",
     "defended_aggregate",
     "gated_fedavg",
     "make_defense",

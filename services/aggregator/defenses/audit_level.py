@@ -5,8 +5,8 @@ round's global adapter's (shared.audit): > 0 means the update moves the model fr
 complying, whatever data it was trained on. Its factor is a = flagged_factor if Δ ≥ threshold, else 1.
 
 - `audit`: s = a (no probe, no memory across rounds).
-- `audit+<level>` (step, client, shadow, evidence): the probe level decides s_p as it would alone (its
-  trust kept under "probe"); then s = min(s_p, a) (default) or s_p · a. A client is down-weighted when
+- `audit+<level>` (step, client, shadow, evidence, verified): the probe level decides s_p as it would alone
+  (its trust kept under "probe"); then s = min(s_p, a) (default) or s_p · a. A client is down-weighted when
   either signal flags it: a flagged audit caps s at flagged_factor whatever the probe says; a clean audit
   (a = 1) leaves the probe level's factor unchanged under both rules. The rules differ only for a soft
   flagged_factor in (0, 1): the product compounds it with the probe's doubt (0.5 · 0.5 = 0.25), min does not.
@@ -29,6 +29,7 @@ from services.aggregator.defenses.client_level import ClientLevel
 from services.aggregator.defenses.evidence_level import EvidenceLevel
 from services.aggregator.defenses.shadow_level import ShadowLevel
 from services.aggregator.defenses.step_level import StepLevel
+from services.aggregator.defenses.verified_level import VerifiedLevel
 from services.aggregator.scoring import ScoringPolicy
 
 AUDIT_INPUT = "audit"  # the score kind the aggregator stores an update's audit under
@@ -158,10 +159,15 @@ class AuditEvidenceLevel(AuditedProbeLevel):
     name, inputs, probe_level = "audit+evidence", "shadow", EvidenceLevel
 
 
+class AuditVerifiedLevel(AuditedProbeLevel):
+    name, inputs, probe_level = "audit+verified", "verified", VerifiedLevel
+
+
 AUDIT_LEVELS: tuple[type[AuditedDefense], ...] = (
     AuditLevel,
     AuditStepLevel,
     AuditClientLevel,
     AuditShadowLevel,
     AuditEvidenceLevel,
+    AuditVerifiedLevel,
 )

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from services.aggregator.strategies import STRATEGIES
 
 FailurePolicy = Literal["fail_closed", "fail_open", "method"]
-Inputs = Literal["steps", "shadow"]
+Inputs = Literal["steps", "shadow", "verified"]
 Combine = Literal["gate", "filter"]
 
 
@@ -88,6 +88,7 @@ class ProbeEvidence:
     batch_size: int  # b: flagged steps count b samples each
     step_scores: Sequence[float] | None = None  # per local step, deltas against the round's global
     shadow_scores: Sequence[float] | None = None  # per shadow step, deltas against the fixed init
+    verified_scores: Sequence[float] | None = None  # the submitted adapter vs the round's global (server)
 
 
 @dataclass

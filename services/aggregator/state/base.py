@@ -62,7 +62,7 @@ class PruneReport:
 class AuditRecord:
     round_index: int
     client_id: str
-    decision: str  # "aggregated" | "dropped" | "skipped"
+    decision: str  # "aggregated" | "dropped" | "skipped" | "refused" (at submission, by a server check)
     weight: float
     factor: float = 1.0
     score: float | None = None
@@ -183,6 +183,10 @@ class StateStore(ABC):
         trust: dict[str, dict] | None = None,
     ) -> None:
         """Atomically: new global version, audit records, trust state, and the round marked closed."""
+
+    @abstractmethod
+    def append_audit(self, records: list[AuditRecord]) -> None:
+        """Append decisions taken outside a round's close (a submission the server refused)."""
 
     @abstractmethod
     def audit_log(self) -> list[AuditRecord]: ...

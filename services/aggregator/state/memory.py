@@ -177,6 +177,10 @@ class InMemoryStateStore(StateStore):
                 del self._globals[v]
             return PruneReport(tuple(rounds), tuple(gone), count)
 
+    def append_audit(self, records: list[AuditRecord]) -> None:
+        with self._lock:
+            self._audit.extend(copy.deepcopy(records))
+
     def audit_log(self) -> list[AuditRecord]:
         with self._lock:
             return copy.deepcopy(self._audit)

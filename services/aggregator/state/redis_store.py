@@ -376,6 +376,12 @@ class RedisStateStore(StateStore):
                     blobs.add(blob.decode())
         return blobs
 
+    def append_audit(self, records: list[AuditRecord]) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            for record in records:
+                pipe.xadd(self._key("audit"), {"record": json.dumps(_audit_json(record))})
+            pipe.execute()
+
     def audit_log(self) -> list[AuditRecord]:
         entries = self.redis.xrange(self._key("audit"))
         return [AuditRecord(**json.loads(fields[b"record"])) for _, fields in entries]

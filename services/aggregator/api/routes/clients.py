@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from services.aggregator.api.deps import ClientId, Service
 from services.aggregator.api.errors import CLIENT_AUTH, UNAVAILABLE, errors
 from services.aggregator.registration import RegistrationError
-from services.aggregator.service import AggregatorError, InvalidSubmission
+from services.aggregator.service import AggregatorError, InvalidSubmission, RefusedUpdate
 from services.aggregator.state import RoundRecord
 from services.aggregator.update_bounds import max_num_samples
 from shared.lora_state import LoraStateError
@@ -142,7 +142,11 @@ def global_adapter(version: Version, client_id: ClientId, service: Service) -> R
         **CLIENT_AUTH,
         **errors(
             s409="Wrong or closed round, not sampled, or a different update from this client this round",
-            s422="Not safetensors, wrong keys or shapes, NaN/Inf, or a claim above the task's bounds",
+            s422=(
+                "Not safetensors, wrong keys or shapes, NaN/Inf, a claim above the task's bounds, or refused "
+                "by a server check: last snapshot != the adapter, frozen or out-of-envelope layer, norm over "
+                "the bound"
+            ),
         ),
     },
 )
@@ -167,6 +171,8 @@ async def submit(
         )
     except (AggregatorError, HTTPException) as error:
         outcomes.labels(str(error.status_code)).inc()
+        if isinstance(error, RefusedUpdate):
+            request.app.state.metrics.refused.labels(error.check).inc()
         raise
     outcomes.labels("accepted" if created else "duplicate").inc()
     return Accepted(update_id=update_id, duplicate=not created)

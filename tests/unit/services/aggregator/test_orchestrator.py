@@ -141,7 +141,9 @@ def test_evidence_level_frozen_clients_skip_the_shadow_branch_until_their_fifth_
 
     pool, scorer, store = ShadowPool({"a": 1.0, "b": 2.0, "c": 3.0}), BenignScorer(), InMemoryStateStore()
     settings = AggregatorSettings(
-        defense="evidence", federation=FederationConfig(num_rounds=40, clients_per_round=2)
+        defense="evidence",
+        federation=FederationConfig(num_rounds=40, clients_per_round=2),
+        trusted_execution=True,  # the pool's actors are ours: the shadow branch runs as told
     )
     assert settings.defense_settings == DefenseSettings() and settings.defense_settings.audit_interval == 5
     spec = FeatureSpec(keys=(KEY,), shapes=((3, 2),))
@@ -165,3 +167,22 @@ def _participations(pool: ShadowPool) -> dict[str, int]:
     for _, client, _ in pool.shadow_asked:
         counts[client] = counts.get(client, 0) + 1
     return counts
+
+
+def test_a_refused_update_leaves_the_round_to_the_others():
+    """A client whose update a server check refuses (here a frozen one: Δ exactly zero, under fedavg with the
+    structural checks on) is logged as refused; the round aggregates the others."""
+    from services.aggregator.verification import VerificationSettings
+
+    pool, store = ShiftPool({"a": 1.0, "frozen": 0.0, "b": 3.0}), InMemoryStateStore()
+    settings = AggregatorSettings(
+        defense="fedavg",
+        federation=FederationConfig(num_rounds=1, clients_per_round=3),
+        verification=VerificationSettings(structure="refuse"),
+    )
+    service = AggregatorService(store, settings, _initial(), population=pool.client_ids)
+    [summary] = RoundOrchestrator(service, pool).run(progress=False)
+    assert summary.phase is RoundPhase.AGGREGATED and summary.weights == {"a": 0.5, "b": 0.5}
+    np.testing.assert_allclose(store.get_global()[1][KEY], 2.0)
+    decisions = [(r.client_id, r.decision) for r in store.audit_log()]
+    assert decisions == [("frozen", "refused"), ("a", "aggregated"), ("b", "aggregated")]
