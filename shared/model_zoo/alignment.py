@@ -184,13 +184,14 @@ def train_alignment(
         "curve": curve,
         "evaluation_pool": {"settings": eval_settings.model_dump(mode="json"), **final.model_dump()},
     }
+    (tmp / "alignment_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.replace(target)
     if robustness is not None:
         # On the aligned base itself (merged), as the FL clients fine-tune it; the adapter is saved already.
         aligned = cast(PreTrainedModel, peft_model.merge_and_unload())
         report["benign_tuning"] = benign_tuning_test(
             aligned, tokenizer, pools.client, pools.evaluation, robustness, eval_settings
         )
-    (tmp / "alignment_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.replace(target)
+        (target / "alignment_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
