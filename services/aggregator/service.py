@@ -39,6 +39,7 @@ from services.aggregator.state import (
 )
 from services.aggregator.strategies import AggregationResult, make_strategy
 from services.aggregator.update_bounds import UpdateOutOfBounds, bound_update
+from shared.echo import quoted
 from shared.features import FeatureSpec
 from shared.lora_state import LoraState, LoraStateError, validate_lora_state
 from shared.probe_scorer import ProbeScorer
@@ -140,7 +141,7 @@ class AggregatorService:
     def authenticate(self, client_id: str, token: str) -> None:
         expected = self.store.client_token_hash(client_id)
         if expected is None or not hmac.compare_digest(expected, token_hash(token)):
-            raise Forbidden(f"the token does not belong to client {client_id!r}")
+            raise Forbidden(f"the token does not belong to client {quoted(client_id)}")
 
     def client_ids(self) -> list[str]:
         """The fixed simulation population, or else every registered client."""
