@@ -235,8 +235,10 @@ class AggregatorService:
         except UpdateOutOfBounds as error:
             raise InvalidSubmission(str(error)) from error
         record = self.store.get_round(update.round_index)
-        if record is None or record.phase is not RoundPhase.OPEN:
+        if record is None:
             raise RoundConflict(f"round {update.round_index} is not open")
+        # The phase is the store's to check, atomically: a retry of an accepted update is a duplicate
+        # (202) even once the round is closing; anything else after the close began is a 409.
         if update.client_id not in record.sampled:
             raise RoundConflict(f"{update.client_id} is not sampled in round {update.round_index}")
         try:

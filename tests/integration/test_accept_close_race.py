@@ -1,7 +1,8 @@
 """Acceptance and closing are mutually exclusive, on a real redis-server: submissions race the round's
 close over many rounds with random jitter, and every acknowledged update ends in exactly one audit record
 of its round (aggregated, or dropped/skipped with a reason) and in the round's aggregate; every update not
-acknowledged got a round conflict and is in neither.
+acknowledged got a round conflict and is in neither. A retry after the close is a duplicate (202) if the
+update was acknowledged, a conflict if not.
 """
 
 from __future__ import annotations
@@ -52,10 +53,13 @@ def test_every_acknowledged_update_is_aggregated_or_logged_exactly_once(redis_cl
     lock = threading.Lock()
     errors: list[BaseException] = []
 
-    def submit(round_index: int, client: int, delay: float) -> None:
-        update = ClientUpdate(
+    def update_of(round_index: int, client: int) -> ClientUpdate:
+        return ClientUpdate(
             CLIENTS[client], round_index, 6, adapter(_value(round_index, client)), batch_size=2
         )
+
+    def submit(round_index: int, client: int, delay: float) -> None:
+        update = update_of(round_index, client)
         time.sleep(delay)
         try:
             service.accept(update)
@@ -107,3 +111,9 @@ def test_every_acknowledged_update_is_aggregated_or_logged_exactly_once(redis_cl
         _, state = service.store.get_global(record.result_version)
         np.testing.assert_allclose(state[B_KEY], expected, rtol=1e-6)
         previous = float(expected)
+    # after the close, a retry of an acknowledged update is still a duplicate; a refused one stays refused
+    for round_index, client in sorted(acknowledged)[:5]:
+        assert service.accept(update_of(round_index, CLIENTS.index(client)))[1] is False
+    for round_index, client in sorted(refused)[:5]:
+        with pytest.raises(RoundConflict, match="not open"):
+            service.accept(update_of(round_index, CLIENTS.index(client)))

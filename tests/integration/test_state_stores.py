@@ -69,6 +69,9 @@ def test_unsampled_clients_and_closed_rounds_are_refused(store):
     assert store.begin_close(0).phase is RoundPhase.CLOSING
     with pytest.raises(StateStoreError, match="not open"):  # closing: the update list is final
         store.add_update(_update("b"))
+    with pytest.raises(StateStoreError, match="not open"):
+        store.add_update(_update("a", 2.0))  # a different update from "a": refused, not a conflict
+    assert store.add_update(_update("a")) == (_update("a").content_hash(), False)  # a retry: duplicate
     assert store.begin_close(0).phase is RoundPhase.CLOSING  # a crashed close resumes
     store.close_round(
         0,
@@ -79,6 +82,7 @@ def test_unsampled_clients_and_closed_rounds_are_refused(store):
     )
     with pytest.raises(StateStoreError, match="not open"):
         store.add_update(_update("b"))
+    assert store.add_update(_update("a"))[1] is False  # still a duplicate once the round is closed
     with pytest.raises(StateStoreError, match="not closing"):
         store.close_round(0, RoundPhase.AGGREGATED, 2, {}, [])
     with pytest.raises(StateStoreError, match="already aggregated"):

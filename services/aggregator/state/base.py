@@ -85,7 +85,8 @@ class StateStore(ABC):
 
     @abstractmethod
     def add_update(self, update: ClientUpdate) -> tuple[str, bool]:
-        """Store an update for its round; returns (update id, created). A duplicate returns created=False."""
+        """Store an update for its open round; returns (update id, created). A duplicate (this exact update
+        was accepted before, even if the round is closing or closed now) returns created=False."""
 
     @abstractmethod
     def update_ids(self, round_index: int) -> list[str]:

@@ -61,13 +61,15 @@ class InMemoryStateStore(StateStore):
         update_id = update.content_hash()
         with self._lock:
             record = self._rounds.get(update.round_index)
-            if record is None or record.phase is not RoundPhase.OPEN:
+            if record is None:
+                raise StateStoreError(f"round {update.round_index} is not open")
+            updates = self._updates[update.round_index]
+            if update_id in updates:  # a retry of an accepted update, even after the close
+                return update_id, False
+            if record.phase is not RoundPhase.OPEN:
                 raise StateStoreError(f"round {update.round_index} is not open")
             if update.client_id not in record.sampled:
                 raise StateStoreError(f"{update.client_id} was not sampled in round {update.round_index}")
-            updates = self._updates[update.round_index]
-            if update_id in updates:
-                return update_id, False
             if any(u.client_id == update.client_id for u in updates.values()):
                 raise StateStoreError(f"{update.client_id} already submitted a different update this round")
             updates[update_id] = update

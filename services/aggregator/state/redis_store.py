@@ -49,13 +49,11 @@ from shared.updates import (
 _ADD_UPDATE = """
 local phase = redis.call('HGET', KEYS[1], 'phase')
 if not phase then return 'missing' end
+local existing = redis.call('HGET', KEYS[4], ARGV[2])
+if existing == ARGV[1] then return 'duplicate' end  -- a retry of an accepted update, even after the close
 if phase ~= 'open' then return 'closed' end
 if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 0 then return 'unsampled' end
-local existing = redis.call('HGET', KEYS[4], ARGV[2])
-if existing then
-  if existing == ARGV[1] then return 'duplicate' end
-  return 'conflict'
-end
+if existing then return 'conflict' end
 redis.call('SET', KEYS[6], ARGV[4])
 redis.call('SET', KEYS[7], ARGV[5])
 redis.call('HSET', KEYS[5], 'fields', ARGV[3], 'adapter', KEYS[6], 'snapshots', KEYS[7])
