@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from probes.artifact import MANIFEST_FILE, LoadedProbe, load_artifact
+from shared.echo import quoted
 
 DEFAULT_ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
 
@@ -25,6 +26,6 @@ class ProbeRegistry:
     def get(self, probe_id: str) -> LoadedProbe:
         if "/" in probe_id or probe_id.startswith(".") or probe_id not in self.ids():
             raise UnknownProbeError(
-                f"unknown probe {probe_id!r}; known probes: {', '.join(self.ids()) or 'none'}"
+                f"unknown probe {quoted(probe_id)}; known probes: {', '.join(self.ids()) or 'none'}"
             )
         return load_artifact(self.root / probe_id)

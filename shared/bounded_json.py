@@ -3,6 +3,7 @@
 Python's json parser recurses once per nesting level: a body of 100,000 `[` raises RecursionError deep
 inside it (a 500 in a web service). The depth is measured first, vectorised: string literals are blanked
 by one regular expression, then the running sum of opening minus closing brackets is taken with numpy.
+An integer literal longer than Python's digit limit (4,300 digits) is refused as bad JSON too.
 """
 
 from __future__ import annotations
@@ -41,5 +42,7 @@ def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
         raise JsonError(f"JSON nested {depth} levels deep; at most {max_depth} allowed")
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise JsonError(f"not valid JSON: {error}") from error
+    except (ValueError, RecursionError) as error:
+        # ValueError covers JSONDecodeError, UnicodeDecodeError and an integer literal over Python's
+        # digit limit (sys.get_int_max_str_digits), which json raises as a plain ValueError.
+        raise JsonError(f"not valid JSON: {str(error)[:200]}") from error

@@ -17,6 +17,7 @@ import numpy as np
 
 from shared.bounded_json import JsonError
 from shared.bounded_json import loads as bounded_loads
+from shared.echo import quoted
 
 # safetensors dtype -> numpy dtype; BF16 is widened to float32 on read (numpy has no bfloat16).
 _FLOAT_DTYPES: dict[str, np.dtype | None] = {
@@ -89,9 +90,11 @@ def read_header(blob: bytes | memoryview) -> tuple[dict[str, dict], dict[str, st
     spans.sort()
     for (_, end, first), (start, _, second) in itertools.pairwise(spans):
         if start < end:
-            raise SafetensorsFormatError(f"tensors {first!r} and {second!r} overlap")
+            raise SafetensorsFormatError(f"tensors {_name(first)} and {_name(second)} overlap")
         if start > end:
-            raise SafetensorsFormatError(f"{end - start} unreferenced bytes between {first!r} and {second!r}")
+            raise SafetensorsFormatError(
+                f"{end - start} unreferenced bytes between {_name(first)} and {_name(second)}"
+            )
     if spans and spans[0][0] != 0:
         raise SafetensorsFormatError(f"the data section starts with {spans[0][0]} unreferenced bytes")
     covered = spans[-1][1] if spans else 0
@@ -131,27 +134,34 @@ def read_tensors(
     return out
 
 
+def _name(name: str) -> str:
+    """A tensor name from the header, echoed bounded (real PEFT keys are ~60 characters)."""
+    return quoted(name, 128)
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_entry(name: str, entry: object, data_len: int) -> None:
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
-        raise SafetensorsFormatError(f"{name!r}: header entry needs dtype, shape and data_offsets")
+        raise SafetensorsFormatError(f"{_name(name)}: header entry needs dtype, shape and data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if not isinstance(dtype, str):
-        raise SafetensorsFormatError(f"{name!r}: dtype must be a string, got {type(dtype).__name__}")
+        raise SafetensorsFormatError(f"{_name(name)}: dtype must be a string, got {type(dtype).__name__}")
     if dtype in _OTHER_DTYPES:
-        raise SafetensorsFormatError(f"{name!r}: dtype {dtype}, expected a float (F32, F16, BF16 or F64)")
+        raise SafetensorsFormatError(
+            f"{_name(name)}: dtype {dtype}, expected a float (F32, F16, BF16 or F64)"
+        )
     if dtype not in _FLOAT_DTYPES:
-        raise SafetensorsFormatError(f"{name!r}: unknown dtype {dtype[:32]!r}")
+        raise SafetensorsFormatError(f"{_name(name)}: unknown dtype {quoted(dtype, 32)}")
     if (
         not isinstance(shape, list)
         or len(shape) > _MAX_RANK
         or not all(_is_int(d) and 0 <= d <= _MAX_DIM for d in shape)
     ):
         raise SafetensorsFormatError(
-            f"{name!r}: shape must be a list of at most {_MAX_RANK} non-negative integers <= 2^40"
+            f"{_name(name)}: shape must be a list of at most {_MAX_RANK} non-negative integers <= 2^40"
         )
     if (
         not isinstance(offsets, list)
@@ -160,7 +170,7 @@ def _check_entry(name: str, entry: object, data_len: int) -> None:
         or not 0 <= offsets[0] <= offsets[1] <= data_len
     ):
         raise SafetensorsFormatError(
-            f"{name!r}: data offsets {str(offsets)[:64]} fall outside the {data_len}-byte data section "
+            f"{_name(name)}: data offsets {str(offsets)[:64]} fall outside the {data_len}-byte data section "
             "(truncated?)"
         )
     float_dtype = _FLOAT_DTYPES[dtype]
@@ -170,5 +180,5 @@ def _check_entry(name: str, entry: object, data_len: int) -> None:
         expected *= d
     if offsets[1] - offsets[0] != expected:
         raise SafetensorsFormatError(
-            f"{name!r}: {offsets[1] - offsets[0]} bytes for shape {shape} {dtype} (expected {expected})"
+            f"{_name(name)}: {offsets[1] - offsets[0]} bytes for shape {shape} {dtype} (expected {expected})"
         )

@@ -45,6 +45,8 @@ class RoundOrchestrator:
 
     async def _round(self, round_index: int) -> RoundSummary:
         existing = self.store.get_round(round_index)
+        if existing and existing.phase is RoundPhase.CLOSING:  # a close crashed midway: finish it
+            return await self.service.close_round(round_index)
         if existing and existing.phase is not RoundPhase.OPEN:
             return self._summary_of_closed(existing)
         record = self.service.open_round(round_index)

@@ -1,5 +1,5 @@
 """Who may register: clients holding an operator-issued enrollment token (default), or anyone within a
-rate limit (`open`, for demos: it bounds, but does not stop, Sybil registrations).
+sliding-window rate limit (`open`, for demos: it bounds, but does not stop, Sybil registrations).
 
 Enrollment tokens are single use and stored as SHA-256 hashes; the operator mints them (optionally bound
 to one client id) through `POST /v1/admin/enrollments` or loads them from settings at start.
@@ -8,6 +8,7 @@ to one client id) through `POST /v1/admin/enrollments` or loads them from settin
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -72,13 +73,10 @@ class Registrar:
         return token
 
     def _within_rate_limit(self) -> None:
-        window_s = self.settings.open_registration_window_s
-        now = self.clock()
-        count = self.store.count_registration(int(now // window_s), 2 * window_s)
-        if count > self.settings.open_registration_limit:
-            retry = max(1, int(window_s - now % window_s))
+        # A sliding window (not a fixed one: that lets 2x the limit through across a window edge).
+        limit, window_s = self.settings.open_registration_limit, self.settings.open_registration_window_s
+        wait_s = self.store.admit_registration(self.clock(), window_s, limit)
+        if wait_s is not None:
             raise RegistrationError(
-                429,
-                f"open registration is limited to {self.settings.open_registration_limit} per {window_s} s",
-                retry,
+                429, f"open registration is limited to {limit} per {window_s} s", max(1, math.ceil(wait_s))
             )

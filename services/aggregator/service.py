@@ -2,10 +2,11 @@
 
 One object serves both the REST API (remote clients) and the Ray simulation, so both take the same path.
 Submissions return as soon as the update is stored; scoring runs as a background task per update and
-writes its scores to the store. Closing a round waits for the round's scoring (re-scoring whatever a
-crashed predecessor left unscored), lets the defense turn scores into factors, aggregates, optionally
-audits the aggregate (a round that erodes the canaries' safety is skipped), and commits the new global
-version, audit records and trust state in one atomic store transition.
+writes its scores to the store. Closing a round first marks it closing (no update is accepted from then
+on), waits for the round's scoring (re-scoring whatever a crashed predecessor left unscored), lets the
+defense turn scores into factors, aggregates, optionally audits the aggregate (a round that erodes the
+canaries' safety is skipped), and commits the new global version, audit records and trust state in one
+atomic store transition.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from services.aggregator.scoring import (
     score_update,
 )
 from services.aggregator.settings import AggregatorSettings
-from services.aggregator.state import AuditRecord, RoundPhase, RoundRecord, StateStore, StateStoreError
+from services.aggregator.state import (
+    AuditRecord,
+    RoundPhase,
+    RoundRecord,
+    StateStore,
+    StateStoreError,
+    StoreUnavailable,
+)
 from services.aggregator.strategies import AggregationResult, make_strategy
 from services.aggregator.update_bounds import UpdateOutOfBounds, bound_update
 from services.aggregator.verification import (
@@ -41,6 +49,8 @@ from services.aggregator.verification import (
     structural_findings,
     verify_last_snapshot,
 )
+
+from shared.echo import quoted
 from shared.features import FeatureSpec
 from shared.lora_state import LoraState, LoraStateError, validate_lora_state
 from shared.probe_scorer import ProbeScorer
@@ -153,7 +163,7 @@ class AggregatorService:
     def authenticate(self, client_id: str, token: str) -> None:
         expected = self.store.client_token_hash(client_id)
         if expected is None or not hmac.compare_digest(expected, token_hash(token)):
-            raise Forbidden(f"the token does not belong to client {client_id!r}")
+            raise Forbidden(f"the token does not belong to client {quoted(client_id)}")
 
     def client_ids(self) -> list[str]:
         """The fixed simulation population, or else every registered client."""
@@ -170,7 +180,8 @@ class AggregatorService:
         latest = self.store.latest_round()
         previous = self.store.get_round(latest) if latest is not None else None
         if latest is not None and (
-            latest >= round_index or (previous is not None and previous.phase is RoundPhase.OPEN)
+            latest >= round_index
+            or (previous is not None and previous.phase in (RoundPhase.OPEN, RoundPhase.CLOSING))
         ):
             raise RoundConflict(f"round {round_index} cannot open: round {latest} exists or is still open")
         version, _ = self.store.get_global()
@@ -189,6 +200,8 @@ class AggregatorService:
     def global_blob(self, version: int) -> bytes:
         try:
             return self.store.global_blob(version)
+        except StoreUnavailable:
+            raise  # an outage is a 503, never a "not found"
         except StateStoreError as error:
             raise NotFound(str(error)) from error
 
@@ -244,8 +257,10 @@ class AggregatorService:
         except UpdateOutOfBounds as error:
             raise InvalidSubmission(str(error)) from error
         record = self.store.get_round(update.round_index)
-        if record is None or record.phase is not RoundPhase.OPEN:
+        if record is None:
             raise RoundConflict(f"round {update.round_index} is not open")
+        # The phase is the store's to check, atomically: a retry of an accepted update is a duplicate
+        # (202) even once the round is closing; anything else after the close began is a 409.
         if update.client_id not in record.sampled:
             raise RoundConflict(f"{update.client_id} is not sampled in round {update.round_index}")
         try:
@@ -256,6 +271,8 @@ class AggregatorService:
         self._verify(update, record)
         try:
             update_id, created = self.store.add_update(update)
+        except StoreUnavailable:
+            raise  # a 503: the client retries (a 409 would tell it to drop the update)
         except StateStoreError as error:
             raise RoundConflict(str(error)) from error
         return update_id, created, record, update
@@ -337,11 +354,14 @@ class AggregatorService:
 
     # closing
     async def close_round(self, round_index: int) -> RoundSummary:
-        record = self.store.get_round(round_index)
-        if record is None:
-            raise RoundConflict(f"round {round_index} was never opened")
-        if record.phase is not RoundPhase.OPEN:
-            raise RoundConflict(f"round {round_index} is already {record.phase.value}")
+        # Open -> closing first: from then on the store accepts no update for this round, so the ids read
+        # next are final and every acknowledged update is aggregated or logged with a reason.
+        try:
+            record = self.store.begin_close(round_index)
+        except StoreUnavailable:
+            raise
+        except StateStoreError as error:
+            raise RoundConflict(str(error)) from error
         ids = self.store.update_ids(round_index)
         updates = [self.store.get_update(i) for i in ids]
         _, global_state = self.store.get_global(record.global_version)
@@ -377,6 +397,8 @@ class AggregatorService:
             self.store.close_round(
                 round_index, phase, record.global_version + 1, result.state, audit, outcome.trust
             )
+        except StoreUnavailable:
+            raise  # the round stays closing; the next close resumes it
         except StateStoreError as error:
             raise RoundConflict(str(error)) from error
         if self.settings.retain_rounds is not None:

@@ -18,6 +18,7 @@ from probes.artifact import INPUT_NAME, LoadedProbe, ProbeArtifactError
 from probes.manifest import ProbeManifest
 from probes.registry import ProbeRegistry, UnknownProbeError
 from services.probe_service.errors import InvalidUpdate, ProbeNotFound
+from shared.echo import printable, quoted
 from shared.features import FeatureSpec
 from shared.lora_state import LoraStateError, first_layer_b_keys
 
@@ -64,11 +65,11 @@ class ProbeSelector:
     dim: int | None = None
 
     def describe(self, with_model: bool = True) -> str:
-        parts = [f"base model {self.base_model!r}"] if with_model else []
+        parts = [f"base model {quoted(self.base_model or '')}"] if with_model else []
         if self.lora_r is not None:
             parts.append(f"r={self.lora_r}")
         if self.target_modules:
-            parts.append(f"targets {list(self.target_modules)}")
+            parts.append(f"targets {printable(str(list(self.target_modules)), 128)}")
         if self.dim is not None:
             parts.append(f"{self.dim} features")
         return ", ".join(parts)
@@ -106,7 +107,7 @@ class ProbeBank:
                 self.registry.get(probe_id)  # says why: unknown id, or a broken artifact
             except (UnknownProbeError, ProbeArtifactError) as error:
                 raise ProbeNotFound(str(error)) from error
-            raise ProbeNotFound(f"probe {probe_id!r} is not loaded")
+            raise ProbeNotFound(f"probe {quoted(probe_id)} is not loaded")
         return self._probes[probe_id].manifest
 
     def resolve(self, selector: ProbeSelector, adapter_shape: AdapterShape | None = None) -> ProbeManifest:
@@ -187,7 +188,8 @@ def check_snapshots(spec: FeatureSpec, snapshots: np.ndarray, probe_id: str) -> 
         x = x[None, :]
     if x.ndim != 2 or x.shape[1] != spec.dim:
         raise InvalidUpdate(
-            f"snapshots of shape {list(np.shape(snapshots))}, probe {probe_id!r} expects [n, {spec.dim}] "
+            f"snapshots of shape {list(np.shape(snapshots))}, probe {quoted(probe_id)} "
+            f"expects [n, {spec.dim}] "
             f"(row-major {', '.join(f'{k} {list(s)}' for k, s in zip(spec.keys, spec.shapes, strict=True))})"
         )
     check_finite(x, "snapshots")

@@ -205,5 +205,8 @@ def test_remote_clients_a_crash_mid_round_and_the_shadow_level(aggregator):
     new_global = decode_lora_state(http.get("/v1/admin/global/1", headers=ADMIN).content)
     np.testing.assert_allclose(new_global[spec.keys[0]], np.mean([-0.5, -0.4, -0.6]), atol=1e-6)
     assert http.post("/v1/admin/rounds/0/close", headers=ADMIN).status_code == 409
-    late = http.post("/v1/rounds/0/updates", headers=auth("c1"), **_submission(-0.4, spec.dim))
+    late = http.post("/v1/rounds/0/updates", headers=auth("c1"), **_submission(-0.45, spec.dim))
     assert late.status_code == 409
+    # a retry of c1's accepted update after the close (its answer lost) learns that it is in
+    retry = http.post("/v1/rounds/0/updates", headers=auth("c1"), **_submission(-0.4, spec.dim))
+    assert retry.status_code == 202 and retry.json()["duplicate"] is True, retry.text

@@ -4,7 +4,10 @@ documented error shape, every status listed in the route's OpenAPI, and the reas
 The classes are issue 10's: safetensors headers (nested 100k deep, dtype as a list, a 2^70 dimension, a
 size that wraps int64), pickle / torch zip / gzip bodies, deep JSON bodies and adapter_config.json, wrongly
 typed fields, 0-row snapshots, truncated multipart, non-ASCII operator tokens, bodies over the limit
-(declared and streamed), claims above the task's bounds, and Redis down (503 with Retry-After).
+(declared and streamed), claims above the task's bounds, and Redis down (503 with Retry-After); and issue
+23's: integers past Python's 4,300-digit limit in every JSON the services parse, lone surrogates in JSON
+fields, ids echoed only up to a bound, a submission refused on its headers before its body is read, and
+Redis killed at each store call of the download, submission and close paths (503, never 404 or 409).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import gzip
 import io
 import json
 import pickle
+import socket
 import struct
 import time
 import zipfile
@@ -23,6 +27,7 @@ import pytest
 from safetensors.numpy import save
 
 from services.aggregator.api.app import create_app as create_aggregator_app
+from services.aggregator.api.errors import ErrorDetail, InvalidRequest
 from tests.integration.hostile_apps import (
     ADMIN_TOKEN,
     PROBE_ID,
@@ -57,6 +62,11 @@ HUGE_DIM = _header_blob({"w": {"dtype": "F32", "shape": [2**70], "data_offsets":
 WRAPS = _header_blob({"w": {"dtype": "F32", "shape": [2**32, 2**32], "data_offsets": [0, 0]}})
 PICKLE = pickle.dumps({"w": np.zeros(3, np.float32)})
 ZIP, GZIP = _zip(), gzip.compress(save(adapter()))
+HUGE_INT = b"9" * 5000  # past Python's int-from-string limit (4,300 digits): a plain ValueError in json
+BIG_INT_HEADER = _header_blob(
+    b'{"w":{"dtype":"F32","shape":[' + HUGE_INT + b'],"data_offsets":[0,4]}}', b"\0" * 4
+)
+SURROGATE_NAME = _header_blob(b'{"\\ud800":{"dtype":"X","shape":[1],"data_offsets":[0,4]}}', b"\0" * 4)
 SAFETENSORS_CASES = [
     ("deep-header", DEEP_HEADER, "nested"),
     ("dtype-list", LIST_DTYPE, "dtype must be a string"),
@@ -65,6 +75,7 @@ SAFETENSORS_CASES = [
     ("pickle", PICKLE, "a pickle"),
     ("torch-zip", ZIP, "zip archive"),
     ("gzip", GZIP, "gzip"),
+    ("int-5000-digits", BIG_INT_HEADER, "4300 digits"),
 ]
 
 
@@ -91,13 +102,21 @@ def aggregator(registry, redis_client, free_port):
 
 
 def _documented(openapi: dict, response: httpx.Response, route: str) -> None:
-    """No 5xx except the documented 503; the status is in the route's OpenAPI; the error shape holds."""
+    """No 5xx except the documented 503; the status is in the route's OpenAPI; the body is the documented
+    error model (the aggregator's {"detail"} models; the probe service's {"error", "detail"})."""
     method = response.request.method.lower()
     statuses = openapi["paths"][route][method]["responses"]
     assert str(response.status_code) in statuses, (route, response.status_code, response.text)
     assert response.status_code < 500 or response.status_code == 503, response.text
     if response.status_code >= 400:
         assert isinstance(response.json()["detail"], str | list), response.text
+        schema = statuses[str(response.status_code)]["content"]["application/json"]["schema"]
+        model = {"ErrorDetail": ErrorDetail, "InvalidRequest": InvalidRequest}.get(
+            schema.get("$ref", "").rsplit("/", 1)[-1]
+        )
+        if "ErrorResponse" not in str(schema):  # the probe service's model is checked by _probe_error
+            assert model is not None, (route, response.status_code, schema)
+            model.model_validate(response.json())
 
 
 def _probe_error(openapi: dict, response: httpx.Response, status: int, needle: str, route: str) -> None:
@@ -232,6 +251,53 @@ def test_probe_service_json_config_multipart_limits_and_model_names(probe_server
         assert found.status_code == 200 and found.json()["probe_id"] == PROBE_ID, found.text
 
 
+def test_probe_service_refuses_huge_integers_and_lone_surrogates_and_bounds_echoed_ids(
+    probe_server, registry
+):
+    _, spec = registry
+    http = httpx.Client(base_url=probe_server.url, timeout=30)
+    openapi = http.get("/openapi.json").json()
+    json_type = {"content-type": "application/json"}
+    row = b"[" + b",".join([b"0.1"] * spec.dim) + b"]"
+    cases = [
+        (  # a JSON body: an integer past the digit limit
+            http.post("/v1/score/batch", content=b'{"snapshots": [[' + HUGE_INT + b"]]}", headers=json_type),
+            422,
+            "4300 digits",
+        ),
+        (  # adapter_config.json: the same
+            http.post(
+                "/v1/score",
+                files={"adapter": ("a", save(adapter())), "config": ("c", b'{"r": ' + HUGE_INT + b"}")},
+            ),
+            422,
+            "4300 digits",
+        ),
+        (  # a safetensors tensor named by a lone surrogate: named back escaped, never a 500
+            http.post("/v1/score", content=SURROGATE_NAME, headers=OCTET, params={"probe_id": PROBE_ID}),
+            422,
+            "\\ud800",
+        ),
+        (  # a lone surrogate as the probe id: 404, escaped
+            http.post(
+                "/v1/score/batch",
+                content=b'{"snapshots": [' + row + b'], "probe_id": "\\ud800"}',
+                headers=json_type,
+            ),
+            404,
+            "\\ud800",
+        ),
+        (  # a 20,000-character probe id is named back cut to 64 characters
+            http.post("/v1/score/batch", json={"snapshots": [[0.1] * spec.dim], "probe_id": "p" * 20_000}),
+            404,
+            "(20000 characters)",
+        ),
+    ]
+    for response, status, needle in cases:
+        _probe_error(openapi, response, status, needle, response.request.url.path)
+        assert len(response.json()["detail"]) < 1000, len(response.json()["detail"])
+
+
 def _submission(
     value: float,
     dim: int,
@@ -364,3 +430,183 @@ def test_aggregator_refuses_hostile_requests_with_documented_answers(aggregator,
             _documented(openapi, response, route)
     finally:
         redis_server.start()
+
+
+@pytest.fixture
+def aggregator_app(registry, redis_client, free_port):
+    service = aggregator_service(registry[0], redis_client, aggregator_settings())
+    app = create_aggregator_app(service)
+    with ServerThread(app, free_port()) as server:
+        yield server, app
+
+
+def _client(http: httpx.Client, client_id: str = "c0") -> dict[str, str]:
+    enrollment = http.post("/v1/admin/enrollments", headers=ADMIN, json={"count": 1}).json()["tokens"][0]
+    registered = http.post("/v1/clients", json={"client_id": client_id, "enrollment_token": enrollment})
+    return {"x-client-id": client_id, "authorization": f"Bearer {registered.json()['token']}"}
+
+
+def test_aggregator_refuses_huge_integers_and_lone_surrogates_and_bounds_echoed_ids(aggregator, registry):
+    (server, openapi), (_, spec) = aggregator, registry
+    http = httpx.Client(base_url=server.url, timeout=30)
+    auth = _client(http)
+    assert http.post("/v1/admin/rounds/0/open", headers=ADMIN).status_code == 200
+    updates = "/v1/rounds/{round_index}/updates"
+    json_type = {"content-type": "application/json"}
+
+    def submit(headers: dict | None = None, **kwargs) -> httpx.Response:
+        return http.post("/v1/rounds/0/updates", headers={**auth, **(headers or {})}, **kwargs)
+
+    huge_claim = _submission(-0.5, spec.dim)
+    huge_claim["data"]["num_samples"] = HUGE_INT.decode()
+    cases = [
+        (
+            http.post("/v1/clients", content=b'{"client_id": "\\ud800"}', headers=json_type),
+            "/v1/clients",
+            422,
+            "client_id",
+        ),
+        (
+            http.post(
+                "/v1/clients",
+                content=b'{"client_id": "c9", "enrollment_token": "\\udfff"}',
+                headers=json_type,
+            ),
+            "/v1/clients",
+            422,
+            "enrollment_token",
+        ),
+        (
+            http.post("/v1/clients", content=b'{"client_id": ' + HUGE_INT + b"}", headers=json_type),
+            "/v1/clients",
+            422,
+            "malformed request body",
+        ),
+        (
+            http.post(
+                "/v1/admin/enrollments",
+                content=b'{"count": 1, "client_id": "\\ud800"}',
+                headers={**json_type, **ADMIN},
+            ),
+            "/v1/admin/enrollments",
+            422,
+            "client_id",
+        ),
+        (
+            http.post(
+                "/v1/admin/enrollments",
+                content=b'{"count": ' + HUGE_INT + b"}",
+                headers={**json_type, **ADMIN},
+            ),
+            "/v1/admin/enrollments",
+            422,
+            "malformed request body",
+        ),
+        (http.get("/v1/global/" + HUGE_INT.decode(), headers=auth), "/v1/global/{version}", 422, "version"),
+        (submit(**huge_claim), updates, 422, "num_samples"),
+        (submit(**_submission(-0.5, spec.dim, adapter_blob=BIG_INT_HEADER)), updates, 422, "4300 digits"),
+        (submit(**_submission(-0.5, spec.dim, adapter_blob=SURROGATE_NAME)), updates, 422, "\\ud800"),
+        (  # a 10,000-character client id with a forged token: named back cut to 64 characters
+            submit(
+                headers={"x-client-id": "x" * 10_000, "authorization": "Bearer forged"},
+                **_submission(-0.5, spec.dim),
+            ),
+            updates,
+            403,
+            "(10000 characters)",
+        ),
+        (
+            http.get("/v1/task", headers={"x-client-id": "x" * 10_000, "authorization": "Bearer forged"}),
+            "/v1/task",
+            403,
+            "(10000 characters)",
+        ),
+    ]
+    for response, route, status, needle in cases:
+        assert response.status_code == status, (route, response.text[:300])
+        _documented(openapi, response, route)
+        assert needle in str(response.json()["detail"]), response.text[:300]
+        assert len(response.text) < 2000, (route, len(response.text))  # no input echoed whole
+        assert "9999999999" not in response.text  # the huge integers are never echoed back
+    assert submit(**_submission(-0.5, spec.dim)).status_code == 202  # the honest update still goes in
+
+
+def _raw_post(port: int, headers: dict[str, str], declared: int, sent: bytes) -> tuple[bytes, float]:
+    """POST a submission declaring `declared` body bytes but sending only `sent`; the answer and its time."""
+    lines = ["POST /v1/rounds/0/updates HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {declared}"]
+    lines += ["Content-Type: multipart/form-data; boundary=x", *(f"{k}: {v}" for k, v in headers.items())]
+    start = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + sent)
+        answer = b""
+        try:
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        except TimeoutError:
+            pass  # the server still waits for the body: the answer stays empty
+    return answer, time.perf_counter() - start
+
+
+def test_a_submission_is_authenticated_before_its_body_is_read(aggregator):
+    server, _ = aggregator
+    port = int(server.url.rsplit(":", 1)[1])
+    declared = 2 * 1024 * 1024  # within the route's limit (2 x 1 MiB + 1 MiB): the body limit does not refuse
+    sent = b'--x\r\nContent-Disposition: form-data; name="adapter"; filename="a"\r\n\r\n' + b"\0" * 65_536
+    for headers, status in (
+        ({}, b"401"),
+        ({"X-Client-Id": "c0"}, b"401"),
+        ({"X-Client-Id": "c0", "Authorization": "Bearer forged"}, b"403"),
+    ):
+        # 64 KiB of a declared 2 MiB were sent: an answer at all proves the rest was never waited for
+        answer, seconds = _raw_post(port, headers, declared, sent)
+        assert answer.split(b" ", 2)[1:2] == [status], answer[:200]
+        assert seconds < 5 and b"connection: close" in answer.lower(), (seconds, answer[:300])
+
+
+def test_redis_killed_at_each_store_call_answers_503_never_404_or_409(aggregator_app, registry, redis_server):
+    (server, app), (_, spec) = aggregator_app, registry
+    openapi, store = app.openapi(), app.state.service.store
+    http = httpx.Client(base_url=server.url, timeout=60)
+    auth = _client(http)
+    assert http.post("/v1/admin/rounds/0/open", headers=ADMIN).status_code == 200
+    updates, close = "/v1/rounds/{round_index}/updates", "/v1/admin/rounds/{round_index}/close"
+
+    def submit() -> httpx.Response:
+        return http.post("/v1/rounds/0/updates", headers=auth, **_submission(-0.5, spec.dim))
+
+    def killed_at(method: str, call):  # type: ignore[no-untyped-def]
+        """Run `call` with Redis SIGKILLed the moment the service reaches store.<method>."""
+        original = getattr(store, method)
+
+        def kill_then_call(*args, **kwargs):  # type: ignore[no-untyped-def]
+            redis_server.kill()
+            return original(*args, **kwargs)
+
+        setattr(store, method, kill_then_call)
+        try:
+            return call()
+        finally:
+            delattr(store, method)
+            redis_server.start()  # AOF (fsync always): everything acknowledged before the kill is back
+
+    cases = [
+        ("global_blob", lambda: http.get("/v1/admin/global/0", headers=ADMIN), "/v1/admin/global/{version}"),
+        ("global_blob", lambda: http.get("/v1/global/0", headers=auth), "/v1/global/{version}"),
+        ("add_update", submit, updates),
+        ("begin_close", lambda: http.post("/v1/admin/rounds/0/close", headers=ADMIN), close),
+        ("close_round", lambda: http.post("/v1/admin/rounds/0/close", headers=ADMIN), close),
+    ]
+    for method, call, route in cases:
+        response = killed_at(method, call)
+        assert response.status_code == 503 and response.headers["retry-after"] == "2", (method, response.text)
+        _documented(openapi, response, route)
+        if method == "add_update":  # the client retries as told, and the update goes in
+            assert submit().status_code == 202
+    # the close that died before its commit left the round closing; the next close finishes it
+    assert store.get_round(0).phase.value == "closing"
+    closed = http.post("/v1/admin/rounds/0/close", headers=ADMIN)
+    assert closed.status_code == 200 and closed.json()["weights"] == {"c0": 1.0}, closed.text
+    assert [(a.client_id, a.decision) for a in store.audit_log()] == [("c0", "aggregated")]

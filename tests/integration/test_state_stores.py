@@ -64,6 +64,15 @@ def test_unsampled_clients_and_closed_rounds_are_refused(store):
     with pytest.raises(StateStoreError, match="not sampled"):
         store.add_update(_update("zz"))
     store.add_update(_update("a"))
+    with pytest.raises(StateStoreError, match="not closing"):  # a commit needs a begun close
+        store.close_round(0, RoundPhase.AGGREGATED, 1, {}, [])
+    assert store.begin_close(0).phase is RoundPhase.CLOSING
+    with pytest.raises(StateStoreError, match="not open"):  # closing: the update list is final
+        store.add_update(_update("b"))
+    with pytest.raises(StateStoreError, match="not open"):
+        store.add_update(_update("a", 2.0))  # a different update from "a": refused, not a conflict
+    assert store.add_update(_update("a")) == (_update("a").content_hash(), False)  # a retry: duplicate
+    assert store.begin_close(0).phase is RoundPhase.CLOSING  # a crashed close resumes
     store.close_round(
         0,
         RoundPhase.AGGREGATED,
@@ -73,8 +82,14 @@ def test_unsampled_clients_and_closed_rounds_are_refused(store):
     )
     with pytest.raises(StateStoreError, match="not open"):
         store.add_update(_update("b"))
-    with pytest.raises(StateStoreError, match="not open"):
+    assert store.add_update(_update("a"))[1] is False  # still a duplicate once the round is closed
+    with pytest.raises(StateStoreError, match="not closing"):
         store.close_round(0, RoundPhase.AGGREGATED, 2, {}, [])
+    with pytest.raises(StateStoreError, match="already aggregated"):
+        store.begin_close(0)
+    with pytest.raises(StateStoreError, match="never opened"):
+        store.begin_close(5)
+    assert store.update_ids(0) == [_update("a").content_hash()]
 
 
 def test_reopening_returns_the_existing_round(store):
@@ -100,6 +115,7 @@ def test_updates_round_trip_with_snapshots_scores_and_trust(store):
     assert (stored.batch_size, stored.train_loss, stored.b_keys) == (4, 0.5, [KEY])
     store.put_scores(0, update_id, {"steps": [0.1, 0.9]})
     assert store.get_scores(0) == {update_id: {"steps": [0.1, 0.9]}}
+    store.begin_close(0)
     store.close_round(
         0, RoundPhase.SKIPPED, 1, {KEY: np.zeros((2, 2), np.float32)}, [], {"a": {"alpha": 2.0}}
     )
@@ -130,6 +146,7 @@ def test_redis_restart_with_aof_loses_nothing_acknowledged(redis_server, redis_c
     store.put_global(0, {KEY: np.zeros((2, 2), np.float32)})
     store.open_round(RoundRecord(0, ["a", "b"], 0, 1e-4))
     accepted = store.add_update(_update("a"))[0]
+    store.begin_close(0)
     store.close_round(
         0,
         RoundPhase.AGGREGATED,
@@ -157,12 +174,21 @@ def test_enrollment_tokens_registration_windows_and_the_latest_round(store):
     assert store.enroll_client("a", "tok-x", "h3") is Enrollment.EXISTS
     assert store.client_token_hash("a") == "tok-a"
     assert store.enroll_client("b", "tok-b", "h2") is Enrollment.CREATED
-    assert [store.count_registration(7, 60) for _ in range(3)] == [1, 2, 3]
-    assert store.count_registration(8, 60) == 1
+    store.begin_close(0)
     store.close_round(0, RoundPhase.AGGREGATED, 1, {KEY: np.ones((2, 2), np.float32)}, [])
     for index in (1, 12, 3):  # out of order: the latest is the largest index, found without a key scan
         store.open_round(RoundRecord(index, ["a"], 1, 1e-4))
     assert store.latest_round() == 12
+
+
+def test_open_registrations_are_admitted_by_a_sliding_window(store):
+    admit = store.admit_registration
+    assert [admit(t, 60, 3) for t in (1000.0, 1010.0, 1059.5)] == [None, None, None]
+    assert admit(1059.75, 60, 3) == pytest.approx(0.25)  # refused: the t=1000 entry leaves at 1060
+    assert admit(1020.0, 60, 3) == pytest.approx(40.0)  # a fixed window would have reset at 1020
+    assert admit(1060.0, 60, 3) is None  # exactly at the edge: (1000, 1060] holds two
+    assert admit(1060.0, 60, 3) == pytest.approx(10.0)  # refusals are not recorded: t=1010 is oldest
+    assert admit(1070.0, 60, 3) is None
 
 
 def test_unset_redis_url_says_it_uses_the_embedded_store(tmp_path, monkeypatch, caplog) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
+from services.aggregator.api.early_auth import SubmissionAuthMiddleware
+from services.aggregator.api.errors import field_errors
 from services.aggregator.api.limits import SUBMISSION, BodyLimitMiddleware
 from services.aggregator.api.metrics import AggregatorMetrics, TimedScorer
 from services.aggregator.api.routes import admin, clients, readiness
@@ -15,6 +18,7 @@ from services.aggregator.registration import RegistrationError
 from services.aggregator.service import AggregatorError, AggregatorService
 from services.aggregator.state import StateStoreError, StoreUnavailable
 from services.probe_service.api.metrics import MetricsMiddleware
+from shared.echo import printable
 
 DESCRIPTION = """
 The Safe-FedLLM aggregator. Clients register once with an operator-issued enrollment token (or freely,
@@ -49,6 +53,7 @@ def create_app(service: AggregatorService) -> FastAPI:
             return 2 * settings.max_update_bytes + MULTIPART_OVERHEAD
         return settings.max_request_bytes
 
+    app.add_middleware(SubmissionAuthMiddleware)  # innermost: inside the body limit, before any read
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(clients.router)
@@ -57,18 +62,25 @@ def create_app(service: AggregatorService) -> FastAPI:
 
     @app.exception_handler(AggregatorError)
     async def _aggregator_error(_: Request, error: AggregatorError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=error.status_code)
+        return JSONResponse({"detail": printable(str(error))}, status_code=error.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes the input: a lone surrogate cannot be encoded (a 500), a megabyte
+        # would be sent back. The fields, messages and types only.
+        return JSONResponse({"detail": field_errors(error.errors())}, status_code=422)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, error: HTTPException) -> Response:
         if error.status_code == 400:  # FastAPI's "malformed body" (multipart, JSON): a 422 like any bad input
-            return JSONResponse({"detail": f"malformed request body: {error.detail}"}, status_code=422)
+            detail = printable(f"malformed request body: {error.detail}")
+            return JSONResponse({"detail": detail}, status_code=422)
         return await http_exception_handler(request, error)
 
     @app.exception_handler(RegistrationError)
     async def _registration_error(_: Request, error: RegistrationError) -> JSONResponse:
         headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s else None
-        return JSONResponse({"detail": str(error)}, status_code=error.status_code, headers=headers)
+        return JSONResponse({"detail": printable(str(error))}, status_code=error.status_code, headers=headers)
 
     @app.exception_handler(StoreUnavailable)
     async def _store_unavailable(_: Request, error: StoreUnavailable) -> JSONResponse:
@@ -77,7 +89,7 @@ def create_app(service: AggregatorService) -> FastAPI:
 
     @app.exception_handler(StateStoreError)
     async def _store_error(_: Request, error: StateStoreError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=409)
+        return JSONResponse({"detail": printable(str(error))}, status_code=409)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

@@ -17,10 +17,18 @@ def get_service(request: Request) -> AggregatorService:
 Service = Annotated[AggregatorService, Depends(get_service)]
 
 
-def _bearer(authorization: str | None) -> str:
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None."""
     if not authorization or not authorization.lower().startswith("bearer "):
-        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        return None
     return authorization.split(" ", 1)[1].strip()
+
+
+def _bearer(authorization: str | None) -> str:
+    token = bearer_token(authorization)
+    if token is None:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return token
 
 
 def client_identity(

@@ -2,7 +2,9 @@
 
 Everything a round needs to resume after a crash is here: the round record (sampled clients, starting
 global version), accepted updates (idempotent by content hash), global adapter versions and the audit log.
-Closing a round (new version + audit + phase) is one atomic transition.
+Closing a round is two atomic transitions: `begin_close` (open -> closing: from then on no update is
+accepted, so the update list the close reads is final) and `close_round` (closing -> aggregated/skipped:
+new version + audit + trust + phase). A close that crashed in between is resumed by the next close.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Enrollment(StrEnum):
 
 class RoundPhase(StrEnum):
     OPEN = "open"
+    CLOSING = "closing"  # a close has begun: no update is accepted any more, the update list is final
     AGGREGATED = "aggregated"
     SKIPPED = "skipped"
 
@@ -122,7 +125,8 @@ class StateStore(ABC):
 
     @abstractmethod
     def add_update(self, update: ClientUpdate) -> tuple[str, bool]:
-        """Store an update for its round; returns (update id, created). A duplicate returns created=False."""
+        """Store an update for its open round; returns (update id, created). A duplicate (this exact update
+        was accepted before, even if the round is closing or closed now) returns created=False."""
 
     @abstractmethod
     def update_ids(self, round_index: int) -> list[str]:
@@ -163,14 +167,20 @@ class StateStore(ABC):
         """Atomically spend an enrollment token and register the client with its token hash."""
 
     @abstractmethod
-    def count_registration(self, window: int, ttl_s: int) -> int:
-        """Count one open registration in fixed window `window` (kept ttl_s); returns the window's count."""
+    def admit_registration(self, now: float, window_s: float, limit: int) -> float | None:
+        """Sliding window: admit one open registration at time `now` if fewer than `limit` were admitted in
+        (now - window_s, now] and record it; None when admitted, else the seconds until a slot frees."""
 
     @abstractmethod
     def client_token_hash(self, client_id: str) -> str | None: ...
 
     @abstractmethod
     def registered_clients(self) -> list[str]: ...
+
+    @abstractmethod
+    def begin_close(self, round_index: int) -> RoundRecord:
+        """Atomically mark an open round closing (a closing one stays closing: a crashed close resumes);
+        StateStoreError when the round was never opened or is already closed."""
 
     @abstractmethod
     def close_round(
@@ -182,7 +192,7 @@ class StateStore(ABC):
         audit: list[AuditRecord],
         trust: dict[str, dict] | None = None,
     ) -> None:
-        """Atomically: new global version, audit records, trust state, and the round marked closed."""
+        """Atomically: new global version, audit records, trust state, and the closing round marked closed."""
 
     @abstractmethod
     def append_audit(self, records: list[AuditRecord]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections import deque
 
 from services.aggregator.state.base import (
     AuditRecord,
@@ -30,7 +31,7 @@ class InMemoryStateStore(StateStore):
         self._trust: dict[str, dict] = {}
         self._clients: dict[str, str] = {}
         self._enrollments: dict[str, tuple[str | None, str | None]] = {}  # hash -> (bound to, used by)
-        self._registrations: dict[int, int] = {}
+        self._registrations: deque[float] = deque()  # admitted open registrations' times
 
     def put_global(self, version: int, state: LoraState) -> None:
         with self._lock:
@@ -62,13 +63,15 @@ class InMemoryStateStore(StateStore):
         update_id = update.content_hash()
         with self._lock:
             record = self._rounds.get(update.round_index)
-            if record is None or record.phase is not RoundPhase.OPEN:
+            if record is None:
+                raise StateStoreError(f"round {update.round_index} is not open")
+            updates = self._updates[update.round_index]
+            if update_id in updates:  # a retry of an accepted update, even after the close
+                return update_id, False
+            if record.phase is not RoundPhase.OPEN:
                 raise StateStoreError(f"round {update.round_index} is not open")
             if update.client_id not in record.sampled:
                 raise StateStoreError(f"{update.client_id} was not sampled in round {update.round_index}")
-            updates = self._updates[update.round_index]
-            if update_id in updates:
-                return update_id, False
             if any(u.client_id == update.client_id for u in updates.values()):
                 raise StateStoreError(f"{update.client_id} already submitted a different update this round")
             updates[update_id] = update
@@ -129,11 +132,15 @@ class InMemoryStateStore(StateStore):
             self._clients[client_id] = token_hash
             return Enrollment.CREATED
 
-    def count_registration(self, window: int, ttl_s: int) -> int:
+    def admit_registration(self, now: float, window_s: float, limit: int) -> float | None:
         with self._lock:
-            self._registrations = {w: n for w, n in self._registrations.items() if w >= window - 1}
-            self._registrations[window] = self._registrations.get(window, 0) + 1
-            return self._registrations[window]
+            times = self._registrations
+            while times and times[0] <= now - window_s:
+                times.popleft()
+            if len(times) >= limit:
+                return times[0] + window_s - now  # when the oldest admitted one leaves the window
+            times.append(now)
+            return None
 
     def client_token_hash(self, client_id: str) -> str | None:
         with self._lock:
@@ -142,6 +149,16 @@ class InMemoryStateStore(StateStore):
     def registered_clients(self) -> list[str]:
         with self._lock:
             return sorted(self._clients)
+
+    def begin_close(self, round_index: int) -> RoundRecord:
+        with self._lock:
+            record = self._rounds.get(round_index)
+            if record is None:
+                raise StateStoreError(f"round {round_index} was never opened")
+            if record.phase not in (RoundPhase.OPEN, RoundPhase.CLOSING):
+                raise StateStoreError(f"round {round_index} is already {record.phase.value}")
+            record.phase = RoundPhase.CLOSING
+            return copy.deepcopy(record)
 
     def close_round(
         self,
@@ -154,8 +171,8 @@ class InMemoryStateStore(StateStore):
     ) -> None:
         with self._lock:
             record = self._rounds.get(round_index)
-            if record is None or record.phase is not RoundPhase.OPEN:
-                raise StateStoreError(f"round {round_index} is not open")
+            if record is None or record.phase is not RoundPhase.CLOSING:
+                raise StateStoreError(f"round {round_index} is not closing")
             if new_version in self._globals:
                 raise StateStoreError(f"global version {new_version} already exists")
             self._globals[new_version] = {k: v.copy() for k, v in state.items()}

@@ -4,9 +4,10 @@ Keys (prefix `<ns>:`): `global:<v>` adapter blobs and `global:latest`; `round:<r
 version, lr, phase, result version) with `round:<r>:sampled` (set), `:updates` (list, acceptance order),
 `:clients` (client -> update id) and `:scores` (update id -> JSON); `update:<id>` (hash) pointing at
 content-addressed `blob:<sha256>` adapter and snapshot blobs; `trust` (client -> JSON); `clients` (client ->
-token hash); `enrollments` (enrollment token hash -> `open:[client]` or `used:<client>`); `registrations:<w>`
-(open registrations in window w, expiring); `audit` (a stream). Accepting an update and spending an
-enrollment token are one Lua script each; closing a round is one MULTI/EXEC guarded by WATCH on the round.
+token hash); `enrollments` (enrollment token hash -> `open:[client]` or `used:<client>`); `registrations`
+(admitted open registrations, a sorted set by time: the sliding window); `audit` (a stream). Accepting an
+update, beginning a close (open -> closing), spending an enrollment token and admitting an open registration
+are one Lua script each; committing a close is one MULTI/EXEC guarded by WATCH on the round.
 A connection failure is reported as `StoreUnavailable` (the API answers 503 with Retry-After).
 """
 
@@ -16,6 +17,8 @@ import functools
 import hashlib
 import json
 import logging
+import math
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -48,13 +51,11 @@ from shared.updates import (
 _ADD_UPDATE = """
 local phase = redis.call('HGET', KEYS[1], 'phase')
 if not phase then return 'missing' end
+local existing = redis.call('HGET', KEYS[4], ARGV[2])
+if existing == ARGV[1] then return 'duplicate' end  -- a retry of an accepted update, even after the close
 if phase ~= 'open' then return 'closed' end
 if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 0 then return 'unsampled' end
-local existing = redis.call('HGET', KEYS[4], ARGV[2])
-if existing then
-  if existing == ARGV[1] then return 'duplicate' end
-  return 'conflict'
-end
+if existing then return 'conflict' end
 redis.call('SET', KEYS[6], ARGV[4])
 redis.call('SET', KEYS[7], ARGV[5])
 redis.call('HSET', KEYS[5], 'fields', ARGV[3], 'adapter', KEYS[6], 'snapshots', KEYS[7])
@@ -63,6 +64,27 @@ redis.call('RPUSH', KEYS[3], ARGV[1])
 return 'created'
 """
 
+
+# KEYS: round. Open -> closing (a closing round stays closing: a crashed close resumes). Atomic with the
+# accept script above, so every update it accepted is in the list the close reads, and none after.
+_BEGIN_CLOSE = """
+local phase = redis.call('HGET', KEYS[1], 'phase')
+if not phase then return 'missing' end
+if phase == 'open' then redis.call('HSET', KEYS[1], 'phase', 'closing') return 'closing' end
+return phase
+"""
+
+# KEYS: admitted registrations (sorted set, score = time); ARGV: cutoff (now - window), now, limit,
+# member, ttl. A sliding window: admit when fewer than `limit` were admitted after the cutoff.
+_ADMIT_REGISTRATION = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  return redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return false
+"""
 
 # KEYS: enrollments, clients; ARGV: enrollment token hash, client id, client token hash
 _ENROLL = """
@@ -115,6 +137,8 @@ class RedisStateStore(StateStore):
         self.redis, self.ns = client, namespace
         self._add_update = client.register_script(_ADD_UPDATE)
         self._enroll = client.register_script(_ENROLL)
+        self._begin_close = client.register_script(_BEGIN_CLOSE)
+        self._admit_registration = client.register_script(_ADMIT_REGISTRATION)
 
     def _key(self, *parts: object) -> str:
         return ":".join([self.ns, *map(str, parts)])
@@ -282,12 +306,13 @@ class RedisStateStore(StateStore):
         keys = [self._key("enrollments"), self._key("clients")]
         return Enrollment(self._enroll(keys=keys, args=[enrollment_hash, client_id, token_hash]).decode())
 
-    def count_registration(self, window: int, ttl_s: int) -> int:
-        key = self._key("registrations", window)
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, ttl_s)
-            return int(pipe.execute()[0])
+    def admit_registration(self, now: float, window_s: float, limit: int) -> float | None:
+        member = f"{now!r}:{secrets.token_hex(8)}"  # unique: two registrations may share a timestamp
+        oldest = self._admit_registration(
+            keys=[self._key("registrations")],
+            args=[repr(now - window_s), repr(now), limit, member, math.ceil(window_s)],
+        )
+        return None if oldest is None else float(oldest) + window_s - now
 
     def client_token_hash(self, client_id: str) -> str | None:
         value = self.redis.hget(self._key("clients"), client_id)
@@ -295,6 +320,16 @@ class RedisStateStore(StateStore):
 
     def registered_clients(self) -> list[str]:
         return sorted(k.decode() for k in self.redis.hkeys(self._key("clients")))
+
+    def begin_close(self, round_index: int) -> RoundRecord:
+        outcome = self._begin_close(keys=[self._key("round", round_index)]).decode()
+        if outcome == "missing":
+            raise StateStoreError(f"round {round_index} was never opened")
+        if outcome != RoundPhase.CLOSING.value:
+            raise StateStoreError(f"round {round_index} is already {outcome}")
+        record = self.get_round(round_index)
+        assert record is not None
+        return record
 
     def close_round(
         self,
@@ -312,8 +347,8 @@ class RedisStateStore(StateStore):
                 try:
                     pipe.watch(key, self._key("global", new_version))
                     current = pipe.hget(key, "phase")
-                    if current is None or current.decode() != RoundPhase.OPEN.value:
-                        raise StateStoreError(f"round {round_index} is not open")
+                    if current is None or current.decode() != RoundPhase.CLOSING.value:
+                        raise StateStoreError(f"round {round_index} is not closing")
                     if pipe.exists(self._key("global", new_version)):
                         raise StateStoreError(f"global version {new_version} already exists")
                     latest = pipe.get(self._key("global", "latest"))

@@ -13,6 +13,7 @@ from services.probe_service.backends import ScoringBackend
 from services.probe_service.errors import ProbeServiceError
 from services.probe_service.scoring import ProbeBank
 from services.probe_service.settings import ProbeServiceSettings
+from shared.echo import printable
 
 DESCRIPTION = """
 Scores federated LoRA updates with Safe-FedLLM's LoRA-probe (logistic regression on the layer-0 lora_B
@@ -37,13 +38,16 @@ def create_app(
         retry = getattr(error, "retry_after_s", None)
         headers = {"Retry-After": str(retry)} if retry is not None else None
         return JSONResponse(
-            {"error": error.code, "detail": error.message}, status_code=error.status_code, headers=headers
+            {"error": error.code, "detail": printable(error.message)},
+            status_code=error.status_code,
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
         # The one error shape of this API ({"error", "detail"}), also for path/query parameter errors.
+        # Never the input itself: it may be huge, or hold a lone surrogate that cannot be encoded.
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        return JSONResponse({"error": "invalid_request", "detail": detail}, status_code=422)
+        return JSONResponse({"error": "invalid_request", "detail": printable(detail)}, status_code=422)
 
     return app

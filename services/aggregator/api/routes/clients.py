@@ -15,11 +15,12 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from services.aggregator.api.deps import ClientId, Service
-from services.aggregator.api.errors import CLIENT_AUTH, UNAVAILABLE, errors
+from services.aggregator.api.errors import CLIENT_AUTH, INVALID, UNAVAILABLE, errors
 from services.aggregator.registration import RegistrationError
 from services.aggregator.service import AggregatorError, InvalidSubmission, RefusedUpdate
 from services.aggregator.state import RoundRecord
 from services.aggregator.update_bounds import max_num_samples
+from shared.echo import quoted
 from shared.lora_state import LoraStateError
 from shared.updates import ClientUpdate, decode_lora_state, decode_snapshots
 
@@ -72,6 +73,7 @@ class Accepted(BaseModel):
         s403="Enrollment token unknown, spent, or issued for another client id",
         s409="Client id already registered",
         s413="Request body over the limit",
+        s422=INVALID,
         s429="Open registration over its rate limit; retry after Retry-After seconds",
         s503=UNAVAILABLE,
     ),
@@ -186,7 +188,7 @@ async def _read_parts(adapter: UploadFile, snapshots: UploadFile | None, limit: 
             continue
         data = await part.read(limit + 1)
         if len(data) > limit:
-            raise HTTPException(413, f"part {part.filename!r} exceeds {limit} bytes")
+            raise HTTPException(413, f"part {quoted(part.filename or '')} exceeds {limit} bytes")
         blobs.append(data)
     return blobs
 

@@ -186,3 +186,18 @@ def test_a_refused_update_leaves_the_round_to_the_others():
     np.testing.assert_allclose(store.get_global()[1][KEY], 2.0)
     decisions = [(r.client_id, r.decision) for r in store.audit_log()]
     assert decisions == [("frozen", "refused"), ("a", "aggregated"), ("b", "aggregated")]
+
+def test_a_close_that_crashed_before_its_commit_is_finished_without_training_again():
+    shifts = {"a": 1.0, "b": 2.0, "c": 4.0}
+    store = InMemoryStateStore()
+    config = FederationConfig(num_rounds=1, clients_per_round=3)
+    orchestrator = _orchestrator(store, ShiftPool(shifts), config)
+    orchestrator.service.open_round(0)
+    for update in ShiftPool(shifts).train_round(["a", "b"], _initial(), 0, 1e-4):
+        store.add_update(update)
+    store.begin_close(0)  # the close began (no more updates), then the aggregator died
+    restarted = ShiftPool(shifts)
+    summary = _orchestrator(store, restarted, config).run_round(0)
+    assert restarted.calls == [] and summary.phase is RoundPhase.AGGREGATED  # "c" is not trained: too late
+    np.testing.assert_allclose(store.get_global()[1][KEY], (1 + 2) / 2)
+    assert [a.client_id for a in store.audit_log()] == ["a", "b"]
