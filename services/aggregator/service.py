@@ -49,7 +49,6 @@ from services.aggregator.verification import (
     structural_findings,
     verify_last_snapshot,
 )
-
 from shared.echo import quoted
 from shared.features import FeatureSpec
 from shared.lora_state import LoraState, LoraStateError, validate_lora_state

@@ -187,6 +187,7 @@ def test_a_refused_update_leaves_the_round_to_the_others():
     decisions = [(r.client_id, r.decision) for r in store.audit_log()]
     assert decisions == [("frozen", "refused"), ("a", "aggregated"), ("b", "aggregated")]
 
+
 def test_a_close_that_crashed_before_its_commit_is_finished_without_training_again():
     shifts = {"a": 1.0, "b": 2.0, "c": 4.0}
     store = InMemoryStateStore()
