@@ -223,8 +223,10 @@ class AggregatorService:
         except UpdateOutOfBounds as error:
             raise InvalidSubmission(str(error)) from error
         record = self.store.get_round(update.round_index)
-        if record is None or record.phase is not RoundPhase.OPEN:
+        if record is None:
             raise RoundConflict(f"round {update.round_index} is not open")
+        if record.phase is not RoundPhase.OPEN:  # a straggler: say so, the client moves on to the next round
+            raise RoundConflict(f"round {update.round_index} closed ({record.phase.value})")
         if update.client_id not in record.sampled:
             raise RoundConflict(f"{update.client_id} is not sampled in round {update.round_index}")
         try:
@@ -297,7 +299,8 @@ class AggregatorService:
         return scores
 
     # closing
-    async def close_round(self, round_index: int) -> RoundSummary:
+    async def close_round(self, round_index: int, skip_reason: str | None = None) -> RoundSummary:
+        """`skip_reason`: skip the round whatever its updates say (the scheduler's min_updates)."""
         record = self.store.get_round(round_index)
         if record is None:
             raise RoundConflict(f"round {round_index} was never opened")
@@ -306,8 +309,8 @@ class AggregatorService:
         ids = self.store.update_ids(round_index)
         updates = [self.store.get_update(i) for i in ids]
         _, global_state = self.store.get_global(record.global_version)
-        if not updates:
-            outcome = Defended(AggregationResult.skip(global_state, updates, "no updates"))
+        if not updates or skip_reason:
+            outcome = Defended(AggregationResult.skip(global_state, updates, skip_reason or "no updates"))
         elif self.defense is None:
             outcome = Defended(self.strategy.aggregate(global_state, updates, round_index=round_index))
         else:
