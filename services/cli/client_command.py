@@ -94,6 +94,7 @@ def run(
     insecure_http: bool = _INSECURE,
     poll_interval: float | None = typer.Option(None, help="Seconds between task polls while waiting."),
     until_round: int | None = typer.Option(None, help="Exit once this round has closed."),
+    max_backoff: float | None = typer.Option(None, help="Longest wait in seconds between retries (60)."),
     threads: int | None = typer.Option(None, help="torch threads (default: the task's)."),
     seed: int | None = typer.Option(None, help="Seed of round subsets and dropout."),
     progress: bool = typer.Option(True, help="Show a progress bar while training."),
@@ -106,7 +107,8 @@ def run(
     settings = _settings(
         server=server, client_id=client_id, data=data, enrollment_token=enrollment_token, state_dir=state_dir,
         ca_bundle=ca_bundle, insecure_http=insecure_http, poll_interval_s=poll_interval,
-        until_round=until_round, torch_threads=threads, seed=seed, progress=progress,
+        until_round=until_round, max_backoff_s=max_backoff, torch_threads=threads, seed=seed,
+        progress=progress,
     )  # fmt: skip
     try:
         rows = load_rows(data)  # before anything else: bad data fails fast, with no row printed
