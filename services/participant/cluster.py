@@ -85,4 +85,4 @@ def run_federation(
         )
         for member in members
     ]
-    return ray.get([host.run.remote() for host in hosts])
+    return ray.get([host.run.remote() for host in hosts])  # type: ignore[attr-defined]  # an actor handle

@@ -4,10 +4,14 @@ layer-0 B snapshots) over the participant's own rows, loaded once, with a progre
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from services.participant.api_client import Stopped, Task
 from shared.config import LocalTrainingConfig, LoraSettings
 from shared.updates import ClientUpdate, decode_lora_state
+
+if TYPE_CHECKING:
+    from services.clients.trainer import ClientTrainer
 
 
 class LocalTrainer:
@@ -22,10 +26,10 @@ class LocalTrainer:
     ) -> None:
         self.client_id, self.rows, self.seed, self.stop = client_id, rows, seed, stop
         self.torch_threads, self.progress = torch_threads, progress
-        self._trainer = None  # ClientTrainer, built on the first task (it names the model and LoRA)
+        self._trainer: ClientTrainer | None = None  # built on the first task (it names the model and LoRA)
         self._model: tuple[str, LoraSettings] | None = None
 
-    def _trainer_for(self, task: Task, training: LocalTrainingConfig):  # type: ignore[no-untyped-def]
+    def _trainer_for(self, task: Task, training: LocalTrainingConfig) -> ClientTrainer:
         from services.clients.population import ClientSpec
         from services.clients.trainer import ClientTrainer
         from shared.model_zoo import load_base_model

@@ -253,3 +253,38 @@ def test_three_participants_run_three_rounds_through_kills_and_a_restart(federat
     assert outputs["p1"].count("enrolled as p1") == 1  # the restart reused the 0600 credentials
     assert oct((tmp_path / "state-p1" / "credentials.json").stat().st_mode & 0o777) == "0o600"
     print(f"federation of 3 participants, 3 rounds: {elapsed:.1f}s")
+
+
+def test_the_same_federation_through_ray_actors(federation, pools):
+    """The cluster job's path (`safe-fedllm client federate`): each participant a Ray actor, over REST."""
+    import ray
+
+    from services.clients.population import ClientSpec
+    from services.participant.cluster import plan_federation, run_federation
+
+    aggregator, _, tmp_path = federation
+    specs = [
+        ClientSpec(client_id, kind, tuple(_rows(pools, kind, 8 * index, 8)))  # type: ignore[arg-type]
+        for index, (client_id, kind) in enumerate(PARTICIPANTS.items())
+    ]
+    members = plan_federation(specs, [f"enrol-{c}" for c in PARTICIPANTS])
+    common = {"server": aggregator.url, "insecure_http": True, "poll_interval_s": 0.2, "until_round": 2}
+    ray.init(num_cpus=3, log_to_driver=False, include_dashboard=False, configure_logging=False)
+    try:
+        results = run_federation(members, common, tmp_path / "actors", cpus_per_client=1, torch_threads=1)
+    finally:
+        ray.shutdown()
+    assert sorted((r["client_id"], r["rounds"]) for r in results) == [("evil", 3), ("p0", 3), ("p1", 3)]
+    http = httpx.Client(base_url=aggregator.url, timeout=30)
+    audit = http.get("/v1/admin/audit", headers=ADMIN).json()
+    assert sorted((a["round_index"], a["client_id"]) for a in audit) == sorted(
+        (r, c) for r in range(3) for c in PARTICIPANTS
+    )
+    factors = {(a["round_index"], a["client_id"]): a["factor"] for a in audit}
+    assert all(factors[(r, "evil")] < min(factors[(r, "p0")], factors[(r, "p1")]) for r in range(3)), factors
+    for result in results:
+        assert [line.split(":")[0] for line in result["lines"] if "accepted" in line] == [
+            "round 0",
+            "round 1",
+            "round 2",
+        ]
