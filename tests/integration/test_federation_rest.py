@@ -215,7 +215,7 @@ def test_three_participants_run_three_rounds_through_kills_and_a_restart(federat
 
     # p1 is SIGKILLed while round 1 is open and before the server has its update; it restarts from its
     # state dir (credentials kept, no enrollment token) and the round waits for it (every sampled client).
-    _wait(lambda: phase(1) == "open", 100, "round 1 to open")
+    _wait(lambda: phase(1) is not None, 100, "round 1 to open")
     victim = participants["p1"]
     victim.process.send_signal(signal.SIGKILL)
     victim.process.wait()
