@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from pathlib import Path
@@ -43,6 +44,7 @@ def _settings(**values: Any) -> Any:
 def _participant(settings: Any, rows: list[tuple[str, str]] | None = None) -> Any:
     from services.participant import Participant
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per round, not one per poll
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):  # finish the current step, keep what is saved, exit 0
         signal.signal(signum, lambda *_: stop.set())
