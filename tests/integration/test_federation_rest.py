@@ -288,3 +288,30 @@ def test_the_same_federation_through_ray_actors(federation, pools):
             "round 1",
             "round 2",
         ]
+
+
+def test_sigterm_stops_a_participant_cleanly_while_the_server_is_unreachable(tmp_path, free_port):
+    """Network trouble is retried (with backoff) until SIGTERM, which ends the program with exit 0."""
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"instruction": "q", "response": "a"}\n')
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    credentials = {"server": f"http://127.0.0.1:{free_port()}", "client_id": "c1", "token": "t"}
+    (state / "credentials.json").write_text(json.dumps(credentials))
+    (state / "credentials.json").chmod(0o600)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli.main", "client", "run", "--server", credentials["server"],
+         "--client-id", "c1", "--data", str(data), "--state-dir", str(state), "--insecure-http",
+         "--max-backoff", "0.2"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:  # wait until it has retried twice
+        lines.append(line)
+        if "retrying in" in line and "attempt 2" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    output = "".join(lines) + process.stdout.read()
+    assert process.wait(timeout=30) == 0, output
+    assert "task: ConnectError; retrying in" in output and "stopped" in output
