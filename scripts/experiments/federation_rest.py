@@ -233,8 +233,11 @@ def main() -> None:
         (work / "initial.safetensors").write_bytes(save(initial))
         redis_process, redis_url = _redis_server(work)
         try:
+            load = {"start": os.getloadavg()[0]}  # other work on the machine skews one side: say how much
             local = in_process(args, specs, settings, initial, redis_url)
+            load["after_in_process"] = os.getloadavg()[0]
             rest = over_rest(args, specs, work, redis_url, work / "initial.safetensors")
+            load["after_rest"] = os.getloadavg()[0]
         finally:
             _stop(redis_process)
     result = {
@@ -257,6 +260,7 @@ def main() -> None:
         "overhead": round(rest[-1] / local[-1] - 1, 4),
         "target_overhead": 0.10,
         "total_wall_s": round(time.perf_counter() - begun, 1),
+        "load_average_1min": {k: round(v, 1) for k, v in load.items()},
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
