@@ -7,7 +7,7 @@ matrices after every optimizer step for the probe's step- and shadow-level featu
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,14 +96,19 @@ def train_lora_steps(
     batch_size: int,
     weight_decay: float = 0.0,
     grad_clip: float = 1.0,
+    on_step: Callable[[float], None] | None = None,
 ) -> LocalTrainingResult:
-    """`steps` optimizer steps at a constant lr with a fresh optimizer, snapshotting layer-0 B after each."""
+    """`steps` optimizer steps at a constant lr with a fresh optimizer, snapshotting layer-0 B after each.
+
+    `on_step(loss)` after every step (a progress bar; it may raise to stop the call)."""
     stepper = LoraStepper(peft_model, weight_decay=weight_decay, grad_clip=grad_clip)
     b_keys, b_params = _first_layer_b_parameters(peft_model)
     snapshots: list[np.ndarray] = []
     losses: list[float] = []
     for batch in iterate_batches(examples, batch_size, steps, tokenizer.pad_token_id):
         losses.append(stepper.step(batch, lr))
+        if on_step is not None:
+            on_step(losses[-1])
         snapshots.append(
             torch.cat([p.detach().reshape(-1) for p in b_params]).to(torch.float32).numpy().copy()
         )

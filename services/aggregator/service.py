@@ -352,7 +352,8 @@ class AggregatorService:
         return scores
 
     # closing
-    async def close_round(self, round_index: int) -> RoundSummary:
+    async def close_round(self, round_index: int, skip_reason: str | None = None) -> RoundSummary:
+        """`skip_reason`: skip the round whatever its updates say (the scheduler's min_updates)."""
         # Open -> closing first: from then on the store accepts no update for this round, so the ids read
         # next are final and every acknowledged update is aggregated or logged with a reason.
         try:
@@ -367,8 +368,8 @@ class AggregatorService:
         if self.verification.over_bound == "clip":  # norm_bound.py: no update moves the global further
             bound = self.verification.norm_bound, self.verification.round_margin
             updates = bound_round(updates, global_state, *bound)
-        if not updates:
-            outcome = Defended(AggregationResult.skip(global_state, updates, "no updates"))
+        if not updates or skip_reason:
+            outcome = Defended(AggregationResult.skip(global_state, updates, skip_reason or "no updates"))
         elif self.defense is None:
             outcome = Defended(self.strategy.aggregate(global_state, updates, round_index=round_index))
         else:

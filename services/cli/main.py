@@ -292,6 +292,7 @@ def demo(
 def _register_subcommands() -> None:
     from services.cli.aggregator_command import aggregator
     from services.cli.audit_command import serve_audit
+    from services.cli.client_command import client_app
     from services.cli.experiment_command import experiment_app
     from services.cli.probe_commands import probe_app
     from services.cli.serve_command import serve
@@ -300,6 +301,7 @@ def _register_subcommands() -> None:
     app.add_typer(probe_app, name="probe")
     app.add_typer(state_app, name="state")
     app.add_typer(experiment_app, name="experiment")
+    app.add_typer(client_app, name="client")
     app.command()(serve)
     app.command()(aggregator)
     app.command(name="serve-audit")(serve_audit)

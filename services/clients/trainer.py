@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
@@ -48,6 +50,7 @@ class ClientTrainer:
         self.init_state = get_lora_state(self.model)  # θ^0, where the shadow branch restarts every round
         self.attack = spec.attack if spec.malicious and spec.attack and spec.attack.kind != "none" else None
         self.frozen: list[str] = []
+        self.on_step: Callable[[float], None] | None = None  # called after every local step (progress)
         if self.attack is not None and self.attack.kind == "freeze_probe_layer":
             self.frozen = freeze_first_layer(self.model)  # in both branches: the attacker controls both
         self.probe = (
@@ -122,4 +125,5 @@ class ClientTrainer:
             batch_size=cfg.batch_size,
             weight_decay=cfg.weight_decay,
             grad_clip=cfg.grad_clip,
+            on_step=self.on_step,
         )

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -14,7 +18,9 @@ from services.aggregator.api.errors import field_errors
 from services.aggregator.api.limits import SUBMISSION, BodyLimitMiddleware
 from services.aggregator.api.metrics import AggregatorMetrics, TimedScorer
 from services.aggregator.api.routes import admin, clients, readiness
+from services.aggregator.leadership import Lease, LocalLease, RedisLease
 from services.aggregator.registration import RegistrationError
+from services.aggregator.scheduler import RoundScheduler
 from services.aggregator.service import AggregatorError, AggregatorService
 from services.aggregator.state import StateStoreError, StoreUnavailable
 from services.probe_service.api.metrics import MetricsMiddleware
@@ -27,9 +33,38 @@ task (round, global adapter version, learning rate, local training settings and 
 must respect), download the global adapter, train, and submit their adapter (safetensors) with their
 layer-0 B snapshots. Submissions are idempotent: the same update returns the same id. Every update is
 scored by the probe service asynchronously; the round's defense turns scores into security factors when
-the operator closes the round. Errors are `{"detail": ...}`; 503 answers carry Retry-After.
+the operator (or the round scheduler, when enabled) closes the round. Errors are `{"detail": ...}`; 503
+answers carry Retry-After.
 """
 MULTIPART_OVERHEAD = 1024 * 1024  # boundaries, part headers and form fields around the two files
+
+
+def _lease(service: AggregatorService) -> Lease:
+    from services.aggregator.state import RedisStateStore
+
+    if isinstance(service.store, RedisStateStore):
+        return RedisLease(service.store.redis, service.store.ns, service.settings.scheduler.lease_ttl_s)
+    return LocalLease()
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The round scheduler, when configured, runs for the app's life on its event loop."""
+    service: AggregatorService = app.state.service
+    if not service.settings.scheduler.enabled:
+        yield
+        return
+    metrics: AggregatorMetrics = app.state.metrics
+    scheduler = RoundScheduler(
+        service, _lease(service), lambda summary: metrics.rounds.labels(summary.phase.value).inc()
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
 
 
 def create_app(service: AggregatorService) -> FastAPI:
@@ -41,6 +76,7 @@ def create_app(service: AggregatorService) -> FastAPI:
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
+        lifespan=_lifespan,
     )
     metrics = AggregatorMetrics()
     app.state.service, app.state.metrics = service, metrics

@@ -44,6 +44,8 @@ class Credentials(BaseModel):
 
 
 class Task(BaseModel):
+    model: str = Field(description="The base model the federation fine-tunes (the client loads it itself).")
+    lora: dict = Field(description="The LoRA shape every client trains (r, alpha, dropout, target_modules).")
     round_index: int | None
     phase: str | None
     sampled: bool
@@ -98,6 +100,8 @@ def task(client_id: ClientId, service: Service) -> Task:
     record = service.current_round()
     settings = service.settings
     limits = {
+        "model": settings.model,
+        "lora": settings.lora.model_dump(mode="json"),
         "training": settings.training.model_dump(mode="json"),
         "local_steps": settings.training.local_steps,
         "batch_size": settings.training.batch_size,
