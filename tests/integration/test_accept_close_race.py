@@ -115,5 +115,5 @@ def test_every_acknowledged_update_is_aggregated_or_logged_exactly_once(redis_cl
     for round_index, client in sorted(acknowledged)[:5]:
         assert service.accept(update_of(round_index, CLIENTS.index(client)))[1] is False
     for round_index, client in sorted(refused)[:5]:
-        with pytest.raises(RoundConflict, match="not open"):
+        with pytest.raises(RoundConflict, match="closed: it accepts no more"):
             service.accept(update_of(round_index, CLIENTS.index(client)))

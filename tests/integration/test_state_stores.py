@@ -67,9 +67,9 @@ def test_unsampled_clients_and_closed_rounds_are_refused(store):
     with pytest.raises(StateStoreError, match="not closing"):  # a commit needs a begun close
         store.close_round(0, RoundPhase.AGGREGATED, 1, {}, [])
     assert store.begin_close(0).phase is RoundPhase.CLOSING
-    with pytest.raises(StateStoreError, match="not open"):  # closing: the update list is final
+    with pytest.raises(StateStoreError, match="closed: it accepts no more"):  # closing: final list
         store.add_update(_update("b"))
-    with pytest.raises(StateStoreError, match="not open"):
+    with pytest.raises(StateStoreError, match="closed: it accepts no more"):
         store.add_update(_update("a", 2.0))  # a different update from "a": refused, not a conflict
     assert store.add_update(_update("a")) == (_update("a").content_hash(), False)  # a retry: duplicate
     assert store.begin_close(0).phase is RoundPhase.CLOSING  # a crashed close resumes
@@ -80,7 +80,7 @@ def test_unsampled_clients_and_closed_rounds_are_refused(store):
         {KEY: np.ones((2, 2), np.float32)},
         [AuditRecord(0, "a", "aggregated", 1.0)],
     )
-    with pytest.raises(StateStoreError, match="not open"):
+    with pytest.raises(StateStoreError, match="closed: it accepts no more"):
         store.add_update(_update("b"))
     assert store.add_update(_update("a"))[1] is False  # still a duplicate once the round is closed
     with pytest.raises(StateStoreError, match="not closing"):

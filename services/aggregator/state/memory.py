@@ -68,8 +68,8 @@ class InMemoryStateStore(StateStore):
             updates = self._updates[update.round_index]
             if update_id in updates:  # a retry of an accepted update, even after the close
                 return update_id, False
-            if record.phase is not RoundPhase.OPEN:
-                raise StateStoreError(f"round {update.round_index} is not open")
+            if record.phase is not RoundPhase.OPEN:  # a straggler: the client moves on to the next round
+                raise StateStoreError(f"round {update.round_index} closed: it accepts no more updates")
             if update.client_id not in record.sampled:
                 raise StateStoreError(f"{update.client_id} was not sampled in round {update.round_index}")
             if any(u.client_id == update.client_id for u in updates.values()):

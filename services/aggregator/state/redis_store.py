@@ -245,8 +245,10 @@ class RedisStateStore(StateStore):
             ],
             args=[update_id, update.client_id, json.dumps(fields), adapter, snapshots],
         ).decode()
-        if outcome in ("missing", "closed"):
+        if outcome == "missing":
             raise StateStoreError(f"round {r} is not open")
+        if outcome == "closed":  # a straggler: the client moves on to the next round
+            raise StateStoreError(f"round {r} closed: it accepts no more updates")
         if outcome == "unsampled":
             raise StateStoreError(f"{update.client_id} was not sampled in round {r}")
         if outcome == "conflict":
