@@ -193,11 +193,14 @@ def test_open_registrations_are_admitted_by_a_sliding_window(store):
 
 def test_unset_redis_url_says_it_uses_the_embedded_store(tmp_path, monkeypatch, caplog) -> None:
     from services.aggregator.state.redis_store import connect
+    from shared.config import runtime_settings
 
     monkeypatch.delenv("SAFE_FEDLLM_REDIS_URL", raising=False)
     monkeypatch.setenv("SAFE_FEDLLM_CACHE_DIR", str(tmp_path))
+    runtime_settings.cache_clear()  # read the patched environment; cleared again below so no test keeps it
     with caplog.at_level("INFO", logger="services.aggregator.state.redis_store"):
         client = connect()
+    runtime_settings.cache_clear()
     try:
         assert client.ping() is True
         path = tmp_path / "aggregator.rdb"
