@@ -122,7 +122,11 @@ def connect_probe(config: SimulationConfig, fingerprint: str) -> ProbeHookup:
     settings = ProbeServiceSettings()
     bank = ProbeBank(settings.artifacts_dir)
     lora = config.lora
-    manifest = bank.resolve(ProbeSelector(config.probe_id, config.model, lora.r, tuple(lora.target_modules)))
+    # The method's levels read reported layer-0 B snapshots: a first_B probe unless config.probe_id names one.
+    selector = ProbeSelector(
+        config.probe_id, config.model, lora.r, tuple(lora.target_modules), policies=("first_B",)
+    )
+    manifest = bank.resolve(selector)
     if manifest.base_model.fingerprint != fingerprint:
         raise ValueError(
             f"probe {manifest.probe_id} was made for base weights {manifest.base_model.fingerprint}, "

@@ -70,6 +70,13 @@ class HandleScorer:
 
 # Which snapshots of a ClientUpdate each kind of probe input is built from (kinds = Defense.inputs).
 SNAPSHOTS_OF = {"steps": "b_snapshots", "shadow": "shadow_snapshots"}
+# The probe features each level's input can use, preferred first: snapshot levels score reported layer-0 B
+# rows; the verified level scores the update itself and prefers a probe that reads all of it (#22).
+PROBE_POLICIES: dict[str, tuple[str, ...] | None] = {
+    "steps": ("first_B",),
+    "shadow": ("first_B",),
+    "verified": ("module_norms", "all_layers", "first_B"),
+}
 # The score kinds each level's input asks the probe for: the verified level also scores reported steps.
 PROBE_KINDS: dict[str, tuple[str, ...]] = {
     "steps": ("steps",),
@@ -82,7 +89,11 @@ def probe_inputs(
     update: ClientUpdate, spec: FeatureSpec, global_state: LoraState, kinds: tuple[str, ...]
 ) -> dict[str, np.ndarray]:
     """Raw feature rows per kind ("steps": vs the round's global, "shadow": vs the fixed init,
-    "verified": the submitted adapter vs the round's global, one row computed here)."""
+    "verified": the submitted adapter vs the round's global, one row computed here). Reported snapshots
+    are layer-0 B rows: a probe that reads another feature (the whole update) cannot score them, and they
+    are left out — they could only have lowered a client's trust."""
+    if spec.policy != "first_B":
+        kinds = tuple(k for k in kinds if k not in SNAPSHOTS_OF)
     snapshots = any(getattr(update, SNAPSHOTS_OF[k]).size for k in kinds if k in SNAPSHOTS_OF)
     if snapshots and list(update.b_keys) != list(spec.keys):
         raise ValueError(f"{update.client_id}: snapshot keys {update.b_keys[:2]} differ from the probe's")

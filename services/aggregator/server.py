@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from services.aggregator.api.app import create_app
 from services.aggregator.defenses import DEFENSES
 from services.aggregator.probe_binding import bind_probe
-from services.aggregator.scoring import HttpScorer
+from services.aggregator.scoring import PROBE_POLICIES, HttpScorer
 from services.aggregator.service import AggregatorService
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.state import RedisStateStore, connect
@@ -44,7 +44,13 @@ def build_service(settings: AggregatorSettings | None = None) -> AggregatorServi
     if settings.is_level:
         lora = settings.lora
         manifest, local = open_local_probe(
-            ProbeSelector(settings.probe_id, settings.model, lora.r, tuple(lora.target_modules))
+            ProbeSelector(
+                settings.probe_id,
+                settings.model,
+                lora.r,
+                tuple(lora.target_modules),
+                policies=PROBE_POLICIES.get(DEFENSES[settings.defense].inputs),
+            )
         )
         probe_id, spec = manifest.probe_id, manifest.feature_spec
         scorer = HttpScorer(settings.probe_url) if settings.probe_url else local

@@ -151,6 +151,8 @@ class AggregatorService:
         except StateStoreError:
             store.put_global(0, initial_state() if callable(initial_state) else initial_state)
         self._layout = store.get_global(0)[1]
+        # Reported snapshots are layer-0 B rows whatever the probe reads (a whole-update probe reads more).
+        self.snapshot_spec = FeatureSpec.for_adapter(self._layout, "first_B")
         self.registrar = Registrar(store, settings)
         self.registrar.load_configured_tokens()
 
@@ -279,6 +281,7 @@ class AggregatorService:
     def _check_snapshots(self, update: ClientUpdate, record: RoundRecord) -> None:
         if self.defense is None or self.probe_spec is None:
             return
+        width = self.snapshot_spec.dim
         needed = SNAPSHOTS_OF.get(self.defense.inputs)  # None: the audit level reads no snapshots
         trust = self.store.get_trust().get(update.client_id, {})  # the server's view, not the client's
         if (
@@ -286,23 +289,19 @@ class AggregatorService:
             and getattr(update, needed).size == 0
             and self.defense.needs_scores(record.round_index, trust)
         ):
-            raise InvalidSubmission(
-                f"the {self.defense.name} level needs {needed} [steps, {self.probe_spec.dim}]"
-            )
+            raise InvalidSubmission(f"the {self.defense.name} level needs {needed} [steps, {width}]")
         for name in SNAPSHOTS_OF.values():
             value = getattr(update, name)
-            if value.size and (value.ndim != 2 or value.shape[1] != self.probe_spec.dim):
-                raise InvalidSubmission(
-                    f"{name}: shape {list(value.shape)}, expected [steps, {self.probe_spec.dim}]"
-                )
+            if value.size and (value.ndim != 2 or value.shape[1] != width):
+                raise InvalidSubmission(f"{name}: shape {list(value.shape)}, expected [steps, {width}]")
             if value.size and not np.all(np.isfinite(value)):
                 raise InvalidSubmission(f"{name}: contains NaN or Inf")
 
     def _verify(self, update: ClientUpdate, record: RoundRecord) -> None:
         """The server's checks (verification.py); a refusal is written to the audit log before the 422."""
         try:
-            if self.probe_spec is not None:
-                verify_last_snapshot(update, self.probe_spec)
+            if self.probe_spec is not None:  # a level that may read them (baselines never do)
+                verify_last_snapshot(update, self.snapshot_spec)
             if "refuse" in (self.verification.structure, self.verification.over_bound):
                 _, issued = self.store.get_global(record.global_version)
                 check_update(update, issued, self.verification, self.settings.training.local_steps)

@@ -299,7 +299,8 @@ def _probe_dir(model: str) -> Path:
 
     artifacts = ProbeServiceSettings().artifacts_dir
     lora = LoraSettings()
-    manifest = ProbeBank(artifacts).resolve(ProbeSelector(None, model, lora.r, tuple(lora.target_modules)))
+    selector = ProbeSelector(None, model, lora.r, tuple(lora.target_modules), policies=("first_B",))
+    manifest = ProbeBank(artifacts).resolve(selector)
     return Path(artifacts) / manifest.probe_id
 
 

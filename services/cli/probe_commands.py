@@ -123,7 +123,7 @@ def train(
         fpr=fpr,
         min_step=min_step,
         min_samples=min_samples,
-        main_variant=variant,  # type: ignore[arg-type]  # checked against VARIANTS above
+        main_variant=variant,
     )
     info = {
         "model": dataset.meta["model"],

@@ -83,7 +83,9 @@ def configurations(settings: OverheadSettings) -> tuple[list[Configuration], dic
     bank = ProbeBank(artifacts, ort_threads=settings.threads)
     lora = LoraSettings()
     manifest = bank.resolve(
-        ProbeSelector(settings.probe_id, settings.model, lora.r, tuple(lora.target_modules))
+        ProbeSelector(
+            settings.probe_id, settings.model, lora.r, tuple(lora.target_modules), policies=("first_B",)
+        )
     )
     spec = manifest.feature_spec
     shapes = adapter_shapes(settings.model)

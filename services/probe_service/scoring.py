@@ -63,6 +63,9 @@ class ProbeSelector:
     lora_r: int | None = None
     target_modules: tuple[str, ...] | None = None
     dim: int | None = None
+    # Feature policies the caller can use, preferred first (None: any, newest wins). Levels that read
+    # reported snapshots need `first_B`; the verified level prefers a probe of the whole update.
+    policies: tuple[str, ...] | None = None
 
     def describe(self, with_model: bool = True) -> str:
         parts = [f"base model {quoted(self.base_model or '')}"] if with_model else []
@@ -143,7 +146,14 @@ class ProbeBank:
                 f"no probe for {selector.describe()}; registered: {known}. Train one with {build} && "
                 "safe-fedllm probe train ... && safe-fedllm probe export ..."
             )
-        return max(matches, key=lambda m: m.created_at)
+        preference = selector.policies or ()
+        return max(
+            matches,
+            key=lambda m: (
+                -preference.index(m.feature_spec.policy) if preference else 0,
+                m.created_at,
+            ),
+        )
 
     def score(self, probe_id: str, features: np.ndarray) -> np.ndarray:
         """Probabilities [n] for raw deltas [n, dim] (normalisation happens inside the graph)."""
@@ -230,5 +240,7 @@ def _fits(manifest: ProbeManifest, selector: ProbeSelector) -> bool:
     if selector.lora_r is not None and selector.lora_r != manifest.lora.r:
         return False
     if selector.target_modules and sorted(selector.target_modules) != sorted(manifest.lora.target_modules):
+        return False
+    if selector.policies is not None and manifest.feature_spec.policy not in selector.policies:
         return False
     return selector.dim is None or selector.dim == manifest.feature_spec.dim

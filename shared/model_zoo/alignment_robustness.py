@@ -26,6 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from shared.config import LoraSettings
 from shared.data.pools import Pool
 from shared.data.sources import HarmfulPair
+from shared.evaluation.generation import CausalModel
 from shared.evaluation.intervals import wilson_interval
 from shared.evaluation.metrics import EvalSettings, harmless_rate, over_refusal_rate
 from shared.lora import attach_lora, get_lora_state, set_lora_state
@@ -93,7 +94,7 @@ def benign_tuning_test(
     benign_prompts = benign_prompts[: eval_settings.num_benign_prompts]
     quiet = eval_settings.model_copy(update={"progress": False})
 
-    def measure(model: PreTrainedModel) -> dict:
+    def measure(model: CausalModel) -> dict:
         refused = harmless_rate(model, tokenizer, harmful_prompts, quiet)
         low, high = wilson_interval(round(refused * len(harmful_prompts)), len(harmful_prompts))
         return {
@@ -114,7 +115,7 @@ def benign_tuning_test(
         rows = _client_rows(client_pool, source)
         rng = np.random.default_rng(config.seed)
         picks = rng.permutation(len(rows))[: max(config.rounds) * config.local_steps * config.batch_size]
-        examples = [tokenize_sft(tokenizer, *rows[i], config.max_seq_len) for i in picks]
+        examples = [tokenize_sft(tokenizer, rows[i][0], rows[i][1], config.max_seq_len) for i in picks]
         set_lora_state(peft_model, init)
         torch.manual_seed(config.seed)
         stepper = LoraStepper(peft_model)
