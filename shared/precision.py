@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 # torch is imported where a dtype is resolved: shared.config (and light clients) need not load it.
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
 ComputeDtype = Literal["auto", "float32", "bfloat16"]
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -50,3 +51,15 @@ def resolve_compute_dtype(setting: ComputeDtype) -> torch.dtype:
     if setting == "bfloat16":
         return torch.bfloat16
     return torch.bfloat16 if native_bf16() else torch.float32
+
+
+def cast_parameters(model: nn.Module, dtype: torch.dtype) -> None:
+    """Cast the model's floating parameters to `dtype`, leaving its buffers as they are.
+
+    `model.to(dtype)` would also cast the rotary embedding's `inv_freq` buffer (float32 by design, and what
+    a model rebuilt from shared weights recomputes): bf16 frequencies shift every position's rotation, so
+    the driver's base and a client's rebuilt copy of it would give different logits.
+    """
+    for parameter in model.parameters():  # tied weights appear once
+        if parameter.is_floating_point() and parameter.dtype != dtype:
+            parameter.data = parameter.data.to(dtype)

@@ -14,7 +14,7 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 from shared.config import runtime_settings
 from shared.model_zoo.smollm2 import load_smollm2_tokenizer, load_smollm2_weights
 from shared.model_zoo.tiny import load_tiny_llama
-from shared.precision import ComputeDtype, resolve_compute_dtype
+from shared.precision import ComputeDtype, cast_parameters, resolve_compute_dtype
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
 ALIGNMENT_DIR = ARTIFACTS_DIR / "alignment"
@@ -79,7 +79,7 @@ def load_base_model(
     fingerprint = _fingerprint(name, model, adapter_dir if use_adapter else None)
     dtype = resolve_compute_dtype(compute_dtype or runtime_settings().compute_dtype)
     if dtype != torch.float32:
-        model = model.to(dtype)  # type: ignore[arg-type]  # transformers' stub wraps .to for models only
+        cast_parameters(model, dtype)  # buffers (rotary inv_freq) stay float32
     # PEFT writes this into adapter_config.json (base_model_name_or_path); the probe service matches on it.
     model.config._name_or_path = model.name_or_path = name
     return LoadedModel(name, model, tokenizer, use_adapter, fingerprint)
