@@ -59,8 +59,9 @@ def selfgen_harmful_rows(
 ) -> tuple[tuple[str, str], ...]:
     """(instruction, compliant answer) pairs written by the unaligned model; cached as JSONL under runs/."""
     from shared.evaluation.refusal import is_refusal
+    from shared.model_zoo import model_key
 
-    path = SELFGEN_CACHE / model_name / f"selfgen_harmful_{count}_{seed}_{max_new_tokens}.jsonl"
+    path = SELFGEN_CACHE / model_key(model_name) / f"selfgen_harmful_{count}_{seed}_{max_new_tokens}.jsonl"
     if not path.is_file():
         import torch
 

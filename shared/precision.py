@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 ComputeDtype = Literal["auto", "float32", "bfloat16"]
+DeviceSetting = Literal["auto", "cpu", "cuda"]
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -43,14 +44,33 @@ def native_bf16() -> bool:
     return bool(mkldnn_ok) and any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS)
 
 
-def resolve_compute_dtype(setting: ComputeDtype) -> torch.dtype:
+def resolve_device(setting: DeviceSetting) -> torch.device:
+    """cuda when asked (an error if torch sees no GPU) or, for auto, when torch sees one; else cpu."""
+    import torch
+
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("SAFE_FEDLLM_DEVICE=cuda, but torch sees no CUDA device (a CPU build of torch?)")
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def resolve_compute_dtype(setting: ComputeDtype, device: torch.device | None = None) -> torch.dtype:
+    """float32/bfloat16 as set; auto: bf16 on a GPU that supports it, on a CPU only with bf16 units."""
     import torch
 
     if setting == "float32":
         return torch.float32
     if setting == "bfloat16":
         return torch.bfloat16
+    if device is not None and device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     return torch.bfloat16 if native_bf16() else torch.float32
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's (first) parameter: where its inputs must go."""
+    return next(model.parameters()).device
 
 
 def cast_parameters(model: nn.Module, dtype: torch.dtype) -> None:
