@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from services.clients.attacks import (
     PenalisedModel,
@@ -31,7 +31,7 @@ class ClientTrainer:
     def __init__(
         self,
         spec: ClientSpec,
-        base_model: LlamaForCausalLM,
+        base_model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         lora: LoraSettings,
         training: LocalTrainingConfig,

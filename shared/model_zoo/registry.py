@@ -26,7 +26,13 @@ from shared.model_zoo.checkpoint import (
 )
 from shared.model_zoo.smollm2 import load_smollm2_tokenizer, load_smollm2_weights
 from shared.model_zoo.tiny import load_tiny_llama
-from shared.precision import ComputeDtype, cast_parameters, resolve_compute_dtype, resolve_device
+from shared.precision import (
+    ComputeDtype,
+    DeviceSetting,
+    cast_parameters,
+    resolve_compute_dtype,
+    resolve_device,
+)
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
 ALIGNMENT_DIR = ARTIFACTS_DIR / "alignment"
@@ -73,7 +79,7 @@ def load_base_model(
     aligned: bool | None = None,
     cache_dir: Path | None = None,
     compute_dtype: ComputeDtype | None = None,
-    device: str | None = None,
+    device: DeviceSetting | None = None,
 ) -> LoadedModel:
     """Load a base model by name or directory, frozen, in eval mode, in the compute dtype, on the device.
 
@@ -109,7 +115,7 @@ def load_base_model(
     dtype = resolve_compute_dtype(compute_dtype or settings.compute_dtype, target)
     cast_parameters(model, dtype)  # buffers (rotary inv_freq) stay float32
     if target.type != "cpu":
-        model.to(target)
+        model.to(target)  # type: ignore[arg-type]  # transformers' stub wraps .to for dtypes only
     # PEFT writes this into adapter_config.json (base_model_name_or_path); the probe service matches on it.
     model.config._name_or_path = model.name_or_path = source.name
     return LoadedModel(source.name, model, tokenizer, use_adapter, fingerprint, model.config.model_type)
