@@ -1,4 +1,5 @@
-"""The compute dtype of the frozen base: bfloat16 where the CPU multiplies bf16 natively, else float32.
+"""The frozen base's device (SAFE_FEDLLM_DEVICE) and compute dtype: bfloat16 on a GPU that supports it or
+a CPU that multiplies bf16 natively, else float32.
 
 bf16 pays only on CPUs with bf16 matrix instructions (AMX or AVX-512 BF16): there oneDNN runs bf16 GEMMs
 at up to several times the fp32 rate. Without them every bf16 GEMM is emulated — measured on the project's
