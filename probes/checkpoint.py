@@ -25,7 +25,7 @@ class ProbeCheckpoint:
     def from_model(
         cls, probe_id: str, model: LogisticProbe, spec: FeatureSpec, info: dict
     ) -> ProbeCheckpoint:
-        weight = model.linear.weight.detach().numpy().reshape(-1).copy()
+        weight = model.linear.weight.detach().float().numpy().reshape(-1).copy()
         return cls(probe_id, weight, float(model.linear.bias.detach()), spec, info)
 
     def save(self, directory: Path) -> None:

@@ -112,6 +112,8 @@ def train_probe(
 
 def predict(model: LogisticProbe, features: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        return torch.sigmoid(
-            model(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
-        ).numpy()
+        return (
+            torch.sigmoid(model(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))))
+            .float()
+            .numpy()
+        )

@@ -325,7 +325,7 @@ def build_probe_dataset(
         spec=spec,
         all_layers_spec=all_spec,
         meta={
-            "model": config.model,
+            "model": loaded.name,  # a checkpoint directory goes by its name (manifests, adapters)
             "base_fingerprint": loaded.fingerprint,
             "config": config.model_dump(mode="json"),
             "num_trajectories": len(plan),

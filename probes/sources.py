@@ -88,8 +88,9 @@ def _selfgen_rows(
 ) -> tuple[tuple[str, str], ...]:
     """Greedy answers of the unaligned model, generated once and cached as JSONL under runs/."""
     from shared.evaluation.refusal import is_refusal
+    from shared.model_zoo import model_key
 
-    path = SELFGEN_CACHE / model_name / f"{name}.jsonl"
+    path = SELFGEN_CACHE / model_key(model_name) / f"{name}.jsonl"
     if not path.is_file():
         import torch
 

@@ -17,3 +17,10 @@ ruff format --check .
 # Types of shared/, probes/, services/ ([tool.mypy] in pyproject.toml: pydantic plugin).
 mypy
 python -m pytest -q --durations=15 "$@"
+# The precision-sensitive tests (marker `precision`) once more in the compute dtype this run did not use:
+# float32 where `auto` chose bf16 (CPUs with AMX), else bf16 (emulated, slow, but tiny-llama is tiny).
+if [ $# -eq 0 ]; then
+    other=$(python -c 'import torch; from shared.config import runtime_settings as r; from shared.precision import resolve_compute_dtype as d; print("float32" if d(r().compute_dtype) == torch.bfloat16 else "bfloat16")')
+    echo "precision tests again with SAFE_FEDLLM_COMPUTE_DTYPE=$other"
+    SAFE_FEDLLM_COMPUTE_DTYPE=$other python -m pytest -q -m precision
+fi

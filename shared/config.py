@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.precision import ComputeDtype
+from shared.precision import ComputeDtype, DeviceSetting
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +36,22 @@ class RuntimeSettings(BaseSettings):
             "dtype of the frozen base for training, shadow branch, probe trajectories and evaluation: auto "
             "(bfloat16 where the CPU has bf16 matrix instructions, else float32), float32 or bfloat16. LoRA "
             "parameters and optimizer state stay float32."
+        ),
+    )
+    device: DeviceSetting = Field(
+        default="auto",
+        description=(
+            "Where the base model computes (clients, shadow branch, probe trajectories, evaluation, audit): "
+            "auto (cuda when torch sees a GPU, else cpu), cpu or cuda. On cuda, auto dtype means bf16 where "
+            "the GPU supports it; Ray client actors then request one GPU each."
+        ),
+    )
+    models: dict[str, Path] = Field(
+        default_factory=dict,
+        description=(
+            "Operator's registry of model names -> checkpoint directories (JSON), e.g. "
+            '{"llama-3.1-8b": "/models/Llama-3.1-8B-Instruct"}: the names the CLI, the REST `model` '
+            "fields and the services accept beside the built-ins."
         ),
     )
 

@@ -40,7 +40,9 @@ def get_lora_state(peft_model: PeftModel) -> LoraState:
     """A detached float32 copy of the adapter weights, keyed as PEFT saves them."""
     # save_embedding_layers=False: embeddings are never targeted, and "auto" would look the base up on the Hub
     state = get_peft_model_state_dict(peft_model, save_embedding_layers=False)
-    return {key: value.detach().to(torch.float32).numpy().copy() for key, value in sorted(state.items())}
+    return {
+        key: value.detach().to("cpu", torch.float32).numpy().copy() for key, value in sorted(state.items())
+    }
 
 
 def set_lora_state(peft_model: PeftModel, state: Mapping[str, np.ndarray]) -> None:

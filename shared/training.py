@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from shared.lora import get_lora_state
 from shared.lora_state import LoraState, first_layer_b_keys
+from shared.precision import model_device
 from shared.prompting import TokenizedExample, collate
 
 
@@ -75,7 +76,8 @@ class LoraStepper:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        loss = self.model(**batch).loss
+        device = model_device(self.model)
+        loss = self.model(**{k: v.to(device) for k, v in batch.items()}).loss
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss at step {self.steps_done + 1}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -110,7 +112,7 @@ def train_lora_steps(
         if on_step is not None:
             on_step(losses[-1])
         snapshots.append(
-            torch.cat([p.detach().reshape(-1) for p in b_params]).to(torch.float32).numpy().copy()
+            torch.cat([p.detach().reshape(-1) for p in b_params]).to("cpu", torch.float32).numpy().copy()
         )
     peft_model.eval()
     return LocalTrainingResult(

@@ -18,6 +18,27 @@ def pools():
 
 
 @pytest.fixture(scope="session")
+def tol():
+    """An absolute tolerance for the compute dtype this run resolves to: tol(float32=..., bfloat16=...).
+
+    bf16 keeps 8 significant bits, so two batchings of one computation (packed vs padded, served vs in
+    process) differ in the 4th digit there; float32 keeps the tight bound. Tests using it are marked
+    `precision` and run under both dtypes (scripts/test.sh).
+    """
+    import torch
+
+    from shared.config import runtime_settings
+    from shared.precision import resolve_compute_dtype
+
+    bf16 = resolve_compute_dtype(runtime_settings().compute_dtype) == torch.bfloat16
+
+    def pick(*, float32: float, bfloat16: float) -> float:
+        return bfloat16 if bf16 else float32
+
+    return pick
+
+
+@pytest.fixture(scope="session")
 def tiny():
     """The tiny-llama base (its pre-stage is built once and cached)."""
     import torch

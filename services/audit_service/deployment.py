@@ -31,12 +31,15 @@ _PUBLISHED: dict[str, dict] = {}  # app name -> object refs of its bases, alive 
 def _shared_bases(refs: dict) -> dict:
     import ray
 
+    from shared.config import runtime_settings
     from shared.model_zoo.sharing import materialize_frozen_base
+    from shared.precision import resolve_device
 
+    device = resolve_device(runtime_settings().device)  # a GPU replica holds its own copy there
     bases = {}
     for name, ref in refs.items():
         try:
-            bases[name] = materialize_frozen_base(ray.get(ref, timeout=60))
+            bases[name] = materialize_frozen_base(ray.get(ref, timeout=60)).to(device)
         except Exception as error:  # owner gone or object lost: this replica loads the base itself
             log.warning("shared base %s unavailable (%s); loading it", name, error)
     return bases
@@ -85,9 +88,13 @@ class _ReplicaBackend:
 
 def build_application(settings: AuditServiceSettings, base_refs: dict | None = None) -> Application:
     # The refs travel inside a dict: Serve passes them through as references, each replica maps them.
+    from shared.config import runtime_settings
+    from shared.precision import resolve_device
+
+    gpus = 1 if resolve_device(runtime_settings().device).type == "cuda" else 0  # SAFE_FEDLLM_DEVICE
     return AuditScorer.options(
         autoscaling_config=settings.autoscaling.serve_config(),
-        ray_actor_options={"num_cpus": settings.num_cpus},
+        ray_actor_options={"num_cpus": settings.num_cpus, "num_gpus": gpus},
         max_ongoing_requests=settings.max_ongoing_requests,
     ).bind(settings.model_dump(mode="json"), base_refs or {})
 
@@ -101,7 +108,7 @@ def publish_bases(models: tuple[str, ...]) -> dict:
 
     refs = {}
     for name in models:
-        loaded = load_base_model(name)
+        loaded = load_base_model(name, device="cpu")  # only its host copy travels
         refs[name] = ray.put(export_frozen_base(loaded.model, loaded.fingerprint))
     return refs
 

@@ -38,7 +38,10 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 
 @app.command()
 def align(
-    model: str = typer.Option("smollm2-135m", help="Base model to align (see the model zoo)."),
+    model: str = typer.Option(
+        "smollm2-135m",
+        help="Base model to align: a name or a checkpoint directory (the adapter goes to <dir>/alignment).",
+    ),
     steps: int = typer.Option(200, help="Optimizer steps."),
     refusals_per_batch: int = typer.Option(2, help="Refusal samples per batch."),
     helpful_per_batch: int = typer.Option(6, help="Helpful samples per batch (keeps over-refusal low)."),
@@ -121,7 +124,9 @@ _DEFAULT = "default: the config's"
 
 @app.command()
 def simulate(
-    model: str | None = typer.Option(None, help=f"Base model, aligned if its adapter ships ({_DEFAULT})."),
+    model: str | None = typer.Option(
+        None, help=f"Base model (name or checkpoint directory), aligned if it has an adapter ({_DEFAULT})."
+    ),
     malicious_ratio: list[float] = typer.Option([0.0, 0.3, 0.5], help="Repeat for a sweep."),
     defense: list[str] = typer.Option(
         ["fedavg"], help="Safe-FedLLM level (step, client, shadow, evidence) or baseline; repeat for several."
@@ -247,7 +252,7 @@ def _run_and_report(config: SimulationConfig, runs: list[tuple[float, str]], out
 
 @app.command()
 def demo(
-    model: str = typer.Option("smollm2-135m", help="Base model."),
+    model: str = typer.Option("smollm2-135m", help="Base model: a name or a checkpoint directory."),
     defense: list[str] = typer.Option(
         ["shadow"], help="Defended runs at the malicious ratio (repeat: client, step, evidence, ...)."
     ),

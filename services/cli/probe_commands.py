@@ -29,7 +29,11 @@ def _counts(values: list[str], option: str) -> dict[str, int] | None:
 
 @probe_app.command()
 def build(
-    model: str = typer.Option("smollm2-135m", help="Base model (aligned when its adapter is shipped)."),
+    model: str = typer.Option(
+        "smollm2-135m",
+        help="Base model: a name (built-in or SAFE_FEDLLM_MODELS) or a checkpoint directory; aligned when "
+        "it has an alignment adapter.",
+    ),
     train: list[str] = typer.Option(
         [], help="SOURCE=COUNT training trajectories (repeat; default: the config's plan)."
     ),
@@ -73,7 +77,9 @@ def build(
         all_layers=all_layers,
         **{k: v for k, v in overrides.items() if v is not None},
     )
-    path = output or DEFAULT_DATA / model
+    from shared.model_zoo import model_key
+
+    path = output or DEFAULT_DATA / model_key(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     dataset = build_probe_dataset(config, output=path)
     dataset.meta["command"] = invoked_command()

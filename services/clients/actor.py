@@ -10,10 +10,11 @@ import ray
 
 from services.clients.population import ClientSpec
 from services.clients.trainer import ClientTrainer
-from shared.config import LocalTrainingConfig, LoraSettings
+from shared.config import LocalTrainingConfig, LoraSettings, runtime_settings
 from shared.lora_state import LoraState
 from shared.model_zoo import load_tokenizer
 from shared.model_zoo.sharing import FrozenBase, materialize_frozen_base
+from shared.precision import resolve_device
 from shared.updates import ClientUpdate
 
 
@@ -28,11 +29,14 @@ class ClientHost:
         lora: LoraSettings,
         training: LocalTrainingConfig,
         seed: int,
+        device: str = "cpu",
     ) -> None:
         import torch
 
         torch.set_num_threads(training.torch_threads)
         base = materialize_frozen_base(frozen_base)
+        if device != "cpu":
+            base = base.to(device)  # a copy on the GPU: host views cannot be shared with it
         self.trainer = ClientTrainer(spec, base, load_tokenizer(model_name), lora, training, seed)
 
     def train_round(
@@ -63,6 +67,7 @@ class RayClientPool:
         seed: int = 2023,
         cpus_per_actor: float = 0.1,
         max_live_actors: int | None = None,
+        gpus_per_actor: float = 1.0,
     ) -> None:
         # Actors hold their CPU reservation for life: a small fraction lets every client exist while only
         # the sampled ones compute; torch_threads bounds what each one uses when it does.
@@ -72,7 +77,13 @@ class RayClientPool:
         if max_live_actors is not None and max_live_actors < 1:
             raise ValueError(f"max_live_actors must be at least 1, got {max_live_actors}")
         self.specs = {spec.client_id: spec for spec in specs}
-        self._args = (frozen_base_ref, model_name, lora, training, seed)
+        # SAFE_FEDLLM_DEVICE=cuda (or auto with a GPU): each actor requests `gpus_per_actor` and holds its own
+        # copy of the base on its GPU, so at most (cluster GPUs / gpus_per_actor) live at once (waves).
+        device = resolve_device(runtime_settings().device).type
+        self._gpus = gpus_per_actor if device == "cuda" else 0.0
+        if self._gpus and max_live_actors is None:
+            max_live_actors = max(1, int(ray.cluster_resources().get("GPU", 0) / self._gpus))
+        self._args = (frozen_base_ref, model_name, lora, training, seed, device)
         self._cpus = cpus_per_actor
         self.max_live_actors = max_live_actors
         self.actors: dict[str, Any] = {}  # insertion order = least recently used first
@@ -90,9 +101,9 @@ class RayClientPool:
             idle = [c for c in self.actors if c not in keep]
             while len(self.actors) >= self.max_live_actors and idle:
                 ray.kill(self.actors.pop(idle.pop(0)))
-        self.actors[client_id] = ClientActor.options(num_cpus=self._cpus, name=None).remote(
-            self.specs[client_id], *self._args
-        )
+        self.actors[client_id] = ClientActor.options(
+            num_cpus=self._cpus, num_gpus=self._gpus, name=None
+        ).remote(self.specs[client_id], *self._args)
         return self.actors[client_id]
 
     def _waves(self, client_ids: Sequence[str]) -> list[Sequence[str]]:

@@ -147,7 +147,7 @@ def probe_penalty(
     weight_np, bias, normalize = probe
     params = first_layer_b(model)
     start = torch.cat([p.detach().reshape(-1) for p in params]).clone()
-    weight = torch.from_numpy(weight_np.copy())
+    weight = torch.from_numpy(weight_np.copy()).to(start.device)  # the adapter's device (a GPU client)
 
     def penalty() -> torch.Tensor:
         current = torch.cat([p.reshape(-1) for p in params]).to(torch.float32)

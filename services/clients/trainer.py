@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from services.clients.attacks import (
     PenalisedModel,
@@ -33,7 +33,7 @@ class ClientTrainer:
     def __init__(
         self,
         spec: ClientSpec,
-        base_model: LlamaForCausalLM,
+        base_model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         lora: LoraSettings,
         training: LocalTrainingConfig,

@@ -45,7 +45,7 @@ def build_quick_probe(directory: Path, progress: bool = False) -> Path:
     export_linear_probe(
         target,
         QUICK_PROBE_ID,
-        main.model.linear.weight.detach().numpy().reshape(-1),
+        main.model.linear.weight.detach().float().numpy().reshape(-1),
         float(main.model.linear.bias.detach()),
         main.spec,
         base_model="tiny-llama",

@@ -119,6 +119,11 @@ class ProbeBank:
             selector = _with_adapter_shape(selector, adapter_shape)
         if selector.probe_id:
             manifest = self.manifest(selector.probe_id)
+            if selector.base_model and not _fits(manifest, ProbeSelector(base_model=selector.base_model)):
+                raise InvalidUpdate(
+                    f"the adapter was trained on base model {canonical_model_name(selector.base_model)!r}; "
+                    f"probe {manifest.probe_id!r} was made for {manifest.base_model.name!r}"
+                )
             if selector.dim is not None and selector.dim != manifest.feature_spec.dim:
                 raise InvalidUpdate(
                     f"snapshot width {selector.dim}, probe {manifest.probe_id!r} expects "
@@ -140,7 +145,7 @@ class ProbeBank:
             build = (
                 f"safe-fedllm probe build --model {model}"
                 if model in ZOO_MODELS
-                else f"a zoo model ({', '.join(ZOO_MODELS)}): safe-fedllm probe build --model <name>"
+                else "safe-fedllm probe build --model <name or checkpoint directory>"
             )
             raise ProbeNotFound(
                 f"no probe for {selector.describe()}; registered: {known}. Train one with {build} && "

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from shared.evaluation.generation import CausalModel, causal_lm_of
+from shared.precision import model_device
 from shared.prompting import TokenizedExample
 
 
@@ -86,14 +87,17 @@ def packed_log_probs(
     out: list[tuple[np.ndarray, np.ndarray]] = []
     for start in range(0, len(canaries), batch_size):
         batch = collate_packed(canaries[start : start + batch_size], pad_token_id)
+        device = model_device(causal_lm)
         hidden = causal_lm.model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+            input_ids=batch.input_ids.to(device),
+            attention_mask=batch.attention_mask.to(device),
+            position_ids=batch.position_ids.to(device),
         ).last_hidden_state
         for row, (predictors, targets) in enumerate(zip(batch.predictors, batch.targets, strict=True)):
-            positions = torch.from_numpy(np.concatenate(predictors))
-            ids = torch.from_numpy(np.concatenate(targets))
+            positions = torch.from_numpy(np.concatenate(predictors)).to(device)
+            ids = torch.from_numpy(np.concatenate(targets)).to(device)
             logits = causal_lm.lm_head(hidden[row, positions])
             log_probs = torch.log_softmax(logits.float(), dim=-1)
-            picked = log_probs.gather(-1, ids.unsqueeze(-1)).squeeze(-1).double().numpy()
+            picked = log_probs.gather(-1, ids.unsqueeze(-1)).squeeze(-1).double().cpu().numpy()
             out.append((picked[: len(targets[0])], picked[len(targets[0]) :]))
     return out

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
-from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from shared.audit.canaries import CanarySettings, canary_examples
 from shared.audit.packing import pack, packed_log_probs
@@ -50,7 +50,7 @@ class HarmPreferenceAudit:
 
     def __init__(
         self,
-        base: LlamaForCausalLM,
+        base: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         lora: LoraSettings,
         canaries: tuple[HarmfulPair, ...],

@@ -11,6 +11,7 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import GenerationMixin, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from shared.precision import model_device
 from shared.prompting import IGNORE_INDEX, TokenizedExample, collate, encode_prompt
 
 # A causal LM, bare or LoRA-wrapped (PeftModel forwards generation and the forward pass to its base).
@@ -50,15 +51,16 @@ def generate_greedy(
         for row, ids in enumerate(prompts):
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             attention_mask[row, width - len(ids) :] = 1
+        device = model_device(model)
         generated = cast(GenerationMixin, model).generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
             max_new_tokens=max_new_tokens,
             do_sample=False,
             pad_token_id=pad,
             eos_token_id=tokenizer.eos_token_id,
         )
-        outputs.extend(tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True))
+        outputs.extend(tokenizer.batch_decode(generated[:, width:].cpu(), skip_special_tokens=True))
     return outputs
 
 
@@ -81,7 +83,11 @@ def target_token_log_probs(
     for start in tqdm(
         range(0, len(examples), batch_size), desc=desc, unit="batch", disable=not progress, leave=False
     ):
-        batch = collate(examples[start : start + batch_size], tokenizer.pad_token_id)
+        device = model_device(causal_lm)
+        batch = {
+            k: v.to(device)
+            for k, v in collate(examples[start : start + batch_size], tokenizer.pad_token_id).items()
+        }
         hidden = causal_lm.model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
         ).last_hidden_state[:, :-1]
@@ -89,7 +95,7 @@ def target_token_log_probs(
         mask = targets != IGNORE_INDEX
         log_probs = torch.log_softmax(causal_lm.lm_head(hidden[mask]).float(), dim=-1)
         picked = log_probs.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1).double()
-        scores.extend(chunk.numpy() for chunk in torch.split(picked, mask.sum(dim=1).tolist()))
+        scores.extend(chunk.cpu().numpy() for chunk in torch.split(picked, mask.sum(dim=1).tolist()))
     return scores
 
 

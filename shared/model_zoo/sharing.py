@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 
 @dataclass
@@ -24,8 +23,8 @@ class FrozenBase:
     dtype: str = "float32"  # bfloat16: tensors hold the raw 16-bit words
 
 
-def export_frozen_base(model: LlamaForCausalLM, fingerprint: str) -> FrozenBase:
-    state = model.state_dict()
+def export_frozen_base(model: PreTrainedModel, fingerprint: str) -> FrozenBase:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # a GPU base travels via host memory
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)  # tied: one copy travels, re-tied on the other side
     # numpy has no bfloat16: a bf16 base travels as its raw 16-bit words and is viewed back on arrival
@@ -43,10 +42,12 @@ def export_frozen_base(model: LlamaForCausalLM, fingerprint: str) -> FrozenBase:
     return FrozenBase(model.config.to_dict(), tensors, fingerprint, dtype)
 
 
-def materialize_frozen_base(base: FrozenBase) -> LlamaForCausalLM:
-    config = LlamaConfig(**{k: v for k, v in base.config.items() if k != "quantization_config"})
+def materialize_frozen_base(base: FrozenBase) -> PreTrainedModel:
+    """The base as views of the shared arrays, on the CPU (move it to a GPU with `.to`: that copies)."""
+    fields = {k: v for k, v in base.config.items() if k not in ("quantization_config", "model_type")}
+    config = AutoConfig.for_model(base.config.get("model_type", "llama"), **fields)
     with torch.device("meta"):
-        model = LlamaForCausalLM(config)
+        model = AutoModelForCausalLM.from_config(config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # read-only shared buffers are fine: nothing writes them
         tensors = {
@@ -59,8 +60,11 @@ def materialize_frozen_base(base: FrozenBase) -> LlamaForCausalLM:
         raise ValueError(f"frozen base does not fit the config: missing {missing}, unexpected {unexpected}")
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
-    # Non-persistent buffers are not in the state dict; rebuild them on the CPU.
-    model.model.rotary_emb = LlamaRotaryEmbedding(config=config)
+    # Non-persistent buffers (rotary frequencies) are not in the state dict; rebuild their modules on the CPU.
+    for name, module in list(model.named_modules()):
+        if any(b.is_meta for b in module.buffers(recurse=False)):
+            parent, _, attribute = name.rpartition(".")
+            setattr(model.get_submodule(parent), attribute, type(module)(config=config))
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -64,7 +66,10 @@ def load_smollm2_weights(cache_dir: Path) -> LlamaForCausalLM:
     plain = LlamaForCausalLM(LlamaConfig(**config_dict))
     plain.load_state_dict(quantised.state_dict())
     del quantised
-    tmp = cached.with_name(cached.name + ".partial")
+    tmp = cached.with_name(f"{cached.name}.partial-{os.getpid()}")
     plain.save_pretrained(tmp, safe_serialization=True)
-    tmp.replace(cached)  # atomic: an interrupted conversion never leaves a half-written cache
+    try:
+        tmp.replace(cached)  # atomic: an interrupted build never leaves a half-written cache
+    except OSError:  # another process (a parallel test session) built the same weights first
+        shutil.rmtree(tmp, ignore_errors=True)
     return plain

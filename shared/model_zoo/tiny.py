@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import TypedDict
 
@@ -92,7 +94,10 @@ def load_tiny_llama(tokenizer: PreTrainedTokenizerBase, cache_dir: Path, data_di
         _prestage(model, tokenizer, data_dir)
     finally:
         torch.random.set_rng_state(rng_state)
-    tmp = cached.with_name(cached.name + ".partial")
+    tmp = cached.with_name(f"{cached.name}.partial-{os.getpid()}")
     model.save_pretrained(tmp, safe_serialization=True)
-    tmp.replace(cached)
+    try:
+        tmp.replace(cached)  # atomic: an interrupted build never leaves a half-written cache
+    except OSError:  # another process (a parallel test session) built the same weights first
+        shutil.rmtree(tmp, ignore_errors=True)
     return model

@@ -26,7 +26,8 @@ def audit(tiny, pools):
     return HarmPreferenceAudit(copy.deepcopy(tiny.model), tiny.tokenizer, LoraSettings(), canaries, CANARIES)
 
 
-def test_harm_preference_is_the_evaluation_metric_in_canary_order(audit, tiny, pools):
+@pytest.mark.precision
+def test_harm_preference_is_the_evaluation_metric_in_canary_order(audit, tiny, pools, tol):
     state = audit.init_state()
     rng = np.random.default_rng(0)
     state = {
@@ -40,7 +41,8 @@ def test_harm_preference_is_the_evaluation_metric_in_canary_order(audit, tiny, p
         np.asarray(mean_token_log_likelihoods(audit.model, tiny.tokenizer, e, batch_size=4, progress=False))
         for e in (compliant, refusal)
     ]
-    assert got == pytest.approx(float(np.mean(ll[0] - ll[1])), abs=1e-5)
+    # packed canaries vs padded batches: measured 2.6e-4 apart in bf16
+    assert got == pytest.approx(float(np.mean(ll[0] - ll[1])), abs=tol(float32=1e-5, bfloat16=1e-3))
     [(score, preference, base)] = audit.audit([state], state)
     assert score == 0.0 and preference == base == pytest.approx(got, abs=1e-6)
 

@@ -26,7 +26,9 @@ from shared.lora import attach_lora, get_lora_state, set_lora_state
 from shared.updates import ClientUpdate, encode_lora_state
 
 ray = pytest.importorskip("ray")
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# precision: the served and in-process audits agree to 1e-4 in float32 and bf16 alike, which needs the rotary
+# frequencies of the bf16 base to stay float32 on both sides (shared.precision.cast_parameters).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.precision]
 CANARIES = CanarySettings(size=6, max_seq_len=64, batch_size=12)
 
 

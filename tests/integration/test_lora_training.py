@@ -46,6 +46,7 @@ def test_set_lora_state_rejects_wrong_shapes_keys_and_nan():
         set_lora_state(model, nan_state)
 
 
+@pytest.mark.precision
 def test_client_round_trains_and_snapshots_layer0_b(pools):
     loaded = load_base_model("tiny-llama")
     spec = build_population(pools.client, 2, 0.5, 20)[1]
@@ -74,6 +75,7 @@ def test_client_rejects_empty_shard_and_foreign_adapter(pools):
         trainer.train_round(foreign, 0, 1e-3)
 
 
+@pytest.mark.precision
 def test_bf16_base_keeps_fp32_lora_and_the_fingerprint():
     from shared.model_zoo.sharing import export_frozen_base, materialize_frozen_base
 
@@ -81,6 +83,8 @@ def test_bf16_base_keeps_fp32_lora_and_the_fingerprint():
     bf16 = load_base_model("tiny-llama", compute_dtype="bfloat16")
     assert bf16.fingerprint == fp32.fingerprint  # a probe made on one dtype fits the other
     assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    # the rotary frequencies stay float32, as a client's rebuilt copy computes them
+    assert bf16.model.model.rotary_emb.inv_freq.dtype == torch.float32
     # the frozen base travels to client actors as raw 16-bit words and comes back bit-identical
     rebuilt = materialize_frozen_base(export_frozen_base(bf16.model, bf16.fingerprint))
     original = dict(bf16.model.named_parameters())

@@ -23,7 +23,9 @@ def test_every_command_has_help(command):
 def test_unknown_model_is_a_clear_error():
     from shared.model_zoo import load_base_model
 
-    with pytest.raises(ValueError, match="known models: smollm2-135m, tiny-llama"):
+    with pytest.raises(
+        ValueError, match=r"not a known name \(smollm2-135m, tiny-llama\) nor a checkpoint directory"
+    ):
         load_base_model("gpt-17")
 
 

@@ -14,8 +14,12 @@ def test_probe_is_found_by_id_or_by_base_model_and_lora_shape(planted):
     assert bank.resolve(by_model).probe_id == "toy-probe"
     with pytest.raises(ProbeNotFound, match="known probes: toy-probe"):
         bank.resolve(ProbeSelector(probe_id="nope"))
-    with pytest.raises(ProbeNotFound, match=r"a zoo model \(smollm2-135m, tiny-llama\)"):
+    with pytest.raises(ProbeNotFound, match="probe build --model <name or checkpoint directory> &&"):
         bank.resolve(ProbeSelector(base_model="llama-8b"))
+    with pytest.raises(
+        InvalidUpdate, match="trained on base model 'llama-8b'; probe 'toy-probe' was made for"
+    ):
+        bank.resolve(ProbeSelector(probe_id="toy-probe", base_model="/models/llama-8b"))
     with pytest.raises(ProbeNotFound, match="safe-fedllm probe build --model smollm2-135m &&"):
         bank.resolve(ProbeSelector(base_model="HuggingFaceTB/SmolLM2-135M-Instruct"))
     with pytest.raises(ProbeNotFound, match="r=16"):
