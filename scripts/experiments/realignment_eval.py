@@ -232,20 +232,24 @@ def main() -> None:
         tmp.replace(args.output)
         return result
 
-    # The attacker first, then the 50/50 aggregate, then the benign adapter (the price), then the start.
-    for name in ADAPTERS:
-        for steps in ks:
-            record = None
-            state = adapters[name]
-            if steps:
-                realigner.settings = realign_settings[steps]
-                state, record = realigned(realigner, name, state, work)
-            rows.append(row(name, steps, evaluate(f"{name} K={steps}", state), record))
-            log(
-                f"{name} K={steps}: harmless {rows[-1]['harmless_rate']:.2f}, "
-                f"over-refusal {rows[-1]['over_refusal']}, server s {rows[-1]['server_seconds']:.1f}"
-            )
-            write(complete=False)
+    # The most telling cells first (a stopped run still reports them): the attacker at every K, then the
+    # 50/50 aggregate and the benign adapter (the price) at K = 0 and the first K, then the rest.
+    first_k = [k for k in ks if k][:1]
+    order = [("attacker", k) for k in ks]
+    order += [(name, k) for name in ADAPTERS[1:] for k in ks if k in (0, *first_k)]
+    order += [(name, k) for name in ADAPTERS[1:] for k in ks if (name, k) not in order]
+    for name, steps in order:
+        record = None
+        state = adapters[name]
+        if steps:
+            realigner.settings = realign_settings[steps]
+            state, record = realigned(realigner, name, state, work)
+        rows.append(row(name, steps, evaluate(f"{name} K={steps}", state), record))
+        log(
+            f"{name} K={steps}: harmless {rows[-1]['harmless_rate']:.2f}, "
+            f"over-refusal {rows[-1]['over_refusal']}, server s {rows[-1]['server_seconds']:.1f}"
+        )
+        write(complete=False)
     start_row = row("start (round-0 global)", 0, evaluate("the start model", init), None)
     result = write(complete=True)
     print(
