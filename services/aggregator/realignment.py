@@ -149,6 +149,12 @@ class Realigner:
         lora: LoraSettings,
         data_dir: Path | None = None,
     ) -> None:
+        from shared.model_zoo import MODEL_NAMES  # torch comes with it: realignment needs it anyway
+
+        if model_name not in MODEL_NAMES:  # refuse at start, not at the first round's close
+            raise ValueError(
+                f"realignment needs a known base model ({', '.join(MODEL_NAMES)}), got {model_name!r}"
+            )
         self.settings, self.model_name, self.lora = settings, model_name, lora
         self._data_dir = data_dir
         self._data: AlignmentData | None = None

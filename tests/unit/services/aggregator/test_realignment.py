@@ -60,6 +60,16 @@ def test_split_realignment(name, expected):
     assert split_realignment(name) == expected
 
 
+def test_an_unknown_base_model_is_refused_at_start():
+    settings = AggregatorSettings(
+        defense="fedavg", model="toy-model", realignment=RealignmentSettings(enabled=True)
+    )
+    with pytest.raises(ValueError, match="known base model"):
+        AggregatorService(
+            InMemoryStateStore(), settings, {KEY: np.zeros((3, 2), np.float32)}, population=["a"]
+        )
+
+
 def test_batch_plan_is_seeded_by_round_and_sized_by_the_settings():
     settings = RealignmentSettings(steps=4, refusals_per_batch=2, helpful_per_batch=3, seed=5)
     plan = batch_plan(settings, 7, 3, round_index=0)
