@@ -117,6 +117,7 @@ def row(adapter: str, steps: int, report: SafetyReport, record: dict | None) -> 
         else None,
         "benign_loss": report.benign_loss,
         "server_seconds": record["seconds"] if record else 0.0,
+        "server_cpu_seconds": record.get("cpu_seconds") if record else 0.0,
         "load_average_1m": record.get("load_average_1m") if record else None,
         "realign_loss_first_last": [record["loss_first"], record["loss_last"]] if record else None,
     }

@@ -119,6 +119,7 @@ class RealignmentRecord:
     lr: float
     seconds: float
     load_seconds: float  # the one-off base-model load on first use (0 afterwards)
+    cpu_seconds: float  # process CPU time of the K steps: the cost that contention does not inflate
     losses: tuple[float, ...] = field(default_factory=tuple)
 
     def note(self) -> str:
@@ -134,6 +135,7 @@ class RealignmentRecord:
             "lr": self.lr,
             "seconds": round(self.seconds, 3),
             "load_seconds": round(self.load_seconds, 3),
+            "cpu_seconds": round(self.cpu_seconds, 3),
             "loss_first": self.losses[0],
             "loss_last": self.losses[-1],
         }
@@ -226,7 +228,7 @@ class Realigner:
                 model, weight_decay=self.settings.weight_decay, grad_clip=self.settings.grad_clip
             )
             losses: list[float] = []
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             seed = int(np.random.default_rng([self.settings.seed, round_index, 1]).integers(2**31))
             with torch.random.fork_rng(devices=[]):  # dropout draws from (seed, round), not the caller's RNG
                 torch.manual_seed(seed)
@@ -235,11 +237,11 @@ class Realigner:
                         self._example(data.helpful[i], ("helpful", i)) for i in helpful_ids
                     ]
                     losses.append(stepper.step(collate(batch, tokenizer.pad_token_id), self.settings.lr))
-            seconds = time.perf_counter() - started
+            seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
             model.eval()
             realigned = get_lora_state(model)
         record = RealignmentRecord(
-            round_index, len(plan), self.settings.lr, seconds, load_seconds, tuple(losses)
+            round_index, len(plan), self.settings.lr, seconds, load_seconds, cpu_seconds, tuple(losses)
         )
         return realigned, record
 
