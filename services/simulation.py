@@ -23,6 +23,7 @@ from services.aggregator.defenses import DEFENSES, DefenseSettings
 from services.aggregator.defenses.audit_level import AUDIT_INPUT, AuditedDefense, AuditLevelSettings
 from services.aggregator.orchestrator import RoundOrchestrator
 from services.aggregator.probe_binding import bind_probe
+from services.aggregator.realignment import RealignmentSettings, split_realignment
 from services.aggregator.scoring import HandleAuditor, HandleScorer
 from services.aggregator.service import AggregatorService, RoundSummary
 from services.aggregator.settings import AggregatorSettings, FederationConfig
@@ -61,6 +62,10 @@ class SimulationConfig(BaseModel):
         ),
     )
     probe_id: str | None = Field(None, description="Probe for the Safe-FedLLM levels (default: by model).")
+    realignment: RealignmentSettings = Field(
+        default_factory=RealignmentSettings,
+        description="Server-side realignment; a defense named '<name>+realign' (shadow+realign) turns it on.",
+    )
     attack: AttackConfig | None = Field(
         None, description="What every malicious client does beyond training on harmful data (e6_adaptive)."
     )
@@ -168,7 +173,8 @@ def run_sweep(
     frozen_ref = ray.put(export_frozen_base(loaded.model, loaded.fingerprint))
     peft_model = attach_lora(loaded.model, config.lora)  # the driver's copy, for θ^0 and for evaluation
     initial_state = get_lora_state(peft_model)
-    levels = {defense: DEFENSES[defense] for _, defense in runs if defense in DEFENSES}
+    named = {split_realignment(label)[0] for _, label in runs}
+    levels = {defense: DEFENSES[defense] for defense in named if defense in DEFENSES}
     needs_probe = any(level.inputs != AUDIT_INPUT for level in levels.values())
     probe = connect_probe(config, loaded.fingerprint) if needs_probe else None
     audited = any(issubclass(level, AuditedDefense) for level in levels.values())
@@ -191,7 +197,11 @@ def run_sweep(
         rows.append(
             _row(config, 0.0, "none (start model)", evaluate(initial_state), {**base_extra, "rounds": 0})
         )
-    for ratio, defense in runs:
+    for ratio, label in runs:
+        defense, realign = split_realignment(label)
+        realignment = (
+            config.realignment.model_copy(update={"enabled": True}) if realign else config.realignment
+        )
         specs = build_population(
             pools.client,
             config.num_clients,
@@ -255,6 +265,7 @@ def run_sweep(
             federation=config.federation,
             training=training,
             trusted_execution=True,  # the clients are our own Ray actors: the shadow branch runs as told
+            realignment=realignment,
         )
         service = AggregatorService(
             _store(config, f"{defense}-{ratio}"),
@@ -270,7 +281,7 @@ def run_sweep(
         started = time.perf_counter()
         report_round: Callable[[RoundSummary], None] | None = None
         if on_round is not None:
-            report_round = functools.partial(on_round, ratio, defense)
+            report_round = functools.partial(on_round, ratio, label)
         summaries = orchestrator.run(on_round=report_round, progress=progress)
         train_seconds = time.perf_counter() - started
         orchestrator.close()
@@ -305,6 +316,8 @@ def run_sweep(
                 service.audit.settings.aggregate_threshold if service.audit else None
             ),
             "aggregate_audits": [s.aggregate_audit for s in summaries],
+            "realignment": realignment.model_dump() if realignment.enabled else None,
+            "realignment_seconds": [s.realignment.seconds for s in summaries if s.realignment],
             "shadow_lr": training.shadow_lr,
             "batch_size": training.batch_size,
             "state_namespace": getattr(service.store, "ns", None),
@@ -319,5 +332,5 @@ def run_sweep(
                 for s in specs
             },
         }
-        rows.append(_row(config, ratio, defense, evaluate(final_state), extra))
+        rows.append(_row(config, ratio, label, evaluate(final_state), extra))
     return rows

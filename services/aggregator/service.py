@@ -12,6 +12,7 @@ atomic store transition.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import numpy as np
 from services.aggregator.auditing import AggregatorAudit
 from services.aggregator.defenses import AuditEvidence, DefenseDecision, defended_aggregate, make_defense
 from services.aggregator.norm_bound import bound_round
+from services.aggregator.realignment import Realigner, RealignmentRecord
 from services.aggregator.registration import Registrar, digest
 from services.aggregator.sampling import sample_clients
 from services.aggregator.scoring import (
@@ -99,6 +101,7 @@ class RoundSummary:
     train_loss: dict[str, float] = field(default_factory=dict)
     reason: str = ""
     aggregate_audit: float | None = None  # Δ of the round's aggregate vs the previous global, when audited
+    realignment: RealignmentRecord | None = None  # the server's realignment of the aggregate, when on
 
 
 token_hash = digest
@@ -143,6 +146,8 @@ class AggregatorService:
         # A level aggregates with its settings' rule (FedAvg by default); a baseline is the rule itself.
         rule = settings.defense_settings.aggregator if settings.is_level else settings.defense
         self.strategy = make_strategy(rule, **settings.strategy_options)
+        realign = settings.realignment
+        self.realigner = Realigner(realign, settings.model, settings.lora) if realign.enabled else None
         self._scoring: dict[str, asyncio.Task] = {}
         # Global version 0 is written here and only here: an adapter, or a factory called only when the
         # store has none yet (a restarted aggregator skips loading the base model).
@@ -377,6 +382,11 @@ class AggregatorService:
         aggregate_audit = None
         if self.audit is not None and self.audit.checks_aggregates and not result.skipped:
             aggregate_audit, result = await self.audit.check_aggregate(result, global_state, updates)
+        realignment = None
+        if self.realigner is not None and not result.skipped:  # after the audit: it judges the clients' work
+            state, realignment = await asyncio.to_thread(self.realigner.realign, result.state, round_index)
+            reason = "; ".join(r for r in (result.reason, realignment.note()) if r)
+            result = dataclasses.replace(result, state=state, reason=reason)
         phase = RoundPhase.SKIPPED if result.skipped else RoundPhase.AGGREGATED
         audit = [
             AuditRecord(
@@ -412,6 +422,7 @@ class AggregatorService:
             {u.client_id: u.train_loss for u in updates},
             result.reason,
             aggregate_audit,
+            realignment,
         )
 
     def _retain(self, keep: int) -> None:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.aggregator.defenses import DEFENSES, DefenseSettings
+from services.aggregator.realignment import RealignmentSettings
 from services.aggregator.scheduler import SchedulerSettings
 from services.aggregator.scoring import ScoringPolicy
 from services.aggregator.strategies import STRATEGIES
@@ -106,6 +107,10 @@ class AggregatorSettings(BaseSettings):
     retry_after_s: int = Field(2, ge=1, description="Retry-After of 503 answers (state store unavailable).")
     scheduler: SchedulerSettings = Field(
         default_factory=SchedulerSettings, description="Rounds that open and close themselves (default off)."
+    )
+    realignment: RealignmentSettings = Field(
+        default_factory=RealignmentSettings,
+        description="Server-side realignment of each aggregated global on alignment data (off by default).",
     )
 
     @property

@@ -25,6 +25,7 @@ def summary_record(summary: Any) -> dict:
         "factors": dict(summary.factors),
         "weights": dict(summary.weights),
         "reason": summary.reason,
+        "realignment": summary.realignment.as_dict() if summary.realignment else None,
     }
 
 
