@@ -203,7 +203,7 @@ def run_probe_experiment(
         if variant == main_variant:
             main = TrainedProbe(*variant, model, spec, log, threshold, min_step)
     assert main is not None
-    rows += _unseen_source_rows(dataset, x_main, masks, config, probe_id, fpr, min_step)
+    rows += _unseen_source_rows(dataset, x_main, main_variant, masks, config, probe_id, fpr, min_step)
     rows += _per_step_rows(dataset, x_main, main, config, probe_id)
     return main, rows
 
@@ -211,6 +211,7 @@ def run_probe_experiment(
 def _unseen_source_rows(
     dataset: ProbeDataset,
     x: np.ndarray,
+    variant: tuple[Policy, Normalization],
     masks: dict[str, np.ndarray],
     config: ProbeTrainingConfig,
     probe_id: str,
@@ -229,7 +230,7 @@ def _unseen_source_rows(
         rows.append(
             _row(
                 probe_id,
-                VARIANTS[0],
+                variant,
                 f"unseen_harmful_source:{left_out}",
                 dataset.labels[test],
                 predict(model, x[test]),

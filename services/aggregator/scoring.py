@@ -75,7 +75,7 @@ SNAPSHOTS_OF = {"steps": "b_snapshots", "shadow": "shadow_snapshots"}
 PROBE_POLICIES: dict[str, tuple[str, ...] | None] = {
     "steps": ("first_B",),
     "shadow": ("first_B",),
-    "verified": ("module_norms", "all_layers", "first_B"),
+    "verified": ("all_layers", "module_norms", "first_B"),  # E2's leave-one-writer-out order
 }
 # The score kinds each level's input asks the probe for: the verified level also scores reported steps.
 PROBE_KINDS: dict[str, tuple[str, ...]] = {

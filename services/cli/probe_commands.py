@@ -228,14 +228,22 @@ def evaluate(
     manifest = bank.manifest(probe_id)
     dataset = ProbeDataset.load(data)
     masks = split_masks(dataset, manifest.min_step, manifest.training["classifier"]["seed"])
+    spec = manifest.feature_spec
+    raw = dataset.features  # the probe's raw input: layer-0 B deltas, or derived from every layer's
+    if spec.policy != "first_B":
+        if dataset.all_layers is None or dataset.all_layers_spec is None:
+            raise typer.BadParameter(f"{probe_id} reads {spec.policy}: this dataset has no all_layers rows")
+        raw = dataset.all_layers.astype(np.float32)
+        if spec.policy == "module_norms":
+            raw = dataset.all_layers_spec.module_norms(raw)
     scores = {}
     for test_set in ("heldout", "unseen_benign_style", "client_settings"):
         mask = masks[test_set]
-        scores[test_set] = bank.score(probe_id, dataset.features[mask])
+        scores[test_set] = bank.score(probe_id, raw[mask])
         metrics = detection_metrics(dataset.labels[mask], scores[test_set], manifest.threshold)
         typer.echo(f"{test_set}: {metrics.model_dump_json()}")
     checkpoint = ProbeCheckpoint.load(DEFAULT_CHECKPOINTS / probe_id)
-    x = manifest.feature_spec.transform(dataset.features[masks["heldout"]])
+    x = spec.transform(raw[masks["heldout"]])
     reference = 1 / (1 + np.exp(-(x.astype(np.float64) @ checkpoint.weight + checkpoint.bias)))
     typer.echo(f"max |onnx - reference| = {np.abs(scores['heldout'] - reference).max():.2e}")
 

@@ -35,7 +35,7 @@ def _export(root, probe_id: str, policy: str, normalize: str) -> None:
 
 
 def test_levels_get_the_feature_they_can_read(tmp_path) -> None:
-    _export(tmp_path, "whole", "module_norms", "center")
+    _export(tmp_path, "whole", "all_layers", "l2")
     _export(tmp_path, "layer0", "first_B", "l2")  # the newest: chosen when the policy does not matter
     bank = ProbeBank(tmp_path)
     shape = ("toy-model", R, ("q_proj", "v_proj"))
