@@ -431,3 +431,28 @@ def test_every_shipped_configuration_passes_the_aggregator_s_start_up_checks(
     if values_file:
         with pytest.raises(ValueError, match="only under trusted execution"):
             AggregatorSettings().validate_defense()
+
+
+def test_realignment_values_reach_the_aggregator_and_default_to_its_settings(
+    kit, rendered, monkeypatch
+) -> None:
+    from services.aggregator.realignment import RealignmentSettings
+    from services.aggregator.settings import AggregatorSettings
+
+    values = kit.load_values(CHART / "values.yaml")
+    data = kit.one(rendered(values), "ConfigMap")["data"]
+    defaults = RealignmentSettings()
+    chart = values["aggregator"]["realignment"]
+    assert (chart["enabled"], chart["steps"], chart["lr"]) == (defaults.enabled, defaults.steps, defaults.lr)
+    assert (chart["refusalsPerBatch"], chart["helpfulPerBatch"]) == (
+        defaults.refusals_per_batch,
+        defaults.helpful_per_batch,
+    )
+    values["aggregator"]["realignment"].update(enabled=True, steps=30, lr=1e-4)
+    data = kit.one(rendered(values), "ConfigMap")["data"]
+    for name in [n for n in os.environ if n.startswith("SAFE_FEDLLM_")]:
+        monkeypatch.delenv(name)
+    for name, value in data.items():
+        monkeypatch.setenv(name, value)
+    realignment = AggregatorSettings().realignment
+    assert (realignment.enabled, realignment.steps, realignment.lr) == (True, 30, 1e-4)
