@@ -91,10 +91,12 @@ def build_application(settings: AuditServiceSettings, base_refs: dict | None = N
     from shared.config import runtime_settings
     from shared.precision import resolve_device
 
-    gpus = 1 if resolve_device(runtime_settings().device).type == "cuda" else 0  # SAFE_FEDLLM_DEVICE
+    options: dict[str, float] = {"num_cpus": settings.num_cpus}
+    if resolve_device(runtime_settings().device).type == "cuda":  # SAFE_FEDLLM_DEVICE
+        options["num_gpus"] = 1  # only then: a CPU deployment's options stay what the chart's config says
     return AuditScorer.options(
         autoscaling_config=settings.autoscaling.serve_config(),
-        ray_actor_options={"num_cpus": settings.num_cpus, "num_gpus": gpus},
+        ray_actor_options=options,
         max_ongoing_requests=settings.max_ongoing_requests,
     ).bind(settings.model_dump(mode="json"), base_refs or {})
 
