@@ -205,7 +205,7 @@ def test_probe_service_json_config_multipart_limits_and_model_names(probe_server
         (
             post("/v1/score", params={"base_model": "llama-8b"}, content=save(adapter()), headers=OCTET),
             404,
-            "a zoo model (smollm2-135m, tiny-llama)",
+            "probe build --model <name or checkpoint directory>",
         ),
         (
             post(
