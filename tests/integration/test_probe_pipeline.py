@@ -73,6 +73,8 @@ def test_train_export_load_and_score_with_parity(dataset, tmp_path):
         ("first_B", "l2"),
         ("first_B", "none"),
         ("all_layers", "l2"),
+        ("module_norms", "center"),
+        ("module_norms", "none"),
     }
     weight = main.model.linear.weight.detach().numpy().reshape(-1)
     bias = float(main.model.linear.bias.detach())

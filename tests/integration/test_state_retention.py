@@ -58,6 +58,7 @@ def federation(request):
         store.add_update(_update("b", 100.0, r))
         if r < 4:
             audit = [AuditRecord(r, c, "aggregated", 0.5) for c in ("a", "b")]
+            store.begin_close(r)
             store.close_round(r, RoundPhase.AGGREGATED, r + 1, {KEY: np.full((2, 2), r, np.float32)}, audit)
             store.put_scores(r, store.update_ids(r)[0], {"p": 0.1})
     return store

@@ -44,7 +44,7 @@ def test_levels_get_the_feature_they_can_read(tmp_path) -> None:
         chosen = bank.resolve(ProbeSelector(None, *shape, policies=PROBE_POLICIES[inputs]))
         assert chosen.probe_id == expected, inputs
     with pytest.raises(ProbeNotFound):
-        bank.resolve(ProbeSelector(None, *shape, policies=("all_layers",)))
+        bank.resolve(ProbeSelector(None, *shape, policies=("module_norms",)))
     # an explicit id wins over the preference (the operator chose)
     named = ProbeSelector("layer0", *shape, policies=PROBE_POLICIES["verified"])
     assert bank.resolve(named).probe_id == "layer0"
