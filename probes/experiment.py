@@ -88,17 +88,22 @@ def split_masks(dataset: ProbeDataset, min_step: int = 1, seed: int = 2023) -> d
     }
 
 
+def raw_features(dataset: ProbeDataset, policy: Policy) -> tuple[np.ndarray, FeatureSpec]:
+    """The probe's raw input for `policy` (what the ONNX graph takes) and its spec, from the dataset."""
+    if policy == "first_B":
+        return dataset.features, dataset.spec
+    if dataset.all_layers is None or dataset.all_layers_spec is None:
+        raise ValueError("the dataset was built without all_layers features")
+    raw, spec = dataset.all_layers.astype(np.float32), dataset.all_layers_spec
+    if policy == "module_norms":
+        raw, spec = spec.module_norms(raw), spec.model_copy(update={"policy": policy})
+    return raw, spec
+
+
 def features(
     dataset: ProbeDataset, policy: Policy, normalize: Normalization
 ) -> tuple[np.ndarray, FeatureSpec]:
-    if policy == "first_B":
-        raw, spec = dataset.features, dataset.spec
-    else:
-        if dataset.all_layers is None or dataset.all_layers_spec is None:
-            raise ValueError("the dataset was built without all_layers features")
-        raw, spec = dataset.all_layers.astype(np.float32), dataset.all_layers_spec
-        if policy == "module_norms":
-            raw, spec = spec.module_norms(raw), spec.model_copy(update={"policy": policy})
+    raw, spec = raw_features(dataset, policy)
     return normalise(raw, normalize), spec.model_copy(update={"normalize": normalize})
 
 

@@ -220,7 +220,7 @@ def evaluate(
 
     from probes.checkpoint import ProbeCheckpoint
     from probes.dataset import ProbeDataset
-    from probes.experiment import split_masks
+    from probes.experiment import raw_features, split_masks
     from probes.metrics import detection_metrics
     from services.probe_service.scoring import ProbeBank
 
@@ -229,13 +229,10 @@ def evaluate(
     dataset = ProbeDataset.load(data)
     masks = split_masks(dataset, manifest.min_step, manifest.training["classifier"]["seed"])
     spec = manifest.feature_spec
-    raw = dataset.features  # the probe's raw input: layer-0 B deltas, or derived from every layer's
-    if spec.policy != "first_B":
-        if dataset.all_layers is None or dataset.all_layers_spec is None:
-            raise typer.BadParameter(f"{probe_id} reads {spec.policy}: this dataset has no all_layers rows")
-        raw = dataset.all_layers.astype(np.float32)
-        if spec.policy == "module_norms":
-            raw = dataset.all_layers_spec.module_norms(raw)
+    try:
+        raw, _ = raw_features(dataset, spec.policy)
+    except ValueError as error:
+        raise typer.BadParameter(f"{probe_id} reads {spec.policy}: {error}") from error
     scores = {}
     for test_set in ("heldout", "unseen_benign_style", "client_settings"):
         mask = masks[test_set]
