@@ -24,12 +24,13 @@ from services.aggregator.defenses.audit_level import AUDIT_INPUT, AuditedDefense
 from services.aggregator.orchestrator import RoundOrchestrator
 from services.aggregator.probe_binding import bind_probe
 from services.aggregator.realignment import RealignmentSettings, split_realignment
-from services.aggregator.scoring import HandleAuditor, HandleScorer
+from services.aggregator.scoring import PROBE_POLICIES, HandleAuditor, HandleScorer
 from services.aggregator.service import AggregatorService, RoundSummary
 from services.aggregator.settings import AggregatorSettings, FederationConfig
 from services.aggregator.state import InMemoryStateStore, RedisStateStore, StateStore, connect
 from services.aggregator.strategies import takes_option
 from services.aggregator.strategies.tensors import expected_attackers
+from services.aggregator.verification import VerificationSettings
 from services.clients.actor import RayClientPool
 from services.clients.attacks import AttackConfig
 from services.clients.population import ClientSpec, build_population
@@ -67,7 +68,11 @@ class SimulationConfig(BaseModel):
         description="Server-side realignment; a defense named '<name>+realign' (shadow+realign) turns it on.",
     )
     attack: AttackConfig | None = Field(
-        None, description="What every malicious client does beyond training on harmful data (e6_adaptive)."
+        None, description="What every malicious client does beyond training on harmful data (E6, E7)."
+    )
+    verification: VerificationSettings = Field(
+        default_factory=VerificationSettings,
+        description="The server's checks (norm bound, structure); unset fields take each level's defaults.",
     )
     store: str = Field("memory", description="memory, or redis (SAFE_FEDLLM_REDIS_URL; embedded if unset).")
     federation: FederationConfig = FederationConfig()
@@ -118,27 +123,40 @@ class ProbeHookup:
     scorer: HandleScorer
 
 
-def connect_probe(config: SimulationConfig, fingerprint: str) -> ProbeHookup:
-    """Deploy the probe service on this Ray and pick the probe made for this base model and LoRA shape."""
-    from services.probe_service.deployment import scorer_handle, start_probe_service
-    from services.probe_service.scoring import ProbeBank, ProbeSelector
-    from services.probe_service.settings import ProbeServiceSettings
+class ProbeConnection:
+    """The probe service deployed on this Ray once; per level, the probe made for this base model, LoRA
+    shape and the level's input (PROBE_POLICIES: snapshot levels read layer-0 B, the verified level the
+    whole update), with its fingerprint checked."""
 
-    settings = ProbeServiceSettings()
-    bank = ProbeBank(settings.artifacts_dir)
-    lora = config.lora
-    # The method's levels read reported layer-0 B snapshots: a first_B probe unless config.probe_id names one.
-    selector = ProbeSelector(
-        config.probe_id, config.model, lora.r, tuple(lora.target_modules), policies=("first_B",)
-    )
-    manifest = bank.resolve(selector)
-    if manifest.base_model.fingerprint != fingerprint:
-        raise ValueError(
-            f"probe {manifest.probe_id} was made for base weights {manifest.base_model.fingerprint}, "
-            f"this model is {fingerprint}; rebuild it with safe-fedllm probe build"
-        )
-    start_probe_service(settings)
-    return ProbeHookup(manifest, HandleScorer(scorer_handle(settings)))
+    def __init__(self, config: SimulationConfig, fingerprint: str) -> None:
+        from services.probe_service.deployment import scorer_handle, start_probe_service
+        from services.probe_service.scoring import ProbeBank
+        from services.probe_service.settings import ProbeServiceSettings
+
+        settings = ProbeServiceSettings()
+        self.config, self.fingerprint = config, fingerprint
+        self.bank = ProbeBank(settings.artifacts_dir)
+        start_probe_service(settings)
+        self.scorer = HandleScorer(scorer_handle(settings))
+        self._hookups: dict[str, ProbeHookup] = {}
+
+    def for_input(self, inputs: str) -> ProbeHookup:
+        from services.probe_service.scoring import ProbeSelector
+
+        if inputs not in self._hookups:
+            lora = self.config.lora
+            policies = PROBE_POLICIES.get(inputs)
+            selector = ProbeSelector(
+                self.config.probe_id, self.config.model, lora.r, tuple(lora.target_modules), policies=policies
+            )
+            manifest = self.bank.resolve(selector)
+            if manifest.base_model.fingerprint != self.fingerprint:
+                raise ValueError(
+                    f"probe {manifest.probe_id} was made for base weights {manifest.base_model.fingerprint}, "
+                    f"this model is {self.fingerprint}; rebuild it with safe-fedllm probe build"
+                )
+            self._hookups[inputs] = ProbeHookup(manifest, self.scorer)
+        return self._hookups[inputs]
 
 
 def connect_audit(config: SimulationConfig) -> HandleAuditor:
@@ -176,7 +194,7 @@ def run_sweep(
     named = {split_realignment(label)[0] for _, label in runs}
     levels = {defense: DEFENSES[defense] for defense in named if defense in DEFENSES}
     needs_probe = any(level.inputs != AUDIT_INPUT for level in levels.values())
-    probe = connect_probe(config, loaded.fingerprint) if needs_probe else None
+    probes = ProbeConnection(config, loaded.fingerprint) if needs_probe else None
     audited = any(issubclass(level, AuditedDefense) for level in levels.values())
     aggregate_threshold = AuditLevelSettings().aggregate_threshold  # every run's, from the environment
     auditor = connect_audit(config) if audited or aggregate_threshold is not None else None
@@ -213,8 +231,9 @@ def run_sweep(
         )
         level = defense in DEFENSES
         training, defense_settings = config.training, config.defense_settings
-        probed = level and probe is not None and DEFENSES[defense].inputs != AUDIT_INPUT
-        if probed and probe is not None:
+        probed = level and probes is not None and DEFENSES[defense].inputs != AUDIT_INPUT
+        probe = probes.for_input(DEFENSES[defense].inputs) if probed and probes is not None else None
+        if probe is not None:
             needs_shadow = DEFENSES[defense].inputs == "shadow"
             defense_settings, training = bind_probe(probe.manifest, defense_settings, training, needs_shadow)
         pool: TrainingPool = RayClientPool(
@@ -266,14 +285,15 @@ def run_sweep(
             training=training,
             trusted_execution=True,  # the clients are our own Ray actors: the shadow branch runs as told
             realignment=realignment,
+            verification=config.verification,
         )
         service = AggregatorService(
             _store(config, f"{defense}-{ratio}"),
             settings,
             initial_state,
-            scorer=probe.scorer if probed and probe else None,
-            probe_id=probe.manifest.probe_id if probed and probe else None,
-            probe_spec=probe.manifest.feature_spec if probed and probe else None,
+            scorer=probe.scorer if probe else None,
+            probe_id=probe.manifest.probe_id if probe else None,
+            probe_spec=probe.manifest.feature_spec if probe else None,
             population=[s.client_id for s in specs],
             auditor=auditor,
         )
@@ -306,7 +326,7 @@ def run_sweep(
             "skipped_rounds": sum(s.phase.value == "skipped" for s in summaries),
             "train_seconds": round(train_seconds, 1),
             "training_cache": asdict(pool.counts) if isinstance(pool, CachedClientPool) else None,
-            "probe_id": probe.manifest.probe_id if probed and probe else None,
+            "probe_id": probe.manifest.probe_id if probe else None,
             "threshold": defense_settings.threshold if level else None,
             "min_step": defense_settings.min_step if level else None,
             "audit_threshold": (

@@ -45,6 +45,12 @@ def get_lora_state(peft_model: PeftModel) -> LoraState:
     }
 
 
+def lora_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The live LoRA parameters by adapter-state key (PEFT's names with the adapter name dropped)."""
+    adapter = getattr(model, "active_adapter", "default")
+    return {n.replace(f".{adapter}.", "."): p for n, p in model.named_parameters() if "lora_" in n}
+
+
 def set_lora_state(peft_model: PeftModel, state: Mapping[str, np.ndarray]) -> None:
     validate_lora_state(state, get_lora_state(peft_model))
     tensors = {

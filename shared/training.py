@@ -15,7 +15,7 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from shared.lora import get_lora_state
+from shared.lora import get_lora_state, lora_parameters
 from shared.lora_state import LoraState, first_layer_b_keys
 from shared.precision import model_device
 from shared.prompting import TokenizedExample, collate
@@ -52,10 +52,7 @@ def iterate_batches(
 
 
 def _first_layer_b_parameters(peft_model: PeftModel) -> tuple[list[str], list[torch.nn.Parameter]]:
-    adapter = peft_model.active_adapter
-    by_key = {
-        name.replace(f".{adapter}.", "."): p for name, p in peft_model.named_parameters() if "lora_" in name
-    }
+    by_key = lora_parameters(peft_model)
     keys = first_layer_b_keys(list(by_key))
     return keys, [by_key[k] for k in keys]
 

@@ -18,7 +18,7 @@ import typer
 from services.experiments.runner import RESULTS_DIR
 
 experiment_app = typer.Typer(
-    help="Experiments (docs/experiments.md): e3_main | e4_ratio | e5_overhead | e6_adaptive.",
+    help="Experiments (docs/experiments.md): e3_main | e4_ratio | e5_overhead | e6_adaptive | e7_redteam.",
     no_args_is_help=True,
 )
 
@@ -240,7 +240,7 @@ def e6_adaptive(
     progress: bool = typer.Option(True, help="Progress bars."),
 ) -> None:
     """Adaptive attackers (benign mixing, frozen probe layer, scaling, probe penalty) vs each level."""
-    from services.clients.attacks import ATTACKS, AttackConfig
+    from services.clients.attacks import AttackConfig
     from services.experiments import e6_adaptive as module
 
     federation = _federation(ctx, quick)
@@ -248,11 +248,11 @@ def e6_adaptive(
         _prepare_quick(probe_registry)
         seed, defense = [7], defense or ["fedavg", "shadow"]
         attack = attack or ["freeze_probe_layer", "probe_penalty"]  # the probe-aware ones
-    unknown = sorted(set(attack) - set(ATTACKS))
+    unknown = sorted(set(attack) - set(module.ATTACKS))
     if unknown:
-        raise typer.BadParameter(f"unknown attacks {unknown}; available: {', '.join(ATTACKS)}")
+        raise typer.BadParameter(f"unknown attacks {unknown}; available: {', '.join(module.ATTACKS)}")
     probe_dir = str(_probe_dir(federation.model))
-    kinds = attack or list(ATTACKS)
+    kinds = attack or list(module.ATTACKS)
     attacks = [
         config
         for kind in kinds
@@ -264,7 +264,7 @@ def e6_adaptive(
                     kind=kind,
                     scale=scale,
                     penalty_weight=penalty_weight,
-                    probe_dir=probe_dir if kind == "probe_penalty" else None,
+                    probe_dirs=(probe_dir,) if kind == "probe_penalty" else (),
                 )
             ]
         )
@@ -291,17 +291,92 @@ def e6_adaptive(
     _finish(module, result, path, checks)
 
 
-def _probe_dir(model: str) -> Path:
-    """The published probe for `model` (the one the defense uses): what a probe-penalty attacker reads."""
+def _probe_dir(model: str, inputs: str = "steps") -> Path:
+    """The published probe for `model` that the level reading `inputs` uses (PROBE_POLICIES): what a
+    probe-penalty attacker reads."""
+    from services.aggregator.scoring import PROBE_POLICIES
     from services.probe_service.scoring import ProbeBank, ProbeSelector
     from services.probe_service.settings import ProbeServiceSettings
     from shared.config import LoraSettings
 
     artifacts = ProbeServiceSettings().artifacts_dir
     lora = LoraSettings()
-    selector = ProbeSelector(None, model, lora.r, tuple(lora.target_modules), policies=("first_B",))
+    policies = PROBE_POLICIES[inputs]
+    selector = ProbeSelector(None, model, lora.r, tuple(lora.target_modules), policies=policies)
     manifest = ProbeBank(artifacts).resolve(selector)
     return Path(artifacts) / manifest.probe_id
+
+
+E7_DIR = Path("runs/e7")
+
+
+@experiment_app.command("e7_redteam")
+def e7_redteam(
+    ctx: typer.Context,
+    seed: int = typer.Option(2023, help="Seed: shards, client sampling and rounds."),
+    defense: list[str] = typer.Option([], help="Defenses (repeat; default: see e7_redteam.DEFENSES)."),
+    attack: list[str] = typer.Option([], help="Attack kinds (repeat; default all of default_attacks)."),
+    calibration_clients: int = typer.Option(6, help="Benign root-set updates the norm bound is set on."),
+    quick: bool = typer.Option(False, help=QUICK_HELP),
+    probe_registry: Path = typer.Option(QUICK_PROBE_DIR, help="--quick: where the tiny probe is built."),
+    output: Path | None = typer.Option(None, help="Result JSON (default runs/results/e7_redteam.json)."),
+    fresh: bool = typer.Option(False, help="Ignore a partial result and start over."),
+    progress: bool = typer.Option(True, help="Progress bars."),
+) -> None:
+    """Red team at 50% malicious: forged evidence, splicing, frozen and split layers, white- and black-box
+    probe penalties, scaling, mixing and an unseen writer, against the deployable default and the rest."""
+    from services.experiments import e7_redteam as module
+    from shared.config import runtime_settings
+    from shared.data.pools import build_pools
+
+    federation = _federation(ctx, quick)
+    if quick:
+        _prepare_quick(probe_registry)
+    config = federation.config(progress)
+    work = E7_DIR / ("quick" if quick else config.model)
+    work.mkdir(parents=True, exist_ok=True)
+    calibration_file = work / f"calibration_{calibration_clients}.json"
+    if not calibration_file.is_file():
+        calibration = module.calibrated_norm_bound(config, calibration_clients)
+        calibration_file.write_text(json.dumps(calibration, indent=2) + "\n")
+    calibration = json.loads(calibration_file.read_text())
+    verification = config.verification.model_copy(update={"norm_bound": calibration["norm_bound"]})
+    config = config.model_copy(update={"verification": verification})
+    client_pool = build_pools(runtime_settings().data_dir).client
+    malicious = round(config.num_clients * module.RATIO)
+    per_client = config.training.batch_size * config.training.local_steps
+    rows = module.unseen_writer_rows(
+        config.model, client_pool, malicious * per_client, work / "unseen_writer.jsonl"
+    )
+    probe_dirs = [str(_probe_dir(config.model, inputs)) for inputs in ("steps", "verified")]
+    attacks = module.default_attacks(sorted(set(probe_dirs)), str(rows))
+    if quick:
+        attacks = [a.model_copy(update={"layer": 1}) if a.kind == "freeze_layer" else a for a in attacks]
+        attack = attack or ["none", "forged_snapshots", "splice", "freeze_layer", "scaling"]
+        defense = defense or ["fedavg", "verified"]
+    unknown = sorted(set(attack) - {a.kind for a in attacks})
+    if unknown:
+        known = ", ".join(a.kind for a in attacks)
+        raise typer.BadParameter(f"unknown attacks {unknown}; available: {known}")
+    attacks = [a for a in attacks if not attack or a.kind in attack]
+    defenses = defense or list(module.DEFENSES)
+    path = _output("e7_redteam", output, quick)
+    configs = module.configurations(config, seed, defenses, attacks, progress)
+    settings = {
+        "seed": seed,
+        "ratio": module.RATIO,
+        "defenses": defenses,
+        "deployable_default": module.DEPLOYABLE_DEFAULT,
+        "attacks": [a.model_dump() for a in attacks],
+        "calibration": calibration,
+        "unseen_writer_rows": sum(1 for _ in rows.open(encoding="utf-8")),
+        "quick": quick,
+    }
+    result = _simulated("e7_redteam", module, federation, settings, configs, path, fresh, progress)
+    result["outcomes"] = module.outcomes(result["rows"])
+    result["table"] = module.table(result)
+    typer.echo(result["table"])
+    _finish(module, result, path, module.checks(result))
 
 
 @experiment_app.command("e5_overhead")

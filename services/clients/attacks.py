@@ -1,17 +1,29 @@
-"""Adaptive attackers: malicious clients that know the defense (E6). Each is selected by name.
+"""Adaptive attackers: malicious clients that know the defense (E6, E7). Each is selected by name.
 
+Data:
 - `mixing`: the harmful shard diluted with benign rows (`benign_share` of the shard; population.py);
-- `freeze_probe_layer`: trains every LoRA module except layer 0's, the one the probe reads;
-- `scaling`: boosts the update: local = global + `scale` * (local - global), snapshots alike (consistent
-  with the adapter the server receives);
-- `probe_penalty`: adds `penalty_weight` * p(malicious) of the *published* probe (its ONNX weights and
-  manifest ship with the project) to the training loss, scored on the layer-0 B delta since the start of
-  the branch (the step features of the main branch, the shadow features of the shadow branch).
+- `unseen_writer`: the harmful answers come from a writer no probe trained on (`harmful_rows`, a JSONL file).
+Training (in both branches: under trusted execution the attacker still chooses what it trains and freezes):
+- `freeze_probe_layer` / `freeze_layer`: every LoRA module trains except layer 0's (the one the method's
+  probe reads) / layer `layer`'s;
+- `split_training`: the harmful rows train every layer but 0, then the attacker's benign cover rows train
+  layer 0 alone (what a layer-0 detector reads is benign-trained);
+- `probe_penalty`: adds `penalty_weight` * p(malicious) of each *published* probe (`probe_dirs`: their ONNX
+  weights and manifests ship with the project) to the loss, on the features that probe reads;
+- `surrogate_penalty`: black box: the attacker trains its own probe (logistic regression on whole-update
+  deltas of its own benign and harmful runs from the round's global) and penalises that.
+What it reports (forged evidence; a remote client can send any tensors):
+- `forged_snapshots`: the harmful adapter with the step and shadow snapshots of a benign cover run;
+- `stale_last_snapshot`: honest snapshots but the last row is the round's global (no movement);
+- `splice`: the harmful adapter with the cover run's values spliced into the tensors the method's probe
+  reads (layer-0 B) and the cover run's snapshots, so every reported row agrees with the adapter;
+- `scaling`: boosts the update: local = global + `scale` * (local - global), snapshots alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,10 +31,26 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.lora_state import LoraState, first_layer_b_keys, layer_index
+from shared.lora import lora_parameters
+from shared.lora_state import LoraState, layer_index
 
-AttackKind = Literal["none", "mixing", "freeze_probe_layer", "scaling", "probe_penalty"]
-ATTACKS: tuple[str, ...] = ("none", "mixing", "freeze_probe_layer", "scaling", "probe_penalty")
+AttackKind = Literal[
+    "none",
+    "mixing",
+    "freeze_probe_layer",
+    "freeze_layer",
+    "scaling",
+    "probe_penalty",
+    "surrogate_penalty",
+    "forged_snapshots",
+    "stale_last_snapshot",
+    "splice",
+    "split_training",
+    "unseen_writer",
+]
+ATTACKS: tuple[str, ...] = AttackKind.__args__  # type: ignore[attr-defined]
+# Attacks whose client also holds benign "cover" rows (to forge, splice or split with).
+COVERED_ATTACKS = frozenset({"forged_snapshots", "splice", "split_training", "surrogate_penalty"})
 
 
 class AttackConfig(BaseModel):
@@ -31,39 +59,65 @@ class AttackConfig(BaseModel):
     kind: AttackKind = "none"
     benign_share: float = Field(0.5, ge=0, lt=1, description="mixing: benign rows' share of the shard.")
     scale: float = Field(3.0, gt=0, description="scaling: factor on the update's delta.")
-    penalty_weight: float = Field(1.0, ge=0, description="probe_penalty: lambda on the probe's score.")
-    probe_dir: str | None = Field(None, description="probe_penalty: the published probe's artifact dir.")
+    penalty_weight: float = Field(1.0, ge=0, description="probe_penalty, surrogate_penalty: lambda.")
+    probe_dirs: tuple[str, ...] = Field((), description="probe_penalty: the published probes' artifact dirs.")
+    layer: int = Field(15, ge=0, description="freeze_layer: the layer whose LoRA stays at the global.")
+    surrogate_runs: int = Field(2, ge=1, description="surrogate_penalty: benign and harmful runs per class.")
+    harmful_rows: str | None = Field(None, description="unseen_writer: JSONL of {instruction, response}.")
 
     @model_validator(mode="after")
-    def _probe_for_penalty(self) -> AttackConfig:
-        if self.kind == "probe_penalty" and not self.probe_dir:
-            raise ValueError("probe_penalty needs probe_dir: the published probe the attacker evades")
+    def _needs(self) -> AttackConfig:
+        if self.kind == "probe_penalty" and not self.probe_dirs:
+            raise ValueError("probe_penalty needs probe_dirs: the published probes the attacker evades")
+        if self.kind == "unseen_writer" and not self.harmful_rows:
+            raise ValueError("unseen_writer needs harmful_rows: the unseen writer's answers (JSONL)")
         return self
+
+    @property
+    def covered(self) -> bool:
+        return self.kind in COVERED_ATTACKS
 
     def label(self) -> str:
         detail = {
             "mixing": f"benign {self.benign_share:g}",
             "scaling": f"x{self.scale:g}",
             "probe_penalty": f"lambda {self.penalty_weight:g}",
+            "surrogate_penalty": f"lambda {self.penalty_weight:g}",
+            "freeze_layer": f"layer {self.layer}",
         }.get(self.kind)
         return f"{self.kind} ({detail})" if detail else self.kind
 
 
-def probe_logistic(probe: Any) -> tuple[np.ndarray, float, bool]:
-    """(weight [dim], bias, l2-normalise) read from a published probe (probes.artifact.LoadedProbe)."""
+@dataclass(frozen=True)
+class LogisticProbe:
+    """A linear probe as the attacker sees it: p = sigmoid(w . f(delta) + b) over `keys` (PEFT keys)."""
+
+    weight: np.ndarray
+    bias: float
+    normalize: bool  # l2-normalise the delta first
+    keys: tuple[str, ...]
+
+
+def probe_logistic(probe: Any) -> LogisticProbe:
+    """The logistic probe of a published artifact (probes.artifact.LoadedProbe): weights from its ONNX
+    graph, the keys and normalisation from its manifest's feature spec (first_B or all_layers)."""
     import onnx
     from onnx import numpy_helper
 
+    spec = probe.manifest.feature_spec
+    if spec.policy == "module_norms" or spec.normalize not in ("l2", "none"):
+        raise ValueError(f"the penalty reads raw deltas, not {spec.policy}/{spec.normalize} features")
     graph = onnx.load_from_string(probe.onnx_bytes).graph
     init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    return (
+    return LogisticProbe(
         np.asarray(init["weight"], np.float32).reshape(-1),
         float(np.asarray(init["bias"]).reshape(-1)[0]),
-        probe.manifest.feature_spec.normalize == "l2",
+        spec.normalize == "l2",
+        tuple(spec.keys),
     )
 
 
-def load_probe_logistic(probe_dir: str) -> tuple[np.ndarray, float, bool]:
+def load_probe_logistic(probe_dir: str) -> LogisticProbe:
     from probes.artifact import load_artifact
 
     return probe_logistic(load_artifact(Path(probe_dir)))
@@ -89,13 +143,24 @@ def first_layer_modules(names: Sequence[str]) -> list[str]:
     return [n for n in lora if layer_index(n) == first]
 
 
+def set_trainable(model: torch.nn.Module, trains: Callable[[int], bool]) -> list[str]:
+    """LoRA parameters of the layers `trains(layer)` accepts train, the others are frozen (the optimizer
+    collects trainable ones only). Returns the frozen parameters' names."""
+    frozen = []
+    for name, param in model.named_parameters():
+        if "lora_" not in name or layer_index(name) is None:
+            continue
+        keep = trains(layer_index(name))  # type: ignore[arg-type]
+        param.requires_grad_(keep)
+        if not keep:
+            frozen.append(name)
+    return frozen
+
+
 def freeze_first_layer(model: torch.nn.Module) -> list[str]:
-    """Stop layer 0's LoRA parameters from training (the optimizer only collects trainable ones)."""
-    names = first_layer_modules([n for n, _ in model.named_parameters()])
-    params = dict(model.named_parameters())
-    for name in names:
-        params[name].requires_grad_(False)
-    return names
+    """Stop layer 0's LoRA parameters from training."""
+    first = layer_index(first_layer_modules([n for n, _ in model.named_parameters()])[0])
+    return set_trainable(model, lambda layer: layer != first)
 
 
 def scale_update(state: LoraState, reference: LoraState, scale: float) -> LoraState:
@@ -112,11 +177,17 @@ def scale_snapshots(snapshots: np.ndarray, reference: np.ndarray, scale: float) 
     return (reference[None, :] + np.float32(scale) * (snapshots - reference[None, :])).astype(np.float32)
 
 
-def first_layer_b(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """Layer 0's lora_B parameters in the probe's key order (sorted PEFT keys, adapter name dropped)."""
-    adapter = getattr(model, "active_adapter", "default")
-    by_key = {n.replace(f".{adapter}.", "."): p for n, p in model.named_parameters() if "lora_" in n}
-    return [by_key[k] for k in first_layer_b_keys(list(by_key))]
+def splice(state: LoraState, donor: LoraState, keys: Sequence[str]) -> LoraState:
+    """`state` with the tensors under `keys` taken from `donor` (copies: neither input is changed)."""
+    spliced = set(keys)
+    return {k: np.array(donor[k] if k in spliced else state[k], np.float32) for k in state}
+
+
+def stale_last_row(snapshots: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The snapshots with the last row replaced by `reference` (the global: no movement)."""
+    out = np.array(snapshots, np.float32)
+    out[-1] = reference
+    return out
 
 
 class PenalisedModel:
@@ -140,17 +211,38 @@ class PenalisedModel:
         return getattr(self._model, name)
 
 
-def probe_penalty(
-    model: torch.nn.Module, probe: tuple[np.ndarray, float, bool]
-) -> Callable[[], torch.Tensor]:
-    """p(malicious) of layer 0's B delta since now (the start of the branch about to train)."""
-    weight_np, bias, normalize = probe
-    params = first_layer_b(model)
-    start = torch.cat([p.detach().reshape(-1) for p in params]).clone()
-    weight = torch.from_numpy(weight_np.copy()).to(start.device)  # the adapter's device (a GPU client)
+def probe_penalty(model: torch.nn.Module, probes: Sequence[LogisticProbe]) -> Callable[[], torch.Tensor]:
+    """Sum of each probe's p(malicious) of the delta since now (the start of the branch about to train),
+    over the tensors that probe reads."""
+    by_key = lora_parameters(model)
+    terms = []
+    for probe in probes:
+        params = [by_key[k] for k in probe.keys]
+        start = torch.cat([p.detach().reshape(-1) for p in params]).clone().to(torch.float32)
+        weight = torch.from_numpy(probe.weight.copy()).to(start.device)  # the adapter's device
+        terms.append((params, start, weight, probe))
 
     def penalty() -> torch.Tensor:
-        current = torch.cat([p.reshape(-1) for p in params]).to(torch.float32)
-        return torch_probe_score(current - start, weight, bias, normalize)
+        total = torch.zeros((), device=terms[0][1].device)
+        for params, start, weight, probe in terms:
+            current = torch.cat([p.reshape(-1) for p in params]).to(torch.float32)
+            total = total + torch_probe_score(current - start, weight, probe.bias, probe.normalize)
+        return total
 
     return penalty
+
+
+def fit_surrogate(
+    benign: np.ndarray, harmful: np.ndarray, keys: Sequence[str], l2: float = 1e-3, steps: int = 500
+) -> LogisticProbe:
+    """The black-box attacker's own probe: L2 logistic regression on its l2-normalised deltas (rows), by
+    full-batch gradient descent (a handful of rows: closed-form-cheap, deterministic)."""
+    x = np.concatenate([benign, harmful]).astype(np.float64)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    y = np.concatenate([np.zeros(len(benign)), np.ones(len(harmful))])
+    w, b = np.zeros(x.shape[1]), 0.0
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-(x @ w + b)))
+        w -= 1.0 * (x.T @ (p - y) / len(y) + l2 * w)
+        b -= 1.0 * float(np.mean(p - y))
+    return LogisticProbe(w.astype(np.float32), float(b), True, tuple(keys))

@@ -6,7 +6,9 @@ samples are shuffled with a fixed seed and dealt into equal shards.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -24,6 +26,7 @@ class ClientSpec:
     kind: ClientKind
     examples: tuple[tuple[str, str], ...]  # (instruction, response)
     attack: AttackConfig | None = None  # how a malicious client adapts to the defense (None: plain SFT)
+    cover: tuple[tuple[str, str], ...] = ()  # benign rows a covered attacker forges, splices or splits with
 
     @property
     def malicious(self) -> bool:
@@ -45,8 +48,9 @@ def build_population(
     seed: int = 2023,
     attack: AttackConfig | None = None,
 ) -> list[ClientSpec]:
-    """`attack`: given to every malicious client; `mixing` also dilutes their shards with benign rows that
-    no benign client holds (cycled when those run out)."""
+    """`attack`: given to every malicious client; `mixing` dilutes their shards with benign rows that no
+    benign client holds (cycled when those run out), a covered attack (`AttackConfig.covered`) gets as many
+    of those rows as cover, and `unseen_writer` replaces the harmful answers with its writer's rows."""
     if client_pool.name != "client":
         raise ValueError(f"FL clients must draw from the client pool, not {client_pool.name!r}")
     if benign_source not in BENIGN_SOURCES:
@@ -56,6 +60,8 @@ def build_population(
     rng = np.random.default_rng(seed)
     benign = [(x.instruction, x.response) for x in getattr(client_pool, benign_source)]
     harmful = [(p.instruction, p.harmful) for p in client_pool.harmful]
+    if attack is not None and attack.kind == "unseen_writer":
+        harmful = list(unseen_writer_rows(attack))
     clients: list[ClientSpec] = []
     spare: list[tuple[str, str]] = benign  # benign rows no benign client holds, for mixing attackers
     for kind, count, rows in (("benign", n_benign, benign), ("malicious", n_malicious, harmful)):
@@ -73,7 +79,11 @@ def build_population(
             if kind == "malicious" and attack is not None and attack.kind == "mixing":
                 examples = _mixed(examples, spare, attack.benign_share, shard, rng)
             client_attack = attack if kind == "malicious" else None
-            clients.append(ClientSpec(f"client-{len(clients):03d}", kind, examples, client_attack))  # type: ignore[arg-type]
+            cover: tuple[tuple[str, str], ...] = ()
+            if client_attack is not None and client_attack.covered:
+                cover = tuple(spare[(shard * len(examples) + i) % len(spare)] for i in range(len(examples)))
+            client_id = f"client-{len(clients):03d}"
+            clients.append(ClientSpec(client_id, kind, examples, client_attack, cover))  # type: ignore[arg-type]
     return clients
 
 
@@ -91,3 +101,14 @@ def _mixed(
     picks = [benign[(shard * n_benign + i) % len(benign)] for i in range(n_benign)]
     rows = [*harmful[: size - n_benign], *picks]
     return tuple(rows[i] for i in rng.permutation(len(rows)))
+
+
+def unseen_writer_rows(attack: AttackConfig) -> tuple[tuple[str, str], ...]:
+    """The unseen writer's (instruction, answer) rows: a JSONL file the experiment wrote (e7_redteam)."""
+    path = Path(attack.harmful_rows or "")
+    if not path.is_file():
+        raise ValueError(f"unseen_writer: no rows file at {path}")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"unseen_writer: {path} holds no rows")
+    return tuple((str(r["instruction"]), str(r["response"])) for r in rows)

@@ -51,7 +51,9 @@ def spec_digest(spec: ClientSpec) -> str:
     attack = spec.attack.model_dump(mode="json") if spec.attack is not None else None
     # The id is only a label (training is seeded per federation and round, not per client): the same shard
     # under another id, as a malicious shard is at another ratio, is the same training.
-    payload = {"kind": spec.kind, "examples": spec.examples, "attack": attack}
+    payload: dict[str, Any] = {"kind": spec.kind, "examples": spec.examples, "attack": attack}
+    if spec.cover:  # only when present, so that earlier entries keep their keys
+        payload["cover"] = spec.cover
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -94,7 +94,7 @@ def configurations(settings: OverheadSettings) -> tuple[list[Configuration], dic
             raise ValueError(f"{settings.model}'s {key} is {shapes.get(key)}, the probe expects {shape}")
     from services.clients.attacks import probe_logistic
 
-    weight, _, _ = probe_logistic(ProbeRegistry(Path(artifacts)).get(manifest.probe_id))
+    weight = probe_logistic(ProbeRegistry(Path(artifacts)).get(manifest.probe_id)).weight
     dim = sum(int(np.prod(s)) for s in shapes.values())
     defense = DefenseSettings(threshold=manifest.threshold, min_step=manifest.min_step)
     memory_budget = int(settings.memory_fraction * available_memory_bytes())

@@ -18,6 +18,7 @@ from services.experiments.runner import Configuration
 
 DEFENSES = ("fedavg", "step", "client", "shadow", "evidence")
 RATIO = 0.5
+ATTACKS = ("none", "mixing", "freeze_probe_layer", "scaling", "probe_penalty")  # E7 has the rest
 
 
 def default_attacks(probe_dir: str) -> list[AttackConfig]:
@@ -26,7 +27,7 @@ def default_attacks(probe_dir: str) -> list[AttackConfig]:
         *(AttackConfig(kind="mixing", benign_share=share) for share in (0.25, 0.5, 0.75)),
         AttackConfig(kind="freeze_probe_layer"),
         AttackConfig(kind="scaling", scale=3.0),
-        AttackConfig(kind="probe_penalty", penalty_weight=1.0, probe_dir=probe_dir),
+        AttackConfig(kind="probe_penalty", penalty_weight=1.0, probe_dirs=(probe_dir,)),
     ]
 
 

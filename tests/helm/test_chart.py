@@ -7,7 +7,9 @@ import copy
 import importlib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import helm_python
 import pytest
@@ -456,3 +458,63 @@ def test_realignment_values_reach_the_aggregator_and_default_to_its_settings(
         monkeypatch.setenv(name, value)
     realignment = AggregatorSettings().realignment
     assert (realignment.enabled, realignment.steps, realignment.lr) == (True, 30, 1e-4)
+
+
+# Where the chart's default deliberately differs from the settings model's, and why (nothing else may).
+CHART_OVERRIDES: dict[str, str] = {
+    "namespace": "the chart names the federation after the release",
+    "probe_url": "in the cluster the aggregator scores through the probe service's URL",
+    "admin_token": "from the chart's Secret",
+    "enrollment_tokens": "from the chart's Secret",
+    "expose_docs": "the production profile closes /docs (values.yaml aggregator.exposeDocs)",
+}
+
+
+def _settings_from(data: dict[str, str], monkeypatch: pytest.MonkeyPatch, build: Callable[[], Any]) -> Any:
+    for name in [n for n in os.environ if n.startswith("SAFE_FEDLLM_")]:
+        monkeypatch.delenv(name)
+    for name, value in data.items():
+        monkeypatch.setenv(name, value)
+    return build()
+
+
+def test_the_charts_aggregator_defaults_are_the_settings_models_defaults(kit, rendered, monkeypatch) -> None:
+    """One source per default: the default values render to exactly the settings a bare
+    AggregatorSettings() / AuditLevelSettings() has, but for the overrides listed with their reason."""
+    from services.aggregator.defenses import AuditLevelSettings
+    from services.aggregator.settings import AggregatorSettings
+
+    data = kit.one(rendered(None), "ConfigMap")["data"]
+    assert "SAFE_FEDLLM_AGGREGATOR_DEFENSE" in data
+    charted = _settings_from(data, monkeypatch, AggregatorSettings).model_dump()
+    bare = _settings_from({}, monkeypatch, AggregatorSettings).model_dump()
+    differing = {k for k in bare if charted[k] != bare[k]}
+    assert differing <= set(CHART_OVERRIDES), {
+        k: (charted[k], bare[k]) for k in differing - set(CHART_OVERRIDES)
+    }
+    values = kit.load_values(CHART / "values.yaml")  # the audit level's settings render only under one
+    values["audit"]["enabled"] = True
+    values["aggregator"].update(defense="audit+shadow", trustedExecution=True)
+    data = kit.one(rendered(values), "ConfigMap")["data"]
+    assert "SAFE_FEDLLM_AUDIT_LEVEL_THRESHOLD" in data
+    audit = _settings_from(data, monkeypatch, AuditLevelSettings).model_dump()
+    bare_audit = _settings_from({}, monkeypatch, AuditLevelSettings).model_dump()
+    ignored = {"url"}  # the in-cluster audit service's address
+    assert {k: v for k, v in audit.items() if k not in ignored} == {
+        k: v for k, v in bare_audit.items() if k not in ignored
+    }
+
+
+def test_the_chart_readme_is_generated_from_the_values_comments() -> None:
+    """helm/safe-fedllm/README.md lists every `# --` documented value with its default, and is current."""
+    import subprocess
+    import sys
+
+    script = CHART.parents[1] / "scripts" / "chart_readme.py"
+    check = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    values = (CHART / "values.yaml").read_text(encoding="utf-8")
+    assert (
+        readme.count("\n| `") == values.count("# --") and '| `aggregator.defense` | `"verified"` |' in readme
+    )

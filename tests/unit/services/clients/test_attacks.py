@@ -75,7 +75,8 @@ def test_torch_score_of_the_published_probe_matches_onnx_runtime(tmp_path):
         training_data_hash="0" * 16,
     )
     probe = load_artifact(tmp_path / "p")
-    read_weight, read_bias, normalize = probe_logistic(probe)
+    read = probe_logistic(probe)
+    read_weight, read_bias, normalize = read.weight, read.bias, read.normalize
     np.testing.assert_array_equal(read_weight, weight)
     assert read_bias == pytest.approx(bias) and normalize
     scales = np.array([[1e-3], [1], [10], [0], [1]], np.float32)

@@ -82,9 +82,10 @@ def test_probe_penalty_lowers_the_published_probes_score(tiny, shard, tmp_path):
         threshold=0.5,
         training_data_hash="0" * 16,
     )
-    attack = AttackConfig(kind="probe_penalty", penalty_weight=20.0, probe_dir=str(tmp_path / "pub"))
+    attack = AttackConfig(kind="probe_penalty", penalty_weight=20.0, probe_dirs=(str(tmp_path / "pub"),))
     penalised = trainer(tiny, shard, attack).train_round(start, 0, LR)
-    w, bias, _ = load_probe_logistic(str(tmp_path / "pub"))
+    published = load_probe_logistic(str(tmp_path / "pub"))
+    w, bias = published.weight, published.bias
 
     def score(snapshot: np.ndarray) -> float:
         x = snapshot / max(np.linalg.norm(snapshot), 1e-12)
@@ -94,3 +95,97 @@ def test_probe_penalty_lowers_the_published_probes_score(tiny, shard, tmp_path):
     assert score(plain_again.b_snapshots[-1]) > 0.99
     assert score(penalised.b_snapshots[-1]) < score(plain_again.b_snapshots[-1]) - 0.1
     assert not np.array_equal(penalised.lora_state[spec.keys[0]], start[spec.keys[0]])  # it still trains
+
+
+def test_freezing_another_layer_leaves_exactly_that_layer_at_the_start(tiny, shard):
+    client = trainer(tiny, shard, AttackConfig(kind="freeze_layer", layer=1))
+    start = client.init_state
+    update = client.train_round(start, 0, LR)
+    assert all(np.array_equal(update.lora_state[k], start[k]) for k in start if layer_index(k) == 1)
+    assert any(not np.array_equal(update.lora_state[k], start[k]) for k in start if layer_index(k) == 0)
+    with pytest.raises(ValueError, match="no LoRA on layer 99"):
+        trainer(tiny, shard, AttackConfig(kind="freeze_layer", layer=99))
+
+
+def covered(tiny, shard, cover, kind):
+    spec = ClientSpec("client-001", "malicious", shard, AttackConfig(kind=kind), cover)
+    return ClientTrainer(spec, copy.deepcopy(tiny.model), tiny.tokenizer, LoraSettings(), TRAINING, seed=5)
+
+
+@pytest.fixture(scope="module")
+def cover(pools):
+    return tuple((x.instruction, x.response) for x in pools.client.helpful[:6])
+
+
+def test_forged_snapshots_are_the_cover_runs_and_disagree_with_the_harmful_adapter(tiny, shard, cover):
+    plain = trainer(tiny, shard, None)
+    start = plain.init_state
+    honest = plain.train_round(start, 0, LR)
+    forged = covered(tiny, shard, cover, "forged_snapshots").train_round(start, 0, LR)
+    for key in start:  # the adapter is the plain harmful one (same seed, same rows)
+        np.testing.assert_array_equal(forged.lora_state[key], honest.lora_state[key])
+    assert not np.array_equal(forged.b_snapshots, honest.b_snapshots)
+    last = flatten_keys(forged.lora_state, forged.b_keys)
+    assert not np.array_equal(forged.b_snapshots[-1], last)  # what verification refuses
+
+
+def test_splice_puts_the_cover_runs_layer0_b_into_the_harmful_adapter_consistently(tiny, shard, cover):
+    plain = trainer(tiny, shard, None)
+    start = plain.init_state
+    honest = plain.train_round(start, 0, LR)
+    spliced = covered(tiny, shard, cover, "splice").train_round(start, 0, LR)
+    b0 = set(first_layer_b_keys(list(start)))
+    for key in start:
+        same = np.array_equal(spliced.lora_state[key], honest.lora_state[key])
+        assert same == (key not in b0), key  # only layer-0 B differs from the harmful run
+    # every reported row agrees with the adapter: the snapshot check cannot catch it
+    np.testing.assert_array_equal(spliced.b_snapshots[-1], flatten_keys(spliced.lora_state, spliced.b_keys))
+
+
+def test_stale_last_snapshot_reports_the_global_as_the_last_step(tiny, shard):
+    start = trainer(tiny, shard, None).init_state
+    honest = trainer(tiny, shard, None).train_round(start, 0, LR)
+    stale = trainer(tiny, shard, AttackConfig(kind="stale_last_snapshot")).train_round(start, 0, LR)
+    np.testing.assert_array_equal(stale.b_snapshots[:-1], honest.b_snapshots[:-1])
+    np.testing.assert_array_equal(stale.b_snapshots[-1], flatten_keys(start, stale.b_keys))
+    for key in start:
+        np.testing.assert_array_equal(stale.lora_state[key], honest.lora_state[key])
+
+
+def test_split_training_moves_layer0_only_on_cover_rows_and_the_rest_on_harmful(tiny, shard, cover):
+    start = trainer(tiny, shard, None).init_state
+    split = covered(tiny, shard, cover, "split_training")
+    update = split.train_round(start, 0, LR)
+    frozen_first = trainer(tiny, shard, AttackConfig(kind="freeze_probe_layer")).train_round(start, 0, LR)
+    for key in start:  # layers >= 1: exactly the layer-0-frozen harmful run (phase 1, same seed)
+        if layer_index(key) != 0:
+            np.testing.assert_array_equal(update.lora_state[key], frozen_first.lora_state[key])
+        elif "lora_B" in key:
+            assert not np.array_equal(update.lora_state[key], start[key])  # layer 0 trained in phase 2
+    np.testing.assert_array_equal(update.b_snapshots[-1], flatten_keys(update.lora_state, update.b_keys))
+    assert all(p.requires_grad for n, p in split.model.named_parameters() if "lora_" in n)  # restored
+    assert len(update.b_snapshots) == TRAINING.local_steps
+
+
+def test_a_covered_attack_without_cover_rows_is_refused(tiny, shard):
+    with pytest.raises(ValueError, match="cover rows"):
+        trainer(tiny, shard, AttackConfig(kind="splice"))
+
+
+def test_surrogate_penalty_lowers_the_attackers_own_probe_score(tiny, shard, cover):
+    attack = AttackConfig(kind="surrogate_penalty", penalty_weight=20.0)
+    spec = ClientSpec("client-001", "malicious", shard, attack, cover)
+    client = ClientTrainer(spec, copy.deepcopy(tiny.model), tiny.tokenizer, LoraSettings(), TRAINING, seed=5)
+    start = client.init_state
+    penalised = client.train_round(start, 0, LR)
+    surrogate = client._surrogate[1]
+    keys = list(surrogate.keys)
+    plain = trainer(tiny, shard, None).train_round(start, 0, LR)
+
+    def score(state):
+        x = flatten_keys(state, keys) - flatten_keys(start, keys)
+        x = x / max(np.linalg.norm(x), 1e-12)
+        return float(1 / (1 + np.exp(-(x @ surrogate.weight + surrogate.bias))))
+
+    assert score(plain.lora_state) > 0.5  # the surrogate reads the plain harmful update as harmful
+    assert score(penalised.lora_state) < score(plain.lora_state)
