@@ -307,9 +307,6 @@ def _probe_dir(model: str, inputs: str = "steps") -> Path:
     return Path(artifacts) / manifest.probe_id
 
 
-E7_DIR = Path("runs/e7")
-
-
 @experiment_app.command("e7_redteam")
 def e7_redteam(
     ctx: typer.Context,
@@ -332,8 +329,10 @@ def e7_redteam(
     federation = _federation(ctx, quick)
     if quick:
         _prepare_quick(probe_registry)
+        calibration_clients = min(calibration_clients, 3)
     config = federation.config(progress)
-    work = E7_DIR / ("quick" if quick else config.model)
+    # beside the cache: the norm bound's calibration and the unseen writer's rows, made once
+    work = (federation.cache_dir.parent if federation.cache_dir else Path("runs")) / "e7" / config.model
     work.mkdir(parents=True, exist_ok=True)
     calibration_file = work / f"calibration_{calibration_clients}.json"
     if not calibration_file.is_file():
@@ -342,18 +341,22 @@ def e7_redteam(
     calibration = json.loads(calibration_file.read_text())
     verification = config.verification.model_copy(update={"norm_bound": calibration["norm_bound"]})
     config = config.model_copy(update={"verification": verification})
-    client_pool = build_pools(runtime_settings().data_dir).client
-    malicious = round(config.num_clients * module.RATIO)
-    per_client = config.training.batch_size * config.training.local_steps
-    rows = module.unseen_writer_rows(
-        config.model, client_pool, malicious * per_client, work / "unseen_writer.jsonl"
-    )
+    if quick:
+        attack = attack or ["none", "forged_snapshots", "splice", "freeze_layer"]
+        defense = defense or ["fedavg", "verified"]
+    rows = work / "unseen_writer.jsonl"
+    if not attack or "unseen_writer" in attack:  # made once, by the unaligned model (a few minutes)
+        client_pool = build_pools(runtime_settings().data_dir).client
+        count = (
+            round(config.num_clients * module.RATIO)
+            * config.training.batch_size
+            * config.training.local_steps
+        )
+        module.unseen_writer_rows(config.model, client_pool, count, rows)
     probe_dirs = [str(_probe_dir(config.model, inputs)) for inputs in ("steps", "verified")]
     attacks = module.default_attacks(sorted(set(probe_dirs)), str(rows))
-    if quick:
+    if quick:  # tiny-llama has two layers
         attacks = [a.model_copy(update={"layer": 1}) if a.kind == "freeze_layer" else a for a in attacks]
-        attack = attack or ["none", "forged_snapshots", "splice", "freeze_layer", "scaling"]
-        defense = defense or ["fedavg", "verified"]
     unknown = sorted(set(attack) - {a.kind for a in attacks})
     if unknown:
         known = ", ".join(a.kind for a in attacks)
@@ -369,7 +372,7 @@ def e7_redteam(
         "deployable_default": module.DEPLOYABLE_DEFAULT,
         "attacks": [a.model_dump() for a in attacks],
         "calibration": calibration,
-        "unseen_writer_rows": sum(1 for _ in rows.open(encoding="utf-8")),
+        "unseen_writer_rows": sum(1 for _ in rows.open(encoding="utf-8")) if rows.is_file() else None,
         "quick": quick,
     }
     result = _simulated("e7_redteam", module, federation, settings, configs, path, fresh, progress)

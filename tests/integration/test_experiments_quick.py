@@ -135,3 +135,20 @@ def test_e6_adaptive_attacks_run_through_the_client_path_and_still_harm(quick):
     assert result["checks"]["probe_penalty (lambda 1) still harms under fedavg"] is True
     shadow = [o for o in outcomes if o["defense"] == "shadow"]
     assert all(o["malicious_mean_factor"] is not None for o in shadow)
+
+
+def test_e7_redteam_the_verified_default_refuses_forged_evidence_and_frozen_layers(quick):
+    result = run("e7_redteam", quick)
+    cells = {(o["attack"], o["defense"]): o for o in result["outcomes"]}
+    attacks = ["none", "forged_snapshots", "splice", "freeze_layer (layer 1)"]
+    assert set(cells) == {(a, d) for a in attacks for d in ("fedavg", "verified")}
+    malicious = 2  # tiny-llama quick: 4 clients at 50%
+    # forged snapshots and a frozen layer never reach the verified aggregate; FedAvg checks nothing
+    assert cells[("forged_snapshots", "verified")]["refused_malicious"] == malicious
+    assert cells[("freeze_layer (layer 1)", "verified")]["refused_malicious"] == malicious
+    assert all(cells[(a, "fedavg")]["refused_malicious"] == 0 for a in attacks)
+    # a splice agrees with its snapshots: it passes verification and is left to the probe
+    assert cells[("splice", "verified")]["refused_malicious"] == 0
+    assert result["settings"]["calibration"]["norm_bound"] > 0
+    assert set(result["checks"]) == {f"{a}: the default holds (#22 target)" for a in attacks}
+    assert "| forged_snapshots |" in result["table"]
