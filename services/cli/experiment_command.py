@@ -56,9 +56,9 @@ class Federation:
     cache_dir: Path | None = None
 
     def config(self, progress: bool) -> Any:
-        from services.cli.main import _simulation_config
+        from services.cli.simulation_options import simulation_config
 
-        config = _simulation_config(
+        config = simulation_config(
             model=self.model, store="memory", clients=self.clients,
             samples_per_client=self.samples_per_client, rounds=self.rounds,
             clients_per_round=self.clients_per_round, seed=2023, lr_max=self.lr_max, lr_min=self.lr_min,

@@ -6,11 +6,12 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from services.cli.command_line import invoked_command
+from services.cli.simulation_options import simulation_config
 
 if TYPE_CHECKING:
     from services.aggregator.service import RoundSummary
@@ -154,61 +155,13 @@ def simulate(
     ),
 ) -> None:
     """Run federations for every (malicious ratio, defense) pair and write safety metrics."""
-    config = _simulation_config(
+    config = simulation_config(
         model=model, store=store, clients=clients, samples_per_client=samples_per_client, rounds=rounds,
         clients_per_round=clients_per_round, seed=seed, lr_max=lr_max, lr_min=lr_min, local_steps=local_steps,
         batch_size=batch_size, eval_harmful=eval_harmful, eval_pairs=eval_pairs, eval_benign=eval_benign,
         eval_benign_loss=eval_benign_loss, max_new_tokens=max_new_tokens,
     )  # fmt: skip
     _run_and_report(config, [(ratio, d) for ratio in malicious_ratio for d in defense], output)
-
-
-def _given(**values: Any) -> dict[str, Any]:
-    """The options actually given: the rest fall to the config model's defaults."""
-    return {key: value for key, value in values.items() if value is not None}
-
-
-def _simulation_config(
-    *,
-    model: str | None = None,
-    store: str | None = None,
-    clients: int | None = None,
-    samples_per_client: int | None = None,
-    rounds: int | None = None,
-    clients_per_round: int | None = None,
-    seed: int | None = None,
-    lr_max: float | None = None,
-    lr_min: float | None = None,
-    local_steps: int | None = None,
-    batch_size: int | None = None,
-    eval_harmful: int | None = None,
-    eval_pairs: int | None = None,
-    eval_benign: int | None = None,
-    eval_benign_loss: int | None = None,
-    max_new_tokens: int | None = None,
-) -> SimulationConfig:
-    from services.aggregator.settings import FederationConfig
-    from services.simulation import SimulationConfig
-    from shared.config import LocalTrainingConfig, LrSchedule
-    from shared.evaluation.metrics import EvalSettings
-
-    lr = LrSchedule(**_given(lr_max=lr_max, lr_min=lr_min))
-    return SimulationConfig(
-        **_given(model=model, store=store, num_clients=clients, samples_per_client=samples_per_client),
-        federation=FederationConfig(
-            **_given(num_rounds=rounds, clients_per_round=clients_per_round, seed=seed), lr=lr
-        ),
-        training=LocalTrainingConfig(**_given(local_steps=local_steps, batch_size=batch_size)),
-        eval=EvalSettings(
-            **_given(
-                num_harmful_prompts=eval_harmful,
-                num_pairs=eval_pairs,
-                num_benign_prompts=eval_benign,
-                num_benign_loss=eval_benign_loss,
-                max_new_tokens=max_new_tokens,
-            )
-        ),
-    )
 
 
 def _run_and_report(config: SimulationConfig, runs: list[tuple[float, str]], output: Path) -> list[dict]:
@@ -273,7 +226,7 @@ def demo(
     # Where the demo differs from SimulationConfig's defaults, on purpose: the shipped probe's T and b; every
     # client trains every round; each client's shard is exactly what its rounds use; the larger lr of the
     # committed E1 run (docs/results.md: an attack shows within 2 rounds); a smaller evaluation for ~30 min.
-    config = _simulation_config(
+    config = simulation_config(
         model=model, store="redis", clients=clients, samples_per_client=batch_size * local_steps * rounds,
         rounds=rounds, clients_per_round=clients, lr_max=5e-4, lr_min=5e-5, local_steps=local_steps,
         batch_size=batch_size, eval_harmful=eval_harmful, eval_pairs=eval_pairs, eval_benign=20,

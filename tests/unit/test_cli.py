@@ -30,10 +30,10 @@ def test_unknown_model_is_a_clear_error():
 
 
 def test_simulate_defaults_are_the_config_models():
-    from services.cli.main import _simulation_config
+    from services.cli.simulation_options import simulation_config
     from services.simulation import SimulationConfig
 
-    assert _simulation_config() == SimulationConfig()
-    given = _simulation_config(rounds=3, lr_max=5e-4, eval_pairs=7)
+    assert simulation_config() == SimulationConfig()
+    given = simulation_config(rounds=3, lr_max=5e-4, eval_pairs=7)
     assert (given.federation.num_rounds, given.federation.lr.lr_max, given.eval.num_pairs) == (3, 5e-4, 7)
     assert given.federation.lr.lr_min == SimulationConfig().federation.lr.lr_min
