@@ -26,7 +26,7 @@ from services.aggregator.probe_binding import bind_probe
 from services.aggregator.realignment import RealignmentSettings, split_realignment
 from services.aggregator.scoring import PROBE_POLICIES, HandleAuditor, HandleScorer
 from services.aggregator.service import AggregatorService, RoundSummary
-from services.aggregator.settings import AggregatorSettings, FederationConfig
+from services.aggregator.settings import AggregatorSettings, FederationConfig, aggregation_rule
 from services.aggregator.state import InMemoryStateStore, RedisStateStore, StateStore, connect
 from services.aggregator.strategies import takes_option
 from services.aggregator.strategies.tensors import expected_attackers
@@ -256,7 +256,7 @@ def run_sweep(
             pool = CachedClientPool(
                 pool, specs, Path(config.cache_dir) / "updates", context, training.shadow_lr
             )
-        rule = config.defense_settings.aggregator if level else defense
+        rule = aggregation_rule(defense, config.defense_settings)
         options = dict(config.strategy_options)
         if takes_option(rule, "num_attackers") and "num_attackers" not in options:
             malicious_count = sum(s.malicious for s in specs)

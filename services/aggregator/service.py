@@ -143,9 +143,7 @@ class AggregatorService:
         self.population = population
         fail_closed = settings.defense_settings.on_probe_unavailable == "fail_closed"
         self.audit = AggregatorAudit.build(self.defense, settings.model, fail_closed, auditor)
-        # A level aggregates with its settings' rule (FedAvg by default); a baseline is the rule itself.
-        rule = settings.defense_settings.aggregator if settings.is_level else settings.defense
-        self.strategy = make_strategy(rule, **settings.strategy_options)
+        self.strategy = make_strategy(settings.aggregation_rule, **settings.strategy_options)
         realign = settings.realignment
         self.realigner = Realigner(realign, settings.model, settings.lora) if realign.enabled else None
         self._scoring: dict[str, asyncio.Task] = {}

@@ -17,6 +17,12 @@ from services.aggregator.verification import VerificationSettings
 from shared.config import LocalTrainingConfig, LoraSettings, LrSchedule
 
 
+def aggregation_rule(defense: str, defense_settings: DefenseSettings) -> str:
+    """The strategy that aggregates under `defense`: a level's `defense_settings.aggregator` (FedAvg by
+    default), else the baseline itself."""
+    return defense_settings.aggregator if defense in DEFENSES else defense
+
+
 class FederationConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -116,6 +122,10 @@ class AggregatorSettings(BaseSettings):
     @property
     def is_level(self) -> bool:
         return self.defense in DEFENSES
+
+    @property
+    def aggregation_rule(self) -> str:
+        return aggregation_rule(self.defense, self.defense_settings)
 
     @property
     def is_verified_level(self) -> bool:
