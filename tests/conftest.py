@@ -146,3 +146,20 @@ def redis_client(redis_server):
     client = redis_server.client()
     client.flushall()
     return client
+
+
+def pytest_collection_modifyitems(config, items):
+    """Fast modules first, so that a broken unit fails the run in seconds rather than after the integration
+    tests: modules without marks, then those with `integration` tests, then those with `slow` ones. A
+    module moves as a whole (its module-scoped fixtures, e.g. a Ray session, are set up once); order
+    within each group is kept."""
+
+    def weight(item) -> int:
+        return 2 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("integration") else 0
+
+    module_weight: dict[str, int] = {}
+    for item in items:
+        module_weight[item.nodeid.split("::")[0]] = max(
+            module_weight.get(item.nodeid.split("::")[0], 0), weight(item)
+        )
+    items.sort(key=lambda item: module_weight[item.nodeid.split("::")[0]])
