@@ -5,6 +5,10 @@
 set -euo pipefail
 N=${1:?usage: stage.sh PART}
 mkdir -p /root/parts
+if [ "$N" != 1 ] && { [ ! -f /root/parts/gguf.part1 ] || [ ! -f /tmp/site/.safe-fedllm-wheels ]; }; then
+  echo "FRESH MACHINE: call 1's part and wheels are gone (the machine went cold); start again at call 1" >&2
+  exit 3
+fi
 cp ".gpu/p$N"/gguf.* /root/parts/
 ls -l /root/parts
 if [ "$N" = 1 ]; then
