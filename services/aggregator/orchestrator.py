@@ -51,7 +51,7 @@ class RoundOrchestrator:
             return self._summary_of_closed(existing)
         record = self.service.open_round(round_index)
         _, global_state = self.store.get_global(record.global_version)
-        done = {self.store.get_update(i).client_id for i in self.store.update_ids(round_index)}
+        done = set(self.store.round_clients(round_index).values())
         pending = [c for c in record.sampled if c not in done]
         if pending:
             shadow = {c: self.service.needs_shadow(round_index, c) for c in pending}

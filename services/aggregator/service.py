@@ -118,6 +118,17 @@ class Defended:
     reasons: dict[str, str] = field(default_factory=dict)  # why, per client, for the audit log
 
 
+@dataclass(frozen=True)
+class _Closing:
+    """A round whose close began, as loaded from the store (the updates after the norm bound, if any)."""
+
+    record: RoundRecord
+    ids: list[str]
+    updates: list[ClientUpdate]
+    global_state: LoraState
+    trust: dict[str, dict]  # the defense's trust state before this round (empty without a level)
+
+
 class AggregatorService:
     def __init__(
         self,
@@ -213,9 +224,8 @@ class AggregatorService:
         record = self.store.get_round(round_index)
         if record is None:
             raise NotFound(f"round {round_index} was never opened")
-        ids = self.store.update_ids(round_index)
+        updates = self.store.round_clients(round_index)  # who submitted, without decoding any adapter
         scores = self.store.get_scores(round_index)
-        updates = {i: self.store.get_update(i).client_id for i in ids}
         return {
             "round_index": round_index,
             "phase": record.phase.value,
@@ -249,9 +259,22 @@ class AggregatorService:
 
     # submissions
     async def submit(self, update: ClientUpdate) -> tuple[str, bool]:
-        update_id, created, record, update = self.accept(update)
-        if created:
-            self.start_scoring(update_id, update, record)
+        """The one entry point for a submission (the REST route, the simulation): `accept` in a worker
+        thread, then, for a new update, its scoring as a background task on this event loop."""
+
+        def accept_and_plan() -> tuple[str, bool, RoundRecord, ClientUpdate, bool | None]:
+            update_id, created, record, accepted = self.accept(update)
+            return (
+                update_id,
+                created,
+                record,
+                accepted,
+                self._scoring_plan(accepted, record) if created else None,
+            )
+
+        update_id, created, record, accepted, probe = await asyncio.to_thread(accept_and_plan)
+        if probe is not None:  # on the loop, where the scoring tasks live (close_round awaits them)
+            self._scoring[update_id] = asyncio.ensure_future(self._score(update_id, accepted, record, probe))
         return update_id, created
 
     def accept(self, update: ClientUpdate) -> tuple[str, bool, RoundRecord, ClientUpdate]:
@@ -317,15 +340,12 @@ class AggregatorService:
             )
             raise RefusedUpdate(error.check, str(error)) from error
 
-    def start_scoring(self, update_id: str, update: ClientUpdate, record: RoundRecord) -> None:
-        """Score a newly accepted update in the background (a task on the running event loop)."""
+    def _scoring_plan(self, update: ClientUpdate, record: RoundRecord) -> bool | None:
+        """Whether to ask the probe about a new update (None: nothing to score; blocking store read)."""
         if self.defense is None:
-            return
-        trust = self.store.get_trust().get(update.client_id, {})
-        probe = self._probes(record.round_index, trust)
-        if not probe and not self._audits_updates:
-            return
-        self._scoring[update_id] = asyncio.ensure_future(self._score(update_id, update, record, probe))
+            return None
+        probe = self._probes(record.round_index, self.store.get_trust().get(update.client_id, {}))
+        return probe if probe or self._audits_updates else None
 
     @property
     def _audits_updates(self) -> bool:
@@ -346,7 +366,8 @@ class AggregatorService:
         if probe:
             # A probed level has all three (checked in __init__).
             assert self.probe_spec is not None and self.scorer is not None and self.probe_id is not None
-            inputs = probe_inputs(update, self.probe_spec, global_state, PROBE_KINDS[defense.inputs])
+            kinds = PROBE_KINDS[defense.inputs]  # features of a whole update: CPU work, off the loop
+            inputs = await asyncio.to_thread(probe_inputs, update, self.probe_spec, global_state, kinds)
             scores.update(await score_update(self.scorer, self.probe_id, inputs, self.settings.scoring))
         if self.audit is not None and self.audit.audits_updates:  # an audit level: every update
             scores.update(await self.audit.score(update.lora_state, global_state))
@@ -355,9 +376,34 @@ class AggregatorService:
 
     # closing
     async def close_round(self, round_index: int, skip_reason: str | None = None) -> RoundSummary:
-        """`skip_reason`: skip the round whatever its updates say (the scheduler's min_updates)."""
-        # Open -> closing first: from then on the store accepts no update for this round, so the ids read
-        # next are final and every acknowledged update is aggregated or logged with a reason.
+        """`skip_reason`: skip the round whatever its updates say (the scheduler's min_updates).
+
+        Only awaiting happens on the event loop (the round's scoring, the aggregate audit): loading,
+        deciding, aggregating (Bulyan is O(n³d)), realigning and committing run in worker threads, so the
+        API keeps answering while a round closes.
+        """
+        closing = await asyncio.to_thread(self._begin_closing, round_index)
+        stored: dict[str, dict] = {}
+        if self.defense is not None and closing.updates and not skip_reason:
+            stored = await self._round_scores(closing)
+        outcome = await asyncio.to_thread(self._decide, closing, stored, skip_reason)
+        result, aggregate_audit = outcome.result, None
+        if self.audit is not None and self.audit.checks_aggregates and not result.skipped:
+            aggregate_audit, result = await self.audit.check_aggregate(
+                result, closing.global_state, closing.updates
+            )
+        realignment = None
+        if self.realigner is not None and not result.skipped:  # after the audit: it judges the clients' work
+            state, realignment = await asyncio.to_thread(self.realigner.realign, result.state, round_index)
+            reason = "; ".join(r for r in (result.reason, realignment.note()) if r)
+            result = dataclasses.replace(result, state=state, reason=reason)
+        outcome = dataclasses.replace(outcome, result=result)
+        return await asyncio.to_thread(self._commit, closing, outcome, aggregate_audit, realignment)
+
+    def _begin_closing(self, round_index: int) -> _Closing:
+        """Open -> closing, then load the round (blocking: a worker thread)."""
+        # From then on the store accepts no update for this round, so the ids read next are final and
+        # every acknowledged update is aggregated or logged with a reason.
         try:
             record = self.store.begin_close(round_index)
         except StoreUnavailable:
@@ -370,21 +416,47 @@ class AggregatorService:
         if self.verification.over_bound == "clip":  # norm_bound.py: no update moves the global further
             bound = self.verification.norm_bound, self.verification.round_margin
             updates = bound_round(updates, global_state, *bound)
+        trust = self.store.get_trust() if self.defense is not None else {}
+        return _Closing(record, ids, updates, global_state, trust)
+
+    async def _round_scores(self, closing: _Closing) -> dict[str, dict]:
+        """Every update's scores: stored, awaited from its scoring task, or scored now (after a restart)."""
+        record = closing.record
+        stored = await asyncio.to_thread(self.store.get_scores, record.round_index)
+        for update_id, update in zip(closing.ids, closing.updates, strict=True):
+            task = self._scoring.pop(update_id, None)
+            if update_id in stored:
+                continue
+            if task is not None:
+                stored[update_id] = await task
+                continue
+            probe = self._probes(record.round_index, closing.trust.get(update.client_id, {}))
+            if probe or self._audits_updates:
+                stored[update_id] = await self._score(update_id, update, record, probe)  # after a restart
+        return stored
+
+    def _decide(self, closing: _Closing, stored: dict[str, dict], skip_reason: str | None) -> Defended:
+        """The aggregate and, under a defense level, the per-client evidence (CPU: a worker thread)."""
+        updates, global_state = closing.updates, closing.global_state
         if not updates or skip_reason:
-            outcome = Defended(AggregationResult.skip(global_state, updates, skip_reason or "no updates"))
-        elif self.defense is None:
-            outcome = Defended(self.strategy.aggregate(global_state, updates, round_index=round_index))
-        else:
-            outcome = await self._defend(record, ids, updates, global_state)
+            return Defended(AggregationResult.skip(global_state, updates, skip_reason or "no updates"))
+        if self.defense is None:
+            return Defended(
+                self.strategy.aggregate(global_state, updates, round_index=closing.record.round_index)
+            )
+        return self._defend(closing, stored)
+
+    def _commit(
+        self,
+        closing: _Closing,
+        outcome: Defended,
+        aggregate_audit: float | None,
+        realignment: RealignmentRecord | None,
+    ) -> RoundSummary:
+        """Audit records, the new global version and trust in one transition (blocking: a worker thread)."""
+        record, updates = closing.record, closing.updates
+        round_index = record.round_index
         result, factors, scores, reasons = outcome.result, outcome.factors, outcome.scores, outcome.reasons
-        aggregate_audit = None
-        if self.audit is not None and self.audit.checks_aggregates and not result.skipped:
-            aggregate_audit, result = await self.audit.check_aggregate(result, global_state, updates)
-        realignment = None
-        if self.realigner is not None and not result.skipped:  # after the audit: it judges the clients' work
-            state, realignment = await asyncio.to_thread(self.realigner.realign, result.state, round_index)
-            reason = "; ".join(r for r in (result.reason, realignment.note()) if r)
-            result = dataclasses.replace(result, state=state, reason=reason)
         phase = RoundPhase.SKIPPED if result.skipped else RoundPhase.AGGREGATED
         audit = [
             AuditRecord(
@@ -433,23 +505,15 @@ class AggregatorService:
         if report.rounds or report.global_versions:
             log.info("retention: dropped rounds %s, versions %s", report.rounds, report.global_versions)
 
-    async def _defend(
-        self, record: RoundRecord, ids: list[str], updates: list[ClientUpdate], global_state: LoraState
-    ) -> Defended:
+    def _defend(self, closing: _Closing, stored: dict[str, dict]) -> Defended:
         defense = self.defense
         assert defense is not None
-        trust = self.store.get_trust()
-        stored = self.store.get_scores(record.round_index)
-        for update_id, update in zip(ids, updates, strict=True):
-            if update_id in stored:
-                continue
-            task = self._scoring.pop(update_id, None)
-            if task is not None:
-                stored[update_id] = await task
-                continue
-            probe = self._probes(record.round_index, trust.get(update.client_id, {}))
-            if probe or self._audits_updates:
-                stored[update_id] = await self._score(update_id, update, record, probe)  # after a restart
+        record, ids, updates, global_state = (
+            closing.record,
+            closing.ids,
+            closing.updates,
+            closing.global_state,
+        )
         evidence = []
         for update_id, update in zip(ids, updates, strict=True):
             entry = stored.get(update_id, {})
@@ -464,7 +528,7 @@ class AggregatorService:
                     audit_score=(entry.get("audit") or [None])[0],
                 )
             )
-        decision = defense.decide(record.round_index, evidence, trust)
+        decision = defense.decide(record.round_index, evidence, closing.trust)
         if self.verification.structure == "flag":
             self._cap_flagged(decision, updates, global_state)
         result = defended_aggregate(

@@ -77,7 +77,7 @@ def test_prune_keeps_the_last_rounds_the_decision_log_and_shared_blobs(federatio
     # Finished rounds 0-3, keep 2 and 3 (and open 4); versions 0 (layout), 2-4 (kept rounds) and latest stay.
     assert report == PruneReport(rounds=(0, 1), global_versions=(1,), updates=4)
     for r in (0, 1):
-        assert (store.update_ids(r), store.get_scores(r)) == ([], {})
+        assert (store.update_ids(r), store.get_scores(r), store.round_clients(r)) == ([], {}, {})
         record = store.get_round(r)
         assert (record.phase, record.global_version, record.result_version) == (
             RoundPhase.AGGREGATED,

@@ -123,6 +123,18 @@ def test_updates_round_trip_with_snapshots_scores_and_trust(store):
     assert store.get_round(0).phase is RoundPhase.SKIPPED and store.get_round(0).result_version == 1
 
 
+def test_round_clients_name_who_submitted_in_acceptance_order_without_decoding(store, monkeypatch):
+    second, _ = store.add_update(_update("b", 2.0))
+    first_dup, created = store.add_update(_update("b", 2.0))  # a retry adds no entry
+    first, _ = store.add_update(_update("a", 1.0))
+    assert not created and first_dup == second
+    monkeypatch.setattr(store, "get_update", lambda _: pytest.fail("round_clients decoded an update"))
+    assert list(store.round_clients(0).items()) == [(second, "b"), (first, "a")]
+    assert store.round_clients(7) == {}  # never opened
+    store.open_round(RoundRecord(1, ["a"], 0, 1e-4))
+    assert store.round_clients(1) == {}  # opened, nothing accepted yet
+
+
 def test_client_registry_keeps_the_first_token(store):
     assert store.register_client("a", "h1") and not store.register_client("a", "h2")
     assert store.client_token_hash("a") == "h1" and store.client_token_hash("zz") is None

@@ -133,6 +133,11 @@ class StateStore(ABC):
         """Ids of the accepted updates of a round, in acceptance order."""
 
     @abstractmethod
+    def round_clients(self, round_index: int) -> dict[str, str]:
+        """Update id -> client id of a round's accepted updates, in acceptance order; reads no adapter.
+        Empty for a round never opened, or one whose updates retention dropped."""
+
+    @abstractmethod
     def get_update(self, update_id: str) -> ClientUpdate: ...
 
     def list_updates(self, round_index: int) -> list[ClientUpdate]:

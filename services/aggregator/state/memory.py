@@ -81,6 +81,10 @@ class InMemoryStateStore(StateStore):
         with self._lock:
             return list(self._updates.get(round_index, {}))
 
+    def round_clients(self, round_index: int) -> dict[str, str]:
+        with self._lock:
+            return {i: u.client_id for i, u in self._updates.get(round_index, {}).items()}
+
     def get_update(self, update_id: str) -> ClientUpdate:
         with self._lock:
             for updates in self._updates.values():

@@ -280,6 +280,15 @@ class RedisStateStore(StateStore):
     def update_ids(self, round_index: int) -> list[str]:
         return [i.decode() for i in self.redis.lrange(self._key("round", round_index, "updates"), 0, -1)]
 
+    def round_clients(self, round_index: int) -> dict[str, str]:
+        # The accept script writes the list and the client map together; one MULTI reads both at one moment.
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrange(self._key("round", round_index, "updates"), 0, -1)
+            pipe.hgetall(self._key("round", round_index, "clients"))
+            ids, clients = pipe.execute()
+        owner = {update_id.decode(): client.decode() for client, update_id in clients.items()}
+        return {i.decode(): owner[i.decode()] for i in ids}
+
     def list_updates(self, round_index: int) -> list[ClientUpdate]:
         return [self.get_update(i) for i in self.update_ids(round_index)]
 

@@ -2,7 +2,8 @@
 
 Routes go through the AggregatorService, never the store. Those without async work are plain functions:
 FastAPI runs them in its worker threads, so Redis round trips and adapter decoding never block the event
-loop that serves the clients.
+loop that serves the clients. Closing a round is async (it awaits the round's scoring); the service runs
+its loading, defense, aggregation and commit in worker threads.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Client endpoints: register, current task, global adapter download, update submission.
 
-Store I/O, adapter decoding and hashing run in worker threads (plain `def` routes, or `run_in_threadpool`
-for the submission), never on the event loop: one large submission does not stall the other clients.
+Store I/O, adapter decoding and hashing run in worker threads (plain `def` routes; the submission decodes in
+`run_in_threadpool` and `AggregatorService.submit` stores in a worker thread), never on the event loop: one
+large submission does not stall the other clients.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from services.aggregator.api.deps import ClientId, Service
 from services.aggregator.api.errors import CLIENT_AUTH, INVALID, UNAVAILABLE, errors
 from services.aggregator.registration import RegistrationError
 from services.aggregator.service import AggregatorError, InvalidSubmission, RefusedUpdate
-from services.aggregator.state import RoundRecord
 from services.aggregator.update_bounds import max_num_samples
 from shared.echo import quoted
 from shared.lora_state import LoraStateError
@@ -206,14 +206,11 @@ async def _accept(
     batch_size: int,
     train_loss: float | None,
 ) -> tuple[str, bool]:
-    def decode_and_store() -> tuple[str, bool, RoundRecord, ClientUpdate]:  # CPU and Redis: off the loop
-        update = _decode(service, client_id, round_index, blobs, num_samples, batch_size, train_loss)
-        return service.accept(update)
-
-    update_id, created, record, update = await run_in_threadpool(decode_and_store)
-    if created:
-        service.start_scoring(update_id, update, record)  # on the loop, where the scoring tasks live
-    return update_id, created
+    # Decoding is CPU work: a worker thread; `submit` is the simulation's entry point too.
+    update = await run_in_threadpool(
+        _decode, service, client_id, round_index, blobs, num_samples, batch_size, train_loss
+    )
+    return await service.submit(update)
 
 
 def _decode(
