@@ -76,6 +76,13 @@ def test_median_is_not_the_trimmed_mean():
     assert _delta("trimmed_mean", rows, trim=2)[0].tolist() == [2.0]
 
 
+def test_trimmed_mean_falls_back_to_the_median_when_n_is_2_trim():
+    # n = 2 · trim leaves nothing to average: the median of 1 and 5 (3.0), said so; n = 3 trims to 5
+    delta, result = _delta("trimmed_mean", [[1.0], [5.0]])
+    assert delta.tolist() == [3.0] and result.reason == "2 clients cannot lose 2 x 1: median"
+    assert _delta("trimmed_mean", [[1.0], [5.0], [9.0]])[0].tolist() == [5.0]
+
+
 def test_dnc_removes_f_updates_not_one():
     # one coordinate: the top singular direction is the axis; scores are squared deviations from 5.2
     rows = [[0.0], [1.0], [2.0], [3.0], [20.0]]
@@ -274,7 +281,10 @@ def test_residual_base_weights_clients_by_their_squared_normalised_confidence():
 PINNED = {
     "fedavg": (test_fedavg_weights_are_samples_times_factors,),
     "median": (test_median_convention_for_an_even_count_is_explicit, test_median_is_not_the_trimmed_mean),
-    "trimmed_mean": (test_median_is_not_the_trimmed_mean,),
+    "trimmed_mean": (
+        test_median_is_not_the_trimmed_mean,
+        test_trimmed_mean_falls_back_to_the_median_when_n_is_2_trim,
+    ),
     "krum": (
         test_krum_is_the_single_update_with_the_least_squared_distance_to_its_n_minus_f_minus_2_nearest,
     ),
