@@ -28,9 +28,18 @@ def test_ties_at_the_cut_are_not_flagged_so_the_rate_stays_below_the_target():
     assert false_positive_rate(scores, threshold) == 0.2
 
 
-def test_rounding_of_fpr_times_n_does_not_lose_a_flag():
-    scores = np.arange(50, dtype=float)
-    assert threshold_for_fpr(scores, 0.02) == np.nextafter(48.0, np.inf)  # 0.02 * 50 = 1 flag
+@pytest.mark.parametrize(("fpr", "n", "flags"), [(0.02, 50, 1), (0.29, 100, 29), (0.57, 100, 57)])
+def test_rounding_of_fpr_times_n_does_not_lose_a_flag(fpr, n, flags):
+    # 0.29 * 100 is 28.999999999999996 in binary (0.57 * 100: 56.99999999999999); a bare floor would
+    # allow one flag fewer than the rate permits. 0.02 * 50 happens to be exact.
+    scores = np.arange(n, dtype=float)
+    threshold = threshold_for_fpr(scores, fpr)
+    assert threshold == np.nextafter(float(n - 1 - flags), np.inf)
+    assert false_positive_rate(scores, threshold) == flags / n
+
+
+def test_a_score_equal_to_the_threshold_counts_as_flagged():
+    assert false_positive_rate([1.0, 2.0, 2.0, 2.0, 3.0], 2.0) == 0.8  # flag: score >= t
 
 
 @pytest.mark.parametrize(("scores", "fpr"), [([], 0.1), ([0.1, np.nan], 0.1), ([0.1], 1.0), ([0.1], -0.1)])

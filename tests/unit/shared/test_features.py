@@ -100,3 +100,17 @@ def test_center_keeps_the_profile_and_drops_the_scale():
     np.testing.assert_allclose(one, four, atol=1e-5)  # log(4x) = log 4 + log x: the mean absorbs it
     assert abs(float(one.mean())) < 1e-6
     np.testing.assert_array_equal(normalise(np.asarray([[1.0, 3.0]]), "center"), [[-1.0, 1.0]])
+
+
+def test_l2_normalises_first_then_maps_non_finite_values():
+    # the method's order: [inf, 1] / inf = [nan, 0] -> [0, 0]; mapping inf -> 1e6 first would give [1, 1e-6]
+    np.testing.assert_array_equal(normalise(np.array([[np.inf, 1.0]], np.float32), "l2"), [[0.0, 0.0]])
+    # centre on the finite values' mean (2), then map: NaN -> 0
+    np.testing.assert_array_equal(normalise(np.array([[np.nan, 1.0, 3.0]]), "center"), [[0.0, -1.0, 1.0]])
+
+
+def test_l2_floor_is_1e_minus_12_of_the_norm():
+    below = np.array([[3e-13, 4e-13]], np.float32)  # norm 5e-13 < 1e-12: divided by 1, unchanged
+    np.testing.assert_array_equal(normalise(below, "l2"), below)
+    above = np.array([[3e-12, 4e-12]], np.float32)  # norm 5e-12: a unit vector
+    np.testing.assert_allclose(normalise(above, "l2"), [[0.6, 0.8]], rtol=1e-6)
