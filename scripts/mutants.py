@@ -244,15 +244,15 @@ MUTANTS: tuple[Mutant, ...] = (
     _m(
         "evidence.audit_due",
         D + "evidence_level.py",
-        'trust.get("since_frozen", 0) + 1 >= self.settings.audit_interval',
-        'trust.get("since_frozen", 0) >= self.settings.audit_interval',
+        'trust.get("since_frozen", 0) + 1 >= self.settings.reprobe_interval',
+        'trust.get("since_frozen", 0) >= self.settings.reprobe_interval',
         LEVEL_TESTS,
     ),
     _m(
         "evidence.audit_count",
         D + "evidence_level.py",
-        "if count < self.settings.audit_interval:",
-        "if count <= self.settings.audit_interval:",
+        "if count < self.settings.reprobe_interval:",
+        "if count <= self.settings.reprobe_interval:",
         LEVEL_TESTS,
     ),
     # the freeze round R_p

@@ -24,7 +24,7 @@ class ClientUpdate:
     # [T, D] layer-0 B of the shadow branch (retrained from the fixed init), for the shadow/evidence levels
     shadow_snapshots: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     batch_size: int = 0  # b: samples per local step (flagged steps count b samples each)
-    notes: str = ""  # what the server changed on arrival (a clipped weight), for the audit log
+    notes: str = ""  # what the server changed on arrival (a clipped weight), for the decision log
 
     def content_hash(self) -> str:
         """Identity of the submission: same adapter and snapshots from the same client and round."""

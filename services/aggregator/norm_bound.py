@@ -9,7 +9,7 @@ bound is on ‖Δ‖₂ (Δ = submitted adapter − the global issued for the ro
 - uncalibrated fallback: `round_margin` × the median ‖Δ‖ of the round's updates. It holds only while honest
   clients are most of the round (a malicious majority moves the median), so deployments calibrate.
 
-Over the bound an update is clipped to it (global + Δ · bound/‖Δ‖, the reason in the audit log) or, with a
+Over the bound an update is clipped to it (global + Δ · bound/‖Δ‖, the reason in the decision log) or, with a
 calibrated bound, refused at submission (422).
 """
 

@@ -60,7 +60,7 @@ class RoundOrchestrator:
                     await self.service.submit(update)
                 except (
                     RefusedUpdate
-                ):  # a server check refused it (audit-logged): the round goes on without it
+                ):  # a server check refused it (in the decision log): the round goes on without it
                     continue
         return await self.service.close_round(round_index)
 
@@ -80,7 +80,7 @@ class RoundOrchestrator:
         self._loop.close()
 
     def _summary_of_closed(self, record: RoundRecord) -> RoundSummary:
-        entries = [a for a in self.store.audit_log() if a.round_index == record.round_index]
+        entries = [a for a in self.store.decision_log() if a.round_index == record.round_index]
         return RoundSummary(
             record.round_index,
             record.sampled,

@@ -5,7 +5,7 @@ Submissions return as soon as the update is stored; scoring runs as a background
 writes its scores to the store. Closing a round first marks it closing (no update is accepted from then
 on), waits for the round's scoring (re-scoring whatever a crashed predecessor left unscored), lets the
 defense turn scores into factors, aggregates, optionally audits the aggregate (a round that erodes the
-canaries' safety is skipped), and commits the new global version, audit records and trust state in one
+canaries' safety is skipped), and commits the new global version, decision records and trust state in one
 atomic store transition.
 """
 
@@ -35,7 +35,7 @@ from services.aggregator.scoring import (
 )
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.state import (
-    AuditRecord,
+    DecisionRecord,
     RoundPhase,
     RoundRecord,
     StateStore,
@@ -115,7 +115,7 @@ class Defended:
     factors: dict[str, float] = field(default_factory=dict)  # security factor per client
     scores: dict[str, float | None] = field(default_factory=dict)  # mean probe score per client
     trust: dict[str, dict] = field(default_factory=dict)  # the defense's trust state to store
-    reasons: dict[str, str] = field(default_factory=dict)  # why, per client, for the audit log
+    reasons: dict[str, str] = field(default_factory=dict)  # why, per client, for the decision log
 
 
 @dataclass(frozen=True)
@@ -243,9 +243,9 @@ class AggregatorService:
         """Per-client trust state of the defense (for operators)."""
         return self.store.get_trust()
 
-    def audit_log(self) -> list[AuditRecord]:
+    def decision_log(self) -> list[DecisionRecord]:
         """Who, round, score, factor, decision and why, in order (for operators)."""
-        return self.store.audit_log()
+        return self.store.decision_log()
 
     def needs_shadow(self, round_index: int, client_id: str) -> bool:
         """Whether this client must train the shadow branch this round (its task says so)."""
@@ -324,7 +324,7 @@ class AggregatorService:
                 raise InvalidSubmission(f"{name}: contains NaN or Inf")
 
     def _verify(self, update: ClientUpdate, record: RoundRecord) -> None:
-        """The server's checks (verification.py); a refusal is written to the audit log before the 422."""
+        """The server's checks (verification.py); a refusal is written to the decision log before the 422."""
         try:
             if self.probe_spec is not None:  # a level that may read them (baselines never do)
                 verify_last_snapshot(update, self.snapshot_spec)
@@ -335,8 +335,8 @@ class AggregatorService:
             raise InvalidSubmission(str(error)) from error
         except VerificationError as error:
             reason = f"refused ({error.check}): {error}"
-            self.store.append_audit(
-                [AuditRecord(record.round_index, update.client_id, "refused", 0.0, 0.0, None, reason)]
+            self.store.append_decisions(
+                [DecisionRecord(record.round_index, update.client_id, "refused", 0.0, 0.0, None, reason)]
             )
             raise RefusedUpdate(error.check, str(error)) from error
 
@@ -453,13 +453,13 @@ class AggregatorService:
         aggregate_audit: float | None,
         realignment: RealignmentRecord | None,
     ) -> RoundSummary:
-        """Audit records, the new global version and trust in one transition (blocking: a worker thread)."""
+        """Decision records, the new global version and trust in one transition (blocking: a thread)."""
         record, updates = closing.record, closing.updates
         round_index = record.round_index
         result, factors, scores, reasons = outcome.result, outcome.factors, outcome.scores, outcome.reasons
         phase = RoundPhase.SKIPPED if result.skipped else RoundPhase.AGGREGATED
-        audit = [
-            AuditRecord(
+        decisions = [
+            DecisionRecord(
                 round_index=round_index,
                 client_id=u.client_id,
                 decision="skipped"
@@ -474,7 +474,7 @@ class AggregatorService:
         ]
         try:
             self.store.close_round(
-                round_index, phase, record.global_version + 1, result.state, audit, outcome.trust
+                round_index, phase, record.global_version + 1, result.state, decisions, outcome.trust
             )
         except StoreUnavailable:
             raise  # the round stays closing; the next close resumes it

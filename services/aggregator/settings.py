@@ -80,7 +80,7 @@ class AggregatorSettings(BaseSettings):
         ge=1,
         description=(
             "Retention: after each round commits, drop the updates, scores and global versions of every "
-            "finished round but the last N (round records and the audit log stay). None keeps everything."
+            "finished round but the last N (round records and the decision log stay). None keeps everything."
         ),
     )
     expose_docs: bool = Field(True, description="Serve the OpenAPI page (/docs, /redoc, /openapi.json).")
@@ -107,7 +107,7 @@ class AggregatorSettings(BaseSettings):
         "reject",
         description=(
             "A submission claiming more samples than the task's subset (batch_size x local_steps) or another "
-            "batch size: reject answers 422; clip caps it at the task's values and notes it in the audit log."
+            "batch size: reject answers 422; clip caps it at the task's values and logs the decision."
         ),
     )
     retry_after_s: int = Field(2, ge=1, description="Retry-After of 503 answers (state store unavailable).")

@@ -2,7 +2,7 @@
 
 A client reports n_i (FedAvg weight) and b (samples per flagged step); both are claims. The task states
 T local steps of b samples, so n_i <= b * T; a claim above that (or another b) is refused, or clipped to
-the task's values and noted for the audit log (`AggregatorSettings.oversized_updates`). Snapshot rows
+the task's values and noted for the decision log (`AggregatorSettings.oversized_updates`). Snapshot rows
 must number exactly T: more would dilute the step evidence, fewer would hide steps.
 """
 

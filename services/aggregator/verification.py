@@ -44,7 +44,7 @@ class VerificationSettings(BaseModel):
     over_bound: OverBound | None = Field(
         None,
         description=(
-            "An update whose ‖Δ‖ exceeds the bound: clip it to the bound (audit-logged), refuse it (422; "
+            "An update whose ‖Δ‖ exceeds the bound: clip it to the bound (decision-logged), refuse it (422; "
             "needs norm_bound) or off. None: clip under a verified level, off otherwise."
         ),
     )
@@ -91,7 +91,7 @@ class VerificationSettings(BaseModel):
 
 
 class VerificationError(ValueError):
-    """An update the server refuses; `check` names the failed check (metric label, audit log)."""
+    """An update the server refuses; `check` names the failed check (metric label, decision log)."""
 
     def __init__(self, check: str, message: str) -> None:
         super().__init__(message)

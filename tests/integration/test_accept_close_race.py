@@ -1,5 +1,5 @@
 """Acceptance and closing are mutually exclusive, on a real redis-server: submissions race the round's
-close over many rounds with random jitter, and every acknowledged update ends in exactly one audit record
+close over many rounds with random jitter, and every acknowledged update ends in exactly one decision record
 of its round (aggregated, or dropped/skipped with a reason) and in the round's aggregate; every update not
 acknowledged got a round conflict and is in neither. A retry after the close is a duplicate (202) if the
 update was acknowledged, a conflict if not.
@@ -87,7 +87,7 @@ def test_every_acknowledged_update_is_aggregated_or_logged_exactly_once(redis_cl
             thread.join()
     assert not errors, errors
 
-    log = service.audit_log()
+    log = service.decision_log()
     logged = Counter((a.round_index, a.client_id) for a in log)
     assert set(logged) == acknowledged and set(logged.values()) == {1}  # exactly once, nothing lost
     assert not acknowledged & refused and len(acknowledged | refused) == ROUNDS * len(CLIENTS)

@@ -200,7 +200,7 @@ def test_remote_clients_a_crash_mid_round_and_the_shadow_level(aggregator):
     assert summary["phase"] == "aggregated"
     assert summary["factors"]["evil"] == 0.0 and summary["weights"]["evil"] == 0.0
     assert all(summary["factors"][c] == 1.0 for c in ("c0", "c1", "c2"))
-    audit = http.get("/v1/admin/audit", headers=ADMIN).json()
+    audit = http.get("/v1/admin/decisions", headers=ADMIN).json()
     assert sorted(a["client_id"] for a in audit) == ["c0", "c1", "c2", "evil"]  # each counted once
     new_global = decode_lora_state(http.get("/v1/admin/global/1", headers=ADMIN).content)
     np.testing.assert_allclose(new_global[spec.keys[0]], np.mean([-0.5, -0.4, -0.6]), atol=1e-6)

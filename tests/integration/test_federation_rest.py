@@ -233,7 +233,7 @@ def test_three_participants_run_three_rounds_through_kills_and_a_restart(federat
 
     assert [phase(r) for r in range(3)] == ["aggregated"] * 3
     assert phase(3) is None  # max_rounds (federation.num_rounds) = 3
-    audit = http.get("/v1/admin/audit", headers=ADMIN).json()
+    audit = http.get("/v1/admin/decisions", headers=ADMIN).json()
     counted = sorted((a["round_index"], a["client_id"]) for a in audit)
     assert counted == sorted((r, c) for r in range(3) for c in PARTICIPANTS)  # each update exactly once
     factors = {(a["round_index"], a["client_id"]): a["factor"] for a in audit}
@@ -276,7 +276,7 @@ def test_the_same_federation_through_ray_actors(federation, pools):
         ray.shutdown()
     assert sorted((r["client_id"], r["rounds"]) for r in results) == [("evil", 3), ("p0", 3), ("p1", 3)]
     http = httpx.Client(base_url=aggregator.url, timeout=30)
-    audit = http.get("/v1/admin/audit", headers=ADMIN).json()
+    audit = http.get("/v1/admin/decisions", headers=ADMIN).json()
     assert sorted((a["round_index"], a["client_id"]) for a in audit) == sorted(
         (r, c) for r in range(3) for c in PARTICIPANTS
     )

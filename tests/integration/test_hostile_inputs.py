@@ -609,4 +609,4 @@ def test_redis_killed_at_each_store_call_answers_503_never_404_or_409(aggregator
     assert store.get_round(0).phase.value == "closing"
     closed = http.post("/v1/admin/rounds/0/close", headers=ADMIN)
     assert closed.status_code == 200 and closed.json()["weights"] == {"c0": 1.0}, closed.text
-    assert [(a.client_id, a.decision) for a in store.audit_log()] == [("c0", "aggregated")]
+    assert [(a.client_id, a.decision) for a in store.decision_log()] == [("c0", "aggregated")]

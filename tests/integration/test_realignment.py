@@ -116,7 +116,7 @@ def test_close_round_realigns_after_any_strategy(initial, realigner, strategy, o
     assert _differs(committed, aggregate)
     for key in expected:
         np.testing.assert_array_equal(committed[key], expected[key])
-    assert all("realigned: 2 steps" in a.reason for a in service.store.audit_log())
+    assert all("realigned: 2 steps" in a.reason for a in service.store.decision_log())
 
 
 def test_a_skipped_round_is_not_realigned(initial):

@@ -11,7 +11,7 @@ import pytest
 from services.aggregator.service import AggregatorService
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.state import (
-    AuditRecord,
+    DecisionRecord,
     InMemoryStateStore,
     PruneReport,
     RedisStateStore,
@@ -57,7 +57,7 @@ def federation(request):
             store.add_update(_update("a", r + 1.0, r))
         store.add_update(_update("b", 100.0, r))
         if r < 4:
-            audit = [AuditRecord(r, c, "aggregated", 0.5) for c in ("a", "b")]
+            audit = [DecisionRecord(r, c, "aggregated", 0.5) for c in ("a", "b")]
             store.begin_close(r)
             store.close_round(r, RoundPhase.AGGREGATED, r + 1, {KEY: np.full((2, 2), r, np.float32)}, audit)
             store.put_scores(r, store.update_ids(r)[0], {"p": 0.1})
@@ -72,7 +72,7 @@ def test_prune_keeps_the_last_rounds_the_decision_log_and_shared_blobs(federatio
     store = federation
     if isinstance(store, RedisStateStore):
         assert _blobs(store) == 4 * 2 + 2  # a: adapter + snapshots per round; b: one pair, shared
-    audit = store.audit_log()
+    audit = store.decision_log()
     report = store.prune_rounds(keep=2)
     # Finished rounds 0-3, keep 2 and 3 (and open 4); versions 0 (layout), 2-4 (kept rounds) and latest stay.
     assert report == PruneReport(rounds=(0, 1), global_versions=(1,), updates=4)
@@ -91,7 +91,7 @@ def test_prune_keeps_the_last_rounds_the_decision_log_and_shared_blobs(federatio
     for r in (2, 3, 4):
         assert float(store.list_updates(r)[-1].lora_state[KEY][0, 0]) == 100.0
     assert len(store.get_scores(3)) == 1
-    assert store.audit_log() == audit
+    assert store.decision_log() == audit
     if isinstance(store, RedisStateStore):
         assert _blobs(store) == 2 * 2 + 2  # a's rounds 0 and 1 gone, b's shared pair kept
     assert store.prune_rounds(keep=2) == PruneReport()  # idempotent

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from services.aggregator.state import (
-    AuditRecord,
+    DecisionRecord,
     InMemoryStateStore,
     RedisStateStore,
     RoundPhase,
@@ -78,7 +78,7 @@ def test_unsampled_clients_and_closed_rounds_are_refused(store):
         RoundPhase.AGGREGATED,
         1,
         {KEY: np.ones((2, 2), np.float32)},
-        [AuditRecord(0, "a", "aggregated", 1.0)],
+        [DecisionRecord(0, "a", "aggregated", 1.0)],
     )
     with pytest.raises(StateStoreError, match="closed: it accepts no more"):
         store.add_update(_update("b"))
@@ -164,14 +164,14 @@ def test_redis_restart_with_aof_loses_nothing_acknowledged(redis_server, redis_c
         RoundPhase.AGGREGATED,
         1,
         {KEY: np.ones((2, 2), np.float32)},
-        [AuditRecord(0, "a", "aggregated", 1.0)],
+        [DecisionRecord(0, "a", "aggregated", 1.0)],
     )
     redis_server.kill()  # SIGKILL right after the acknowledgements
     redis_server.start()
     after = RedisStateStore(redis_server.client())
     assert after.update_ids(0) == [accepted]
     assert after.get_global()[0] == 1 and after.get_round(0).phase is RoundPhase.AGGREGATED
-    assert [a.client_id for a in after.audit_log()] == ["a"]
+    assert [a.client_id for a in after.decision_log()] == ["a"]
 
 
 def test_enrollment_tokens_registration_windows_and_the_latest_round(store):

@@ -2,7 +2,7 @@
 PEFT training), the aggregator as a separate process with its default defense (the verified level, the norm
 bound, structural checks), a real redis-server and an ONNX probe.
 
-A harmful adapter sent with a benign run's snapshots is refused (422, audit log, metric); sent with its own
+A harmful adapter sent with a benign run's snapshots is refused (422, decision log, metric); sent with its own
 last row and benign earlier rows it gets the factor its verified Δ earns, whatever the rows say; a frozen
 layer is refused; global + 4·Δ is clipped to the round's median norm. The shadow level does not start
 without trusted execution.
@@ -147,7 +147,7 @@ def test_the_default_rest_aggregator_verifies_what_clients_report(aggregator, up
     # The verified Δ of the harmful update is the probe's direction: p = σ(40) = 1, u = ½σ(−5) at τ = 0.8;
     # the benign earlier rows it reported cannot raise that (they may only lower it).
     assert factors["evil"] <= 0.5 / (1 + math.exp(5)) * (1 + 1e-6)
-    audit = http.get("/v1/admin/audit", headers=ADMIN).json()
+    audit = http.get("/v1/admin/decisions", headers=ADMIN).json()
     refused = [(a["client_id"], a["reason"].split(":")[0]) for a in audit if a["decision"] == "refused"]
     assert refused == [("evil", "refused (snapshot_mismatch)"), ("good1", "refused (structure)")]
     closing = {a["client_id"]: a for a in audit if a["decision"] != "refused"}

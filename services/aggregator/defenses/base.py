@@ -44,7 +44,7 @@ class DefenseSettings(BaseModel):
     client_steepness: float = Field(10.0, gt=0, description="k of the client-level smooth step.")
     shadow_exponent: float = Field(7.0, gt=0, description="eta in s = (1 - rho)^eta.")
     evidence_window: int = Field(3, ge=1, description="E: agreeing records that freeze a client.")
-    audit_interval: int = Field(
+    reprobe_interval: int = Field(
         5, ge=1, description="Participations between audits of a frozen-benign client."
     )
     aggregator: str = Field(

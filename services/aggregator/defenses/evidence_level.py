@@ -4,7 +4,7 @@ evidence record that freezes clients, so that frozen clients can skip the shadow
 Each probed round appends {factor, malicious = last shadow step flagged}. When the last E records agree,
 an all-malicious client is frozen at weight 0 for good and never trains a shadow branch again; an
 all-benign one is frozen at the mean of those factors. A frozen-benign client's participations are
-counted from the moment it is frozen: the `audit_interval`-th one after (5 by default) is an audit, with a
+counted from the moment it is frozen: the `reprobe_interval`-th one after (5 by default) is an audit, with a
 shadow branch; a passed audit restarts the count, a flagged one unfreezes the client with weight 0 for
 that round and restarts its evidence. Disagreeing records reset the evidence. Between audits the client
 is told not to train the shadow branch (`needs_shadow`), which is the level's compute saving.
@@ -27,7 +27,7 @@ class EvidenceLevel(ShadowLevel):
         if frozen == "malicious":
             return False
         if frozen == "benign":
-            return trust.get("since_frozen", 0) + 1 >= self.settings.audit_interval
+            return trust.get("since_frozen", 0) + 1 >= self.settings.reprobe_interval
         return True
 
     def decide_client(self, round_index: int, evidence: ProbeEvidence, trust: dict) -> ClientDecision:
@@ -36,7 +36,7 @@ class EvidenceLevel(ShadowLevel):
             return ClientDecision(0.0, trust, "frozen malicious", probed=False)
         if frozen == "benign":
             count = trust.get("since_frozen", 0) + 1
-            if count < self.settings.audit_interval:
+            if count < self.settings.reprobe_interval:
                 return ClientDecision(
                     trust["frozen_factor"], {**trust, "since_frozen": count}, "frozen benign", probed=False
                 )

@@ -1,7 +1,7 @@
 """Where the aggregator keeps its state: one interface, an in-memory and a Redis implementation."""
 
 from services.aggregator.state.base import (
-    AuditRecord,
+    DecisionRecord,
     Enrollment,
     PruneReport,
     RoundPhase,
@@ -14,7 +14,7 @@ from services.aggregator.state.memory import InMemoryStateStore
 from services.aggregator.state.redis_store import RedisStateStore, connect
 
 __all__ = [
-    "AuditRecord",
+    "DecisionRecord",
     "Enrollment",
     "InMemoryStateStore",
     "PruneReport",

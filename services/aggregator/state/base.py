@@ -1,10 +1,10 @@
 """The state-store interface of the aggregator (implementations: in-memory, Redis).
 
 Everything a round needs to resume after a crash is here: the round record (sampled clients, starting
-global version), accepted updates (idempotent by content hash), global adapter versions and the audit log.
+global version), accepted updates (idempotent by content hash), global adapter versions and the decision log.
 Closing a round is two atomic transitions: `begin_close` (open -> closing: from then on no update is
 accepted, so the update list the close reads is final) and `close_round` (closing -> aggregated/skipped:
-new version + audit + trust + phase). A close that crashed in between is resumed by the next close.
+new version + decisions + trust + phase). A close that crashed in between is resumed by the next close.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class PruneReport:
 
 
 @dataclass
-class AuditRecord:
+class DecisionRecord:
     round_index: int
     client_id: str
     decision: str  # "aggregated" | "dropped" | "skipped" | "refused" (at submission, by a server check)
@@ -102,7 +102,7 @@ class StateStore(ABC):
         Drops the updates (adapters, snapshots), scores and client maps of every finished round but the last
         `keep`, and the global versions only those rounds referenced. Never touched: open rounds, the latest
         global, version 0 (the layout every update is checked against), round records (sampled clients,
-        versions, phase) and the audit log, which together are the decision log. Idempotent.
+        versions, phase) and the decision log. Idempotent.
         """
 
     @abstractmethod
@@ -194,14 +194,14 @@ class StateStore(ABC):
         phase: RoundPhase,
         new_version: int,
         state: LoraState,
-        audit: list[AuditRecord],
+        decisions: list[DecisionRecord],
         trust: dict[str, dict] | None = None,
     ) -> None:
-        """Atomically: new global version, audit records, trust state, and the closing round marked closed."""
+        """Atomically: new global version, decision records, trust state, the closing round marked closed."""
 
     @abstractmethod
-    def append_audit(self, records: list[AuditRecord]) -> None:
+    def append_decisions(self, records: list[DecisionRecord]) -> None:
         """Append decisions taken outside a round's close (a submission the server refused)."""
 
     @abstractmethod
-    def audit_log(self) -> list[AuditRecord]: ...
+    def decision_log(self) -> list[DecisionRecord]: ...

@@ -7,7 +7,7 @@ import threading
 from collections import deque
 
 from services.aggregator.state.base import (
-    AuditRecord,
+    DecisionRecord,
     Enrollment,
     PruneReport,
     RoundPhase,
@@ -26,7 +26,7 @@ class InMemoryStateStore(StateStore):
         self._globals: dict[int, LoraState] = {}
         self._rounds: dict[int, RoundRecord] = {}
         self._updates: dict[int, dict[str, ClientUpdate]] = {}
-        self._audit: list[AuditRecord] = []
+        self._decisions: list[DecisionRecord] = []
         self._scores: dict[int, dict[str, dict]] = {}
         self._trust: dict[str, dict] = {}
         self._clients: dict[str, str] = {}
@@ -170,7 +170,7 @@ class InMemoryStateStore(StateStore):
         phase: RoundPhase,
         new_version: int,
         state: LoraState,
-        audit: list[AuditRecord],
+        decisions: list[DecisionRecord],
         trust: dict[str, dict] | None = None,
     ) -> None:
         with self._lock:
@@ -180,7 +180,7 @@ class InMemoryStateStore(StateStore):
             if new_version in self._globals:
                 raise StateStoreError(f"global version {new_version} already exists")
             self._globals[new_version] = {k: v.copy() for k, v in state.items()}
-            self._audit.extend(copy.deepcopy(audit))
+            self._decisions.extend(copy.deepcopy(decisions))
             self._trust.update(copy.deepcopy(trust or {}))
             record.phase, record.result_version = phase, new_version
 
@@ -198,10 +198,10 @@ class InMemoryStateStore(StateStore):
                 del self._globals[v]
             return PruneReport(tuple(rounds), tuple(gone), count)
 
-    def append_audit(self, records: list[AuditRecord]) -> None:
+    def append_decisions(self, records: list[DecisionRecord]) -> None:
         with self._lock:
-            self._audit.extend(copy.deepcopy(records))
+            self._decisions.extend(copy.deepcopy(records))
 
-    def audit_log(self) -> list[AuditRecord]:
+    def decision_log(self) -> list[DecisionRecord]:
         with self._lock:
-            return copy.deepcopy(self._audit)
+            return copy.deepcopy(self._decisions)

@@ -2,13 +2,13 @@
 
 Keys (prefix `<ns>:`): `global:<v>` adapter blobs and `global:latest`; `round:<r>` (hash: sampled, starting
 version, lr, phase, result version) with `round:<r>:sampled` (set), `:updates` (list, acceptance order),
-`:clients` (client -> update id) and `:scores` (update id -> JSON); `update:<id>` (hash) pointing at
-content-addressed `blob:<sha256>` adapter and snapshot blobs; `trust` (client -> JSON); `clients` (client ->
-token hash); `enrollments` (enrollment token hash -> `open:[client]` or `used:<client>`); `registrations`
-(admitted open registrations, a sorted set by time: the sliding window); `audit` (a stream). Accepting an
-update, beginning a close (open -> closing), spending an enrollment token and admitting an open registration
-are one Lua script each; committing a close is one MULTI/EXEC guarded by WATCH on the round.
-A connection failure is reported as `StoreUnavailable` (the API answers 503 with Retry-After).
+`:clients` (client -> update id) and `:scores` (update id -> JSON); `update:<id>` (hash) pointing at content-
+addressed `blob:<sha256>` adapter and snapshot blobs; `trust` (client -> JSON); `clients` (client -> token
+hash); `enrollments` (enrollment token hash -> `open:[client]` or `used:<client>`); `registrations` (admitted
+open registrations, a sorted set by time: the sliding window); `audit` (a stream: the decision log, under its
+old key). Accepting an update, beginning a close (open -> closing), spending an enrollment token and admitting
+an open registration are one Lua script each; committing a close is one MULTI/EXEC guarded by WATCH on the
+round. A connection failure is reported as `StoreUnavailable` (the API answers 503 with Retry-After).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast
 import redis
 
 from services.aggregator.state.base import (
-    AuditRecord,
+    DecisionRecord,
     Enrollment,
     PruneReport,
     RoundPhase,
@@ -348,7 +348,7 @@ class RedisStateStore(StateStore):
         phase: RoundPhase,
         new_version: int,
         state: LoraState,
-        audit: list[AuditRecord],
+        decisions: list[DecisionRecord],
         trust: dict[str, dict] | None = None,
     ) -> None:
         key = self._key("round", round_index)
@@ -367,7 +367,7 @@ class RedisStateStore(StateStore):
                     pipe.set(self._key("global", new_version), blob)
                     if latest is None or int(latest) < new_version:
                         pipe.set(self._key("global", "latest"), new_version)
-                    for record in audit:
+                    for record in decisions:
                         pipe.xadd(self._key("audit"), {"record": json.dumps(_audit_json(record))})
                     if trust:
                         pipe.hset(self._key("trust"), mapping={c: json.dumps(t) for c, t in trust.items()})
@@ -422,15 +422,15 @@ class RedisStateStore(StateStore):
                     blobs.add(blob.decode())
         return blobs
 
-    def append_audit(self, records: list[AuditRecord]) -> None:
+    def append_decisions(self, records: list[DecisionRecord]) -> None:
         with self.redis.pipeline(transaction=True) as pipe:
             for record in records:
                 pipe.xadd(self._key("audit"), {"record": json.dumps(_audit_json(record))})
             pipe.execute()
 
-    def audit_log(self) -> list[AuditRecord]:
+    def decision_log(self) -> list[DecisionRecord]:
         entries = self.redis.xrange(self._key("audit"))
-        return [AuditRecord(**json.loads(fields[b"record"])) for _, fields in entries]
+        return [DecisionRecord(**json.loads(fields[b"record"])) for _, fields in entries]
 
 
 def _wrap_public(cls: type) -> None:
@@ -443,7 +443,7 @@ def _wrap_public(cls: type) -> None:
 _wrap_public(RedisStateStore)
 
 
-def _audit_json(record: AuditRecord) -> dict:
+def _audit_json(record: DecisionRecord) -> dict:
     return {
         "round_index": record.round_index,
         "client_id": record.client_id,

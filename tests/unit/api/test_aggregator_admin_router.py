@@ -1,4 +1,4 @@
-"""services/aggregator/api/routes/admin.py in process: enrollments, rounds, trust, audit log, globals."""
+"""services/aggregator/api/routes/admin.py in process: enrollments, rounds, trust, decision log, globals."""
 
 import numpy as np
 
@@ -45,11 +45,11 @@ def test_round_status_trust_and_audit_log(aggregator):
     aggregator.client.post("/v1/admin/rounds/0/open", headers=ADMIN)
     aggregator.client.post("/v1/rounds/0/updates", headers=alice, **submission(1.0))
     aggregator.client.post("/v1/admin/rounds/0/close", headers=ADMIN)
-    audit = aggregator.client.get("/v1/admin/audit", headers=ADMIN)
+    audit = aggregator.client.get("/v1/admin/decisions", headers=ADMIN)
     assert audit.status_code == 200 and [(r["client_id"], r["round_index"]) for r in audit.json()] == [
         ("alice", 0)
     ]
-    assert aggregator.client.get("/v1/admin/audit").status_code == 401
+    assert aggregator.client.get("/v1/admin/decisions").status_code == 401
 
 
 def test_global_versions_are_validated_and_missing_ones_are_404(aggregator):

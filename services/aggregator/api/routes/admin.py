@@ -1,4 +1,4 @@
-"""Operator endpoints (admin bearer token): rounds, enrollment tokens, trust, audit log, global adapters.
+"""Operator endpoints (admin bearer token): rounds, enrollment tokens, trust, decision log, global adapters.
 
 Routes go through the AggregatorService, never the store. Those without async work are plain functions:
 FastAPI runs them in its worker threads, so Redis round trips and adapter decoding never block the event
@@ -77,9 +77,9 @@ def trust(service: Service) -> dict[str, dict]:
     return service.trust()
 
 
-@router.get("/audit", summary="The audit log: who, round, score, factor, decision, why")
-def audit(service: Service) -> list[dict]:
-    return [asdict(a) for a in service.audit_log()]
+@router.get("/decisions", summary="The decision log: who, round, score, factor, decision, why")
+def decisions(service: Service) -> list[dict]:
+    return [asdict(a) for a in service.decision_log()]
 
 
 @router.get(

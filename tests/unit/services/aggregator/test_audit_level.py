@@ -217,7 +217,7 @@ def test_the_aggregate_audit_skips_a_round_whose_aggregate_reaches_the_threshold
     np.testing.assert_allclose(store.get_global()[1][KEY], expected, rtol=1e-6)
     if skipped:
         assert summary.reason == f"aggregate audit: Δ=0.500 >= {threshold}"
-        assert [r.decision for r in store.audit_log()] == ["skipped", "skipped"]
+        assert [r.decision for r in store.decision_log()] == ["skipped", "skipped"]
 
 
 def test_the_aggregate_audit_checks_what_the_level_kept(monkeypatch):

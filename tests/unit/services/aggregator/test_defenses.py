@@ -86,10 +86,10 @@ def _participate(level, trust, scores):
 
 
 def test_evidence_level_audits_at_the_fifth_participation_after_freezing():
-    """Default settings (audit_interval 5), counted from the freeze as in the official code, not every
+    """Default settings (reprobe_interval 5), counted from the freeze as in the official code, not every
     5th participation overall: frozen at participation 3, the audits fall on participations 8 and 13."""
     level = EvidenceLevel()
-    assert level.settings.audit_interval == 5
+    assert level.settings.reprobe_interval == 5
     clean, bad = [CLEAN] * 10, [FLAGGED] * 10
     trust: dict = {}
     for _ in range(3):

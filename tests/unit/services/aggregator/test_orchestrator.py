@@ -58,7 +58,7 @@ def test_rounds_apply_fedavg_of_the_sampled_clients():
     version, state = store.get_global()
     assert version == 3
     np.testing.assert_allclose(state[KEY], 3 * 2.0)
-    assert len(store.audit_log()) == 6
+    assert len(store.decision_log()) == 6
 
 
 def test_lr_follows_the_cosine_schedule_per_round():
@@ -145,7 +145,7 @@ def test_evidence_level_frozen_clients_skip_the_shadow_branch_until_their_fifth_
         federation=FederationConfig(num_rounds=40, clients_per_round=2),
         trusted_execution=True,  # the pool's actors are ours: the shadow branch runs as told
     )
-    assert settings.defense_settings == DefenseSettings() and settings.defense_settings.audit_interval == 5
+    assert settings.defense_settings == DefenseSettings() and settings.defense_settings.reprobe_interval == 5
     spec = FeatureSpec(keys=(KEY,), shapes=((3, 2),))
     service = AggregatorService(
         store, settings, _initial(), scorer, "probe", spec, population=pool.client_ids
@@ -184,7 +184,7 @@ def test_a_refused_update_leaves_the_round_to_the_others():
     [summary] = RoundOrchestrator(service, pool).run(progress=False)
     assert summary.phase is RoundPhase.AGGREGATED and summary.weights == {"a": 0.5, "b": 0.5}
     np.testing.assert_allclose(store.get_global()[1][KEY], 2.0)
-    decisions = [(r.client_id, r.decision) for r in store.audit_log()]
+    decisions = [(r.client_id, r.decision) for r in store.decision_log()]
     assert decisions == [("frozen", "refused"), ("a", "aggregated"), ("b", "aggregated")]
 
 
@@ -201,4 +201,4 @@ def test_a_close_that_crashed_before_its_commit_is_finished_without_training_aga
     summary = _orchestrator(store, restarted, config).run_round(0)
     assert restarted.calls == [] and summary.phase is RoundPhase.AGGREGATED  # "c" is not trained: too late
     np.testing.assert_allclose(store.get_global()[1][KEY], (1 + 2) / 2)
-    assert [a.client_id for a in store.audit_log()] == ["a", "b"]
+    assert [a.client_id for a in store.decision_log()] == ["a", "b"]

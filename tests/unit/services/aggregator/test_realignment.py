@@ -129,4 +129,4 @@ def test_off_leaves_the_aggregate_bit_identical(strategy):
     assert summary.phase is RoundPhase.AGGREGATED and summary.realignment is None
     expected = make_strategy(strategy).aggregate(initial, updates, round_index=0).state
     np.testing.assert_array_equal(service.store.get_global()[1][KEY], expected[KEY])
-    assert not any("realigned" in a.reason for a in service.store.audit_log())
+    assert not any("realigned" in a.reason for a in service.store.decision_log())

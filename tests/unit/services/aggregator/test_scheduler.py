@@ -93,7 +93,7 @@ def test_the_loop_runs_rounds_through_the_service_with_a_clock():
     assert tick().skip_reason == "1 of 3 sampled clients submitted by the 60s deadline; min_updates is 2"
     assert closed[1].phase.value == "skipped" and service.store.get_round(1).result_version == 2
     np.testing.assert_allclose(service.store.get_global(2)[1][KEY], 2.0)  # the skip kept the global
-    assert [a.decision for a in service.store.audit_log()][-1] == "skipped"
+    assert [a.decision for a in service.store.decision_log()][-1] == "skipped"
     assert tick().kind == "done"  # num_rounds 2
     loop.close()
 

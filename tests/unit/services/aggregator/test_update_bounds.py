@@ -74,6 +74,6 @@ def test_a_client_claiming_10_15_samples_does_not_capture_the_global_adapter(pol
     loop.close()
     assert summary.weights == {"honest": 0.5, "greedy": 0.5}  # 20 : 20, not 20 : 10^15
     np.testing.assert_allclose(service.store.get_global(1)[1][key], (1.0 - 9.0) / 2)
-    audit = {a.client_id: a.reason for a in service.store.audit_log()}
+    audit = {a.client_id: a.reason for a in service.store.decision_log()}
     clipped = "clipped: num_samples 1000000000000000 > the task's subset of 20"
     assert (clipped in audit["greedy"]) == (policy == "clip") and "clipped" not in audit["honest"]

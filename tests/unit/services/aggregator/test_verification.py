@@ -273,7 +273,7 @@ def test_over_a_calibrated_bound_the_update_can_be_refused():
     with pytest.raises(RefusedUpdate, match="‖Δ‖ 20 exceeds the calibrated bound 5") as refused:
         service.accept(ClientUpdate("x", 0, 20, big, batch_size=4))
     assert refused.value.check == "norm_bound" and refused.value.status_code == 422
-    [record] = service.store.audit_log()
+    [record] = service.store.decision_log()
     assert (record.client_id, record.decision, record.weight) == ("x", "refused", 0.0)
     assert record.reason.startswith("refused (norm_bound)")
     with pytest.raises(ValueError, match="needs a calibrated norm_bound"):
@@ -296,7 +296,7 @@ def test_the_service_refuses_a_last_snapshot_that_disagrees_and_a_frozen_module(
     with pytest.raises(RefusedUpdate, match=r"lora_A\.weight: Δ is exactly zero") as structure:
         service.accept(frozen)
     assert structure.value.check == "structure"
-    assert [(r.client_id, r.decision) for r in service.store.audit_log()] == [
+    assert [(r.client_id, r.decision) for r in service.store.decision_log()] == [
         ("a", "refused"),
         ("b", "refused"),
     ]
@@ -316,7 +316,7 @@ def test_flagged_structure_caps_the_factor_instead():
     summary = loop.run_until_complete(service.close_round(0))
     loop.close()
     assert summary.factors["x"] == 0.1 and summary.factors["a"] == pytest.approx(_u(0.05, 0.5), rel=1e-12)
-    reason = {r.client_id: r.reason for r in service.store.audit_log()}["x"]
+    reason = {r.client_id: r.reason for r in service.store.decision_log()}["x"]
     assert "structure flagged: model.layers.0.q_proj.lora_A.weight: Δ is exactly zero" in reason
 
 
