@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from services.aggregator.defenses.audit_level import AuditedDefense, AuditLevelSettings
 from services.aggregator.defenses.base import Defense
+from services.aggregator.scores import UpdateScores
 from services.aggregator.scoring import HttpAuditor, UpdateAuditor, audit_update
 from services.aggregator.strategies import AggregationResult
 from shared.lora_state import LoraState
@@ -49,8 +50,8 @@ class AggregatorAudit:
             raise ValueError(f"{what} needs an auditor (SAFE_FEDLLM_AUDIT_LEVEL_URL)")
         return cls(auditor, settings, base_model, audits_updates=audits_updates, fail_closed=fail_closed)
 
-    async def score(self, adapter: LoraState, global_state: LoraState) -> dict:
-        """{"audit": [Δ]} or {"audit_error": why}: `adapter` vs the round's global."""
+    async def score(self, adapter: LoraState, global_state: LoraState) -> UpdateScores:
+        """The audit's Δ of `adapter` vs the round's global, or why it is missing."""
         return await audit_update(self.auditor, self.base_model, adapter, global_state, self.settings.scoring)
 
     @property
@@ -65,11 +66,11 @@ class AggregatorAudit:
         threshold = self.settings.aggregate_threshold
         assert threshold is not None  # only called when checks_aggregates
         outcome = await self.score(result.state, global_state)
-        score = (outcome.get("audit") or [None])[0]
+        score = outcome.audit
         if score is None:
             if not self.fail_closed:
                 return None, result
-            why = f"aggregate audit unavailable ({outcome.get('audit_error')}): closed"
+            why = f"aggregate audit unavailable ({outcome.audit_error}): closed"
         elif score >= threshold:
             why = f"aggregate audit: Δ={score:.3f} >= {threshold}"
         else:

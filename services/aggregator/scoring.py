@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.aggregator.inputs import Inputs
+from services.aggregator.scores import UpdateScores
 from shared.features import FeatureSpec
 from shared.lora_state import LoraState
 from shared.probe_scorer import ProbeScorer
@@ -69,64 +71,66 @@ class HandleScorer:
 
 
 # Which snapshots of a ClientUpdate each kind of probe input is built from (kinds = Defense.inputs).
-SNAPSHOTS_OF = {"steps": "b_snapshots", "shadow": "shadow_snapshots"}
+SNAPSHOTS_OF: dict[Inputs, str] = {Inputs.STEPS: "b_snapshots", Inputs.SHADOW: "shadow_snapshots"}
 # The probe features each level's input can use, preferred first: snapshot levels score reported layer-0 B
-# rows; the verified level scores the update itself and prefers a probe that reads all of it (#22).
+# rows; the verified level scores the update itself and prefers a probe that reads all of it (#22). Keyed
+# by str: the simulation and the experiment CLI look it up with a level's input as a plain string.
 PROBE_POLICIES: dict[str, tuple[str, ...] | None] = {
-    "steps": ("first_B",),
-    "shadow": ("first_B",),
-    "verified": ("all_layers", "module_norms", "first_B"),  # E2's leave-one-writer-out order
+    Inputs.STEPS: ("first_B",),
+    Inputs.SHADOW: ("first_B",),
+    Inputs.VERIFIED: ("all_layers", "module_norms", "first_B"),  # E2's leave-one-writer-out order
 }
 # The score kinds each level's input asks the probe for: the verified level also scores reported steps.
-PROBE_KINDS: dict[str, tuple[str, ...]] = {
-    "steps": ("steps",),
-    "shadow": ("shadow",),
-    "verified": ("verified", "steps"),
+PROBE_KINDS: dict[Inputs, tuple[Inputs, ...]] = {
+    Inputs.STEPS: (Inputs.STEPS,),
+    Inputs.SHADOW: (Inputs.SHADOW,),
+    Inputs.VERIFIED: (Inputs.VERIFIED, Inputs.STEPS),
 }
 
 
 def probe_inputs(
-    update: ClientUpdate, spec: FeatureSpec, global_state: LoraState, kinds: tuple[str, ...]
-) -> dict[str, np.ndarray]:
+    update: ClientUpdate, spec: FeatureSpec, global_state: LoraState, kinds: tuple[Inputs, ...]
+) -> dict[Inputs, np.ndarray]:
     """Raw feature rows per kind ("steps": vs the round's global, "shadow": vs the fixed init,
     "verified": the submitted adapter vs the round's global, one row computed here). Reported snapshots
     are layer-0 B rows: a probe that reads another feature (the whole update) cannot score them, and they
     are left out — they could only have lowered a client's trust."""
     if spec.policy != "first_B":
         kinds = tuple(k for k in kinds if k not in SNAPSHOTS_OF)
-    snapshots = any(getattr(update, SNAPSHOTS_OF[k]).size for k in kinds if k in SNAPSHOTS_OF)
+    snapshots = any(getattr(update, SNAPSHOTS_OF[Inputs(k)]).size for k in kinds if k in SNAPSHOTS_OF)
     if snapshots and list(update.b_keys) != list(spec.keys):
         raise ValueError(f"{update.client_id}: snapshot keys {update.b_keys[:2]} differ from the probe's")
-    out = {}
-    if "verified" in kinds:
-        out["verified"] = spec.raw(update.lora_state, global_state)[None, :]
-    if "steps" in kinds and update.b_snapshots.size:
+    out: dict[Inputs, np.ndarray] = {}
+    if Inputs.VERIFIED in kinds:
+        out[Inputs.VERIFIED] = spec.raw(update.lora_state, global_state)[None, :]
+    if Inputs.STEPS in kinds and update.b_snapshots.size:
         reference = spec.raw(global_state)
-        out["steps"] = update.b_snapshots.astype(np.float32) - reference
-    if "shadow" in kinds and update.shadow_snapshots.size:
-        out["shadow"] = update.shadow_snapshots.astype(np.float32)  # the init's B is zero
+        out[Inputs.STEPS] = update.b_snapshots.astype(np.float32) - reference
+    if Inputs.SHADOW in kinds and update.shadow_snapshots.size:
+        out[Inputs.SHADOW] = update.shadow_snapshots.astype(np.float32)  # the init's B is zero
     return out
 
 
 async def score_update(
     scorer: ProbeScorer,
     probe_id: str,
-    inputs: dict[str, np.ndarray],
+    inputs: dict[Inputs, np.ndarray],
     policy: ScoringPolicy,
-) -> dict:
-    """{"steps": [p...], "shadow": [p...]} or {"error": why} after the retries are spent."""
+) -> UpdateScores:
+    """The probabilities of each kind's rows, or the error once the retries are spent."""
     if not inputs:
-        return {"error": "no snapshots to score"}
+        return UpdateScores(error="no snapshots to score")
     rows = np.concatenate(list(inputs.values()))
     scores, error = await call_with_policy(lambda: scorer.score(probe_id, rows), policy, "probe scoring")
     if error is not None:
-        return {"error": error}
+        return UpdateScores(error=error)
     assert scores is not None  # no error: the call returned
-    out, offset = {}, 0
+    out: dict[Inputs, list[float]] = {}
+    offset = 0
     for kind, block in inputs.items():
-        out[kind] = [float(p) for p in scores[offset : offset + len(block)]]
+        out[Inputs(kind)] = [float(p) for p in scores[offset : offset + len(block)]]
         offset += len(block)
-    return out
+    return UpdateScores.probed(out)
 
 
 async def call_with_policy(
@@ -194,12 +198,12 @@ async def audit_update(
     adapter: LoraState,
     global_state: LoraState,
     policy: ScoringPolicy,
-) -> dict:
-    """{"audit": [Δ]} (`adapter` vs the round's global) or {"audit_error": why} after the retries."""
+) -> UpdateScores:
+    """The audit's Δ (`adapter` vs the round's global), or its error after the retries."""
     score, error = await call_with_policy(
         lambda: auditor.audit(base_model, adapter, global_state), policy, "audit"
     )
     if error is not None:
-        return {"audit_error": error}
+        return UpdateScores(audit_error=error)
     assert score is not None  # no error: the call returned
-    return {"audit": [float(score)]}
+    return UpdateScores(audit=float(score))

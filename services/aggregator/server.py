@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from services.aggregator.api.app import create_app
 from services.aggregator.defenses import DEFENSES
+from services.aggregator.inputs import Inputs
 from services.aggregator.probe_binding import bind_probe
 from services.aggregator.scoring import PROBE_POLICIES, HttpScorer
 from services.aggregator.service import AggregatorService
@@ -58,7 +59,7 @@ def build_service(settings: AggregatorSettings | None = None) -> AggregatorServi
             manifest,
             settings.defense_settings,
             settings.training,
-            DEFENSES[settings.defense].inputs == "shadow",
+            DEFENSES[settings.defense].inputs == Inputs.SHADOW,
         )
         settings = settings.model_copy(update={"defense_settings": defense, "training": training})
     model, lora, path = settings.model, settings.lora, settings.initial_adapter

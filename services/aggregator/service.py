@@ -26,6 +26,7 @@ from services.aggregator.norm_bound import bound_round
 from services.aggregator.realignment import Realigner, RealignmentRecord
 from services.aggregator.registration import Registrar, digest
 from services.aggregator.sampling import sample_clients
+from services.aggregator.scores import UpdateScores
 from services.aggregator.scoring import (
     PROBE_KINDS,
     SNAPSHOTS_OF,
@@ -234,7 +235,8 @@ class AggregatorService:
             "result_version": record.result_version,
             "lr": record.lr,
             "updates": [
-                {"update_id": i, "client_id": c, "scores": scores.get(i)} for i, c in updates.items()
+                {"update_id": i, "client_id": c, "scores": s.to_json() if (s := scores.get(i)) else None}
+                for i, c in updates.items()
             ],
             "missing": [c for c in record.sampled if c not in updates.values()],
         }
@@ -358,9 +360,9 @@ class AggregatorService:
 
     async def _score(
         self, update_id: str, update: ClientUpdate, record: RoundRecord, probe: bool = True
-    ) -> dict:
+    ) -> UpdateScores:
         _, global_state = await asyncio.to_thread(self.store.get_global, record.global_version)
-        scores: dict = {}
+        scores = UpdateScores()
         defense = self.defense
         assert defense is not None  # scoring starts only under a defense level
         if probe:
@@ -368,9 +370,10 @@ class AggregatorService:
             assert self.probe_spec is not None and self.scorer is not None and self.probe_id is not None
             kinds = PROBE_KINDS[defense.inputs]  # features of a whole update: CPU work, off the loop
             inputs = await asyncio.to_thread(probe_inputs, update, self.probe_spec, global_state, kinds)
-            scores.update(await score_update(self.scorer, self.probe_id, inputs, self.settings.scoring))
+            probed = await score_update(self.scorer, self.probe_id, inputs, self.settings.scoring)
+            scores = scores.merged(probed)
         if self.audit is not None and self.audit.audits_updates:  # an audit level: every update
-            scores.update(await self.audit.score(update.lora_state, global_state))
+            scores = scores.merged(await self.audit.score(update.lora_state, global_state))
         await asyncio.to_thread(self.store.put_scores, record.round_index, update_id, scores)
         return scores
 
@@ -383,7 +386,7 @@ class AggregatorService:
         API keeps answering while a round closes.
         """
         closing = await asyncio.to_thread(self._begin_closing, round_index)
-        stored: dict[str, dict] = {}
+        stored: dict[str, UpdateScores] = {}
         if self.defense is not None and closing.updates and not skip_reason:
             stored = await self._round_scores(closing)
         outcome = await asyncio.to_thread(self._decide, closing, stored, skip_reason)
@@ -419,7 +422,7 @@ class AggregatorService:
         trust = self.store.get_trust() if self.defense is not None else {}
         return _Closing(record, ids, updates, global_state, trust)
 
-    async def _round_scores(self, closing: _Closing) -> dict[str, dict]:
+    async def _round_scores(self, closing: _Closing) -> dict[str, UpdateScores]:
         """Every update's scores: stored, awaited from its scoring task, or scored now (after a restart)."""
         record = closing.record
         stored = await asyncio.to_thread(self.store.get_scores, record.round_index)
@@ -435,7 +438,9 @@ class AggregatorService:
                 stored[update_id] = await self._score(update_id, update, record, probe)  # after a restart
         return stored
 
-    def _decide(self, closing: _Closing, stored: dict[str, dict], skip_reason: str | None) -> Defended:
+    def _decide(
+        self, closing: _Closing, stored: dict[str, UpdateScores], skip_reason: str | None
+    ) -> Defended:
         """The aggregate and, under a defense level, the per-client evidence (CPU: a worker thread)."""
         updates, global_state = closing.updates, closing.global_state
         if not updates or skip_reason:
@@ -505,7 +510,7 @@ class AggregatorService:
         if report.rounds or report.global_versions:
             log.info("retention: dropped rounds %s, versions %s", report.rounds, report.global_versions)
 
-    def _defend(self, closing: _Closing, stored: dict[str, dict]) -> Defended:
+    def _defend(self, closing: _Closing, stored: dict[str, UpdateScores]) -> Defended:
         defense = self.defense
         assert defense is not None
         record, ids, updates, global_state = (
@@ -516,16 +521,16 @@ class AggregatorService:
         )
         evidence = []
         for update_id, update in zip(ids, updates, strict=True):
-            entry = stored.get(update_id, {})
+            entry = stored.get(update_id, UpdateScores())
             evidence.append(
                 AuditEvidence(
                     update.client_id,
                     update.num_samples,
                     self.settings.training.batch_size,  # the task's b, never the client's claim
-                    step_scores=entry.get("steps"),
-                    shadow_scores=entry.get("shadow"),
-                    verified_scores=entry.get("verified"),
-                    audit_score=(entry.get("audit") or [None])[0],
+                    step_scores=entry.steps,
+                    shadow_scores=entry.shadow,
+                    verified_scores=entry.verified,
+                    audit_score=entry.audit,
                 )
             )
         decision = defense.decide(record.round_index, evidence, closing.trust)
@@ -536,7 +541,7 @@ class AggregatorService:
         )
         scores: dict[str, float | None] = {}
         for update_id, update in zip(ids, updates, strict=True):
-            values = stored.get(update_id, {}).get(defense.inputs)
+            values = stored.get(update_id, UpdateScores()).of(defense.inputs)
             scores[update.client_id] = float(np.mean(values)) if values else None
         return Defended(result, decision.factors, scores, decision.trust, decision.reasons)
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.aggregator.defenses import DEFENSES, DefenseSettings
+from services.aggregator.inputs import Inputs
 from services.aggregator.realignment import RealignmentSettings
 from services.aggregator.scheduler import SchedulerSettings
 from services.aggregator.scoring import ScoringPolicy
@@ -129,13 +130,13 @@ class AggregatorSettings(BaseSettings):
 
     @property
     def is_verified_level(self) -> bool:
-        return self.is_level and DEFENSES[self.defense].inputs == "verified"
+        return self.is_level and DEFENSES[self.defense].inputs == Inputs.VERIFIED
 
     def validate_defense(self) -> None:
         if self.defense not in DEFENSES and self.defense not in STRATEGIES:
             known = ", ".join([*DEFENSES, *STRATEGIES])
             raise ValueError(f"unknown defense {self.defense!r}; known: {known}")
-        if self.is_level and DEFENSES[self.defense].inputs == "shadow" and not self.trusted_execution:
+        if self.is_level and DEFENSES[self.defense].inputs == Inputs.SHADOW and not self.trusted_execution:
             raise ValueError(
                 f"defense {self.defense!r} scores the shadow branch, which only the client executes: a "
                 "remote client can train its update on anything and report a benign shadow branch, so this "

@@ -130,10 +130,10 @@ def test_the_aggregators_http_auditor_scores_an_update_and_reports_an_outage(
     update = ClientUpdate("client-000", 0, 8, first)
     policy = ScoringPolicy(timeout_s=60, attempts=2, backoff_s=0)
     got = asyncio.run(audit_update(HttpAuditor(service[0]), "tiny-llama", update.lora_state, init, policy))
-    assert got == {"audit": [pytest.approx(score, abs=1e-4)]}
+    assert got.to_json() == {"audit": [pytest.approx(score, abs=1e-4)]}
     nobody = HttpAuditor(f"http://127.0.0.1:{free_port()}/audit")
     down = asyncio.run(audit_update(nobody, "tiny-llama", update.lora_state, init, policy))
-    assert list(down) == ["audit_error"] and down["audit_error"].startswith("ConnectError")
+    assert list(down.to_json()) == ["audit_error"] and str(down.audit_error).startswith("ConnectError")
 
 
 def _error(response: httpx.Response, status: int, code: str, *needles: str) -> None:

@@ -224,14 +224,16 @@ def test_retries_cover_a_service_that_is_not_up_yet(free_port):
 def test_the_aggregator_http_scorer_matches_and_reports_an_unreachable_service(client, service, free_port):
     import asyncio
 
+    from services.aggregator.inputs import Inputs
     from services.aggregator.scoring import HttpScorer, ScoringPolicy, score_update
 
     url, spec, _ = service
     rows = np.random.default_rng(1).normal(size=(5, spec.dim)).astype(np.float32)
     expected = [r.probability for r in client.score_snapshots(rows, probe_id=PROBE_ID).results]
-    got = asyncio.run(score_update(HttpScorer(url), PROBE_ID, {"steps": rows}, ScoringPolicy()))
-    np.testing.assert_allclose(got["steps"], expected, atol=1e-6)
+    got = asyncio.run(score_update(HttpScorer(url), PROBE_ID, {Inputs.STEPS: rows}, ScoringPolicy()))
+    assert got.steps is not None and got.error is None
+    np.testing.assert_allclose(got.steps, expected, atol=1e-6)
     policy = ScoringPolicy(timeout_s=2, attempts=2, backoff_s=0.01)
     down = HttpScorer(f"http://127.0.0.1:{free_port()}")
-    missing = asyncio.run(score_update(down, PROBE_ID, {"steps": rows}, policy))
-    assert set(missing) == {"error"} and "ConnectError" in missing["error"]
+    missing = asyncio.run(score_update(down, PROBE_ID, {Inputs.STEPS: rows}, policy))
+    assert set(missing.to_json()) == {"error"} and "ConnectError" in str(missing.error)

@@ -8,6 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 
+from services.aggregator.scores import UpdateScores
 from services.aggregator.service import AggregatorService
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.state import (
@@ -60,7 +61,7 @@ def federation(request):
             audit = [DecisionRecord(r, c, "aggregated", 0.5) for c in ("a", "b")]
             store.begin_close(r)
             store.close_round(r, RoundPhase.AGGREGATED, r + 1, {KEY: np.full((2, 2), r, np.float32)}, audit)
-            store.put_scores(r, store.update_ids(r)[0], {"p": 0.1})
+            store.put_scores(r, store.update_ids(r)[0], UpdateScores(verified=(0.1,)))
     return store
 
 

@@ -5,6 +5,7 @@ import threading
 import numpy as np
 import pytest
 
+from services.aggregator.scores import UpdateScores
 from services.aggregator.state import (
     DecisionRecord,
     InMemoryStateStore,
@@ -113,8 +114,8 @@ def test_updates_round_trip_with_snapshots_scores_and_trust(store):
     assert store.update_ids(0) == [update_id] and stored.content_hash() == update_id
     np.testing.assert_array_equal(stored.shadow_snapshots, np.full((3, 4), 4.0))
     assert (stored.batch_size, stored.train_loss, stored.b_keys) == (4, 0.5, [KEY])
-    store.put_scores(0, update_id, {"steps": [0.1, 0.9]})
-    assert store.get_scores(0) == {update_id: {"steps": [0.1, 0.9]}}
+    store.put_scores(0, update_id, UpdateScores(steps=(0.1, 0.9)))
+    assert store.get_scores(0) == {update_id: UpdateScores(steps=(0.1, 0.9))}
     store.begin_close(0)
     store.close_round(
         0, RoundPhase.SKIPPED, 1, {KEY: np.zeros((2, 2), np.float32)}, [], {"a": {"alpha": 2.0}}

@@ -30,9 +30,10 @@ from services.aggregator.defenses.evidence_level import EvidenceLevel
 from services.aggregator.defenses.shadow_level import ShadowLevel
 from services.aggregator.defenses.step_level import StepLevel
 from services.aggregator.defenses.verified_level import VerifiedLevel
+from services.aggregator.inputs import Inputs
 from services.aggregator.scoring import ScoringPolicy
 
-AUDIT_INPUT = "audit"  # the score kind the aggregator stores an update's audit under
+AUDIT_INPUT = Inputs.AUDIT  # the score kind the aggregator stores an update's audit under
 
 
 class AuditCallPolicy(ScoringPolicy):
@@ -108,7 +109,7 @@ class AuditedDefense(Defense):
 
 class AuditLevel(AuditedDefense):
     name = "audit"
-    inputs = AUDIT_INPUT  # type: ignore[assignment]  # no probe input: the update's score is its audit
+    inputs = Inputs.AUDIT  # no probe input: the update's score is its audit
 
     def needs_scores(self, round_index: int, trust: dict) -> bool:
         return False  # no probe scores; the aggregator audits every update of an audit level
@@ -144,23 +145,23 @@ class AuditedProbeLevel(AuditedDefense):
 
 
 class AuditStepLevel(AuditedProbeLevel):
-    name, inputs, probe_level = "audit+step", "steps", StepLevel
+    name, inputs, probe_level = "audit+step", Inputs.STEPS, StepLevel
 
 
 class AuditClientLevel(AuditedProbeLevel):
-    name, inputs, probe_level = "audit+client", "steps", ClientLevel
+    name, inputs, probe_level = "audit+client", Inputs.STEPS, ClientLevel
 
 
 class AuditShadowLevel(AuditedProbeLevel):
-    name, inputs, probe_level = "audit+shadow", "shadow", ShadowLevel
+    name, inputs, probe_level = "audit+shadow", Inputs.SHADOW, ShadowLevel
 
 
 class AuditEvidenceLevel(AuditedProbeLevel):
-    name, inputs, probe_level = "audit+evidence", "shadow", EvidenceLevel
+    name, inputs, probe_level = "audit+evidence", Inputs.SHADOW, EvidenceLevel
 
 
 class AuditVerifiedLevel(AuditedProbeLevel):
-    name, inputs, probe_level = "audit+verified", "verified", VerifiedLevel
+    name, inputs, probe_level = "audit+verified", Inputs.VERIFIED, VerifiedLevel
 
 
 AUDIT_LEVELS: tuple[type[AuditedDefense], ...] = (

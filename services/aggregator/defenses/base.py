@@ -10,10 +10,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.aggregator.inputs import Inputs
 from services.aggregator.strategies import STRATEGIES
 
 FailurePolicy = Literal["fail_closed", "fail_open", "method"]
-Inputs = Literal["steps", "shadow", "verified"]
 Combine = Literal["gate", "filter"]
 
 
@@ -122,7 +122,7 @@ class Defense(ABC):
     def needs_shadow(self, round_index: int, trust: dict) -> bool:
         """Whether the client must train the shadow branch this round (told in its task). Only a level
         that scores shadow steps needs one, and only for clients it scores."""
-        return self.inputs == "shadow" and self.needs_scores(round_index, trust)
+        return self.inputs == Inputs.SHADOW and self.needs_scores(round_index, trust)
 
     @abstractmethod
     def decide_client(self, round_index: int, evidence: ProbeEvidence, trust: dict) -> ClientDecision: ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from services.aggregator.defenses.base import ClientDecision, Defense, ProbeEvidence
+from services.aggregator.inputs import Inputs
 
 
 def smooth_step(p: float, center: float, steepness: float) -> float:
@@ -23,7 +24,7 @@ def smooth_step(p: float, center: float, steepness: float) -> float:
 
 class ClientLevel(Defense):
     name = "client"
-    inputs = "steps"
+    inputs = Inputs.STEPS
     method_fails_open = False
 
     def needs_scores(self, round_index: int, trust: dict) -> bool:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from services.aggregator.defenses.base import ClientDecision, ProbeEvidence
 from services.aggregator.defenses.shadow_level import ShadowLevel
+from services.aggregator.inputs import Inputs
 
 
 class EvidenceLevel(ShadowLevel):
     name = "evidence"
-    inputs = "shadow"
+    inputs = Inputs.SHADOW
 
     def needs_scores(self, round_index: int, trust: dict) -> bool:
         frozen = trust.get("frozen")

@@ -7,11 +7,12 @@ scores those shadow steps (in distribution for a probe trained from θ^0, whatev
 from __future__ import annotations
 
 from services.aggregator.defenses.base import ClientDecision, Defense, ProbeEvidence
+from services.aggregator.inputs import Inputs
 
 
 class ShadowLevel(Defense):
     name = "shadow"
-    inputs = "shadow"
+    inputs = Inputs.SHADOW
 
     def shadow_factor(self, evidence: ProbeEvidence) -> tuple[float, list[float], str]:
         scores, note = self.scores_or_policy(evidence.shadow_scores, evidence)

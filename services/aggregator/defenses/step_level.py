@@ -8,11 +8,12 @@ then gets the prior mean 0.5.
 from __future__ import annotations
 
 from services.aggregator.defenses.base import ClientDecision, Defense, ProbeEvidence
+from services.aggregator.inputs import Inputs
 
 
 class StepLevel(Defense):
     name = "step"
-    inputs = "steps"
+    inputs = Inputs.STEPS
 
     def needs_scores(self, round_index: int, trust: dict) -> bool:
         return round_index < self.settings.freeze_round

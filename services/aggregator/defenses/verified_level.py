@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from services.aggregator.defenses.base import ClientDecision, Defense, ProbeEvidence
 from services.aggregator.defenses.client_level import smooth_step
+from services.aggregator.inputs import Inputs
 
 
 class VerifiedLevel(Defense):
     name = "verified"
-    inputs = "verified"
+    inputs = Inputs.VERIFIED
     method_fails_open = False
 
     def decide_client(self, round_index: int, evidence: ProbeEvidence, trust: dict) -> ClientDecision:

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from services.aggregator.scores import UpdateScores
 from shared.lora_state import LoraState
 from shared.updates import ClientUpdate, encode_lora_state
 
@@ -148,11 +149,11 @@ class StateStore(ABC):
     def latest_round(self) -> int | None: ...
 
     @abstractmethod
-    def put_scores(self, round_index: int, update_id: str, scores: dict) -> None:
-        """Probe scores of one update (written by the asynchronous scorer)."""
+    def put_scores(self, round_index: int, update_id: str, scores: UpdateScores) -> None:
+        """Probe and audit scores of one update (written by the asynchronous scorer; stored as its JSON)."""
 
     @abstractmethod
-    def get_scores(self, round_index: int) -> dict[str, dict]: ...
+    def get_scores(self, round_index: int) -> dict[str, UpdateScores]: ...
 
     @abstractmethod
     def get_trust(self) -> dict[str, dict]:

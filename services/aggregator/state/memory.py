@@ -6,6 +6,7 @@ import copy
 import threading
 from collections import deque
 
+from services.aggregator.scores import UpdateScores
 from services.aggregator.state.base import (
     DecisionRecord,
     Enrollment,
@@ -27,7 +28,7 @@ class InMemoryStateStore(StateStore):
         self._rounds: dict[int, RoundRecord] = {}
         self._updates: dict[int, dict[str, ClientUpdate]] = {}
         self._decisions: list[DecisionRecord] = []
-        self._scores: dict[int, dict[str, dict]] = {}
+        self._scores: dict[int, dict[str, UpdateScores]] = {}  # frozen: shared without copies
         self._trust: dict[str, dict] = {}
         self._clients: dict[str, str] = {}
         self._enrollments: dict[str, tuple[str | None, str | None]] = {}  # hash -> (bound to, used by)
@@ -96,13 +97,13 @@ class InMemoryStateStore(StateStore):
         with self._lock:
             return max(self._rounds) if self._rounds else None
 
-    def put_scores(self, round_index: int, update_id: str, scores: dict) -> None:
+    def put_scores(self, round_index: int, update_id: str, scores: UpdateScores) -> None:
         with self._lock:
-            self._scores.setdefault(round_index, {})[update_id] = copy.deepcopy(scores)
+            self._scores.setdefault(round_index, {})[update_id] = scores
 
-    def get_scores(self, round_index: int) -> dict[str, dict]:
+    def get_scores(self, round_index: int) -> dict[str, UpdateScores]:
         with self._lock:
-            return copy.deepcopy(self._scores.get(round_index, {}))
+            return dict(self._scores.get(round_index, {}))
 
     def get_trust(self) -> dict[str, dict]:
         with self._lock:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar, cast
 
 import redis
 
+from services.aggregator.scores import UpdateScores
 from services.aggregator.state.base import (
     DecisionRecord,
     Enrollment,
@@ -293,12 +294,12 @@ class RedisStateStore(StateStore):
         return [self.get_update(i) for i in self.update_ids(round_index)]
 
     # probe scores and trust
-    def put_scores(self, round_index: int, update_id: str, scores: dict) -> None:
-        self.redis.hset(self._key("round", round_index, "scores"), update_id, json.dumps(scores))
+    def put_scores(self, round_index: int, update_id: str, scores: UpdateScores) -> None:
+        self.redis.hset(self._key("round", round_index, "scores"), update_id, json.dumps(scores.to_json()))
 
-    def get_scores(self, round_index: int) -> dict[str, dict]:
+    def get_scores(self, round_index: int) -> dict[str, UpdateScores]:
         raw = self.redis.hgetall(self._key("round", round_index, "scores"))
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
+        return {k.decode(): UpdateScores.from_json(json.loads(v)) for k, v in raw.items()}
 
     def get_trust(self) -> dict[str, dict]:
         return {k.decode(): json.loads(v) for k, v in self.redis.hgetall(self._key("trust")).items()}

@@ -162,7 +162,7 @@ def test_the_service_audits_every_update_and_drops_the_flagged_one(monkeypatch):
     assert summary.factors == {"a": 1.0, "b": 0.0}
     assert summary.scores == pytest.approx({"a": 0.05, "b": 1.0})  # the audit level's score is Δ
     np.testing.assert_allclose(store.get_global()[1][KEY], 0.05, rtol=1e-6)  # b's update has weight 0
-    assert sorted(v["audit"][0] for v in store.get_scores(0).values()) == pytest.approx([0.05, 1.0])
+    assert sorted(v.audit for v in store.get_scores(0).values()) == pytest.approx([0.05, 1.0])
 
 
 def test_an_unreachable_audit_service_follows_the_failure_policy(monkeypatch):
@@ -170,7 +170,7 @@ def test_an_unreachable_audit_service_follows_the_failure_policy(monkeypatch):
     closed, store = _run(monkeypatch, auditor)
     assert auditor.calls == 4  # two updates, two attempts each (AuditLevelSettings.scoring)
     assert closed.phase is RoundPhase.SKIPPED and closed.factors == {"a": 0.0, "b": 0.0}
-    assert all(v["audit_error"].startswith("ConnectionError") for v in store.get_scores(0).values())
+    assert all(str(v.audit_error).startswith("ConnectionError") for v in store.get_scores(0).values())
     opened, store = _run(monkeypatch, ShiftAuditor(fail=True), policy="fail_open")
     assert opened.phase is RoundPhase.AGGREGATED and opened.factors == {"a": 1.0, "b": 1.0}
     np.testing.assert_allclose(store.get_global()[1][KEY], (0.05 + 1.0) / 2, rtol=1e-6)
