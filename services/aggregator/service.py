@@ -22,6 +22,7 @@ import numpy as np
 
 from services.aggregator.auditing import AggregatorAudit
 from services.aggregator.defenses import AuditEvidence, DefenseDecision, defended_aggregate, make_defense
+from services.aggregator.defenses.base import TrustJson
 from services.aggregator.norm_bound import bound_round
 from services.aggregator.realignment import Realigner, RealignmentRecord
 from services.aggregator.registration import Registrar, digest
@@ -115,7 +116,7 @@ class Defended:
     result: AggregationResult
     factors: dict[str, float] = field(default_factory=dict)  # security factor per client
     scores: dict[str, float | None] = field(default_factory=dict)  # mean probe score per client
-    trust: dict[str, dict] = field(default_factory=dict)  # the defense's trust state to store
+    trust: dict[str, dict[str, object]] = field(default_factory=dict)  # the defense's trust state to store
     reasons: dict[str, str] = field(default_factory=dict)  # why, per client, for the decision log
 
 
@@ -127,7 +128,7 @@ class _Closing:
     ids: list[str]
     updates: list[ClientUpdate]
     global_state: LoraState
-    trust: dict[str, dict]  # the defense's trust state before this round (empty without a level)
+    trust: dict[str, dict[str, object]]  # the defense's trust state before this round (empty without a level)
 
 
 class AggregatorService:
@@ -241,7 +242,7 @@ class AggregatorService:
             "missing": [c for c in record.sampled if c not in updates.values()],
         }
 
-    def trust(self) -> dict[str, dict]:
+    def trust(self) -> dict[str, dict[str, object]]:
         """Per-client trust state of the defense (for operators)."""
         return self.store.get_trust()
 
@@ -353,7 +354,7 @@ class AggregatorService:
     def _audits_updates(self) -> bool:
         return self.audit is not None and self.audit.audits_updates
 
-    def _probes(self, round_index: int, trust: dict) -> bool:
+    def _probes(self, round_index: int, trust: TrustJson) -> bool:
         """Whether the level asks the probe about this client's update (an audit level audits every round)."""
         assert self.defense is not None
         return self.defense.inputs in PROBE_KINDS and self.defense.needs_scores(round_index, trust)

@@ -1,7 +1,8 @@
 """The Safe-FedLLM defense levels: probe scores -> per-client security factors (pure, one file per level).
 
 `gate.gated_fedavg` turns the factors into the aggregate: FedAvg weighted by n_i · max(s_i, s_min), skipped
-when the round's mean factor is below κ. Trust state is a JSON-able dict per client, kept by the store.
+when the round's mean factor is below κ. Each level types its per-client trust state (a frozen dataclass:
+StepTrust, MeanTrust, EvidenceTrust, AuditedTrust); the store keeps its JSON (base.py).
 """
 
 from services.aggregator.defenses.audit_level import AUDIT_LEVELS, AuditEvidence, AuditLevelSettings

@@ -24,7 +24,14 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.aggregator.defenses.base import ClientDecision, Defense, DefenseSettings, ProbeEvidence
+from services.aggregator.defenses.base import (
+    ClientDecision,
+    Defense,
+    DefenseSettings,
+    NoTrust,
+    ProbeEvidence,
+    TrustJson,
+)
 from services.aggregator.defenses.client_level import ClientLevel
 from services.aggregator.defenses.evidence_level import EvidenceLevel
 from services.aggregator.defenses.shadow_level import ShadowLevel
@@ -111,12 +118,29 @@ class AuditLevel(AuditedDefense):
     name = "audit"
     inputs = Inputs.AUDIT  # no probe input: the update's score is its audit
 
-    def needs_scores(self, round_index: int, trust: dict) -> bool:
+    def needs_scores(self, round_index: int, trust: TrustJson) -> bool:
         return False  # no probe scores; the aggregator audits every update of an audit level
 
-    def decide_client(self, round_index: int, evidence: ProbeEvidence, trust: dict) -> ClientDecision:
+    def decide_client(self, round_index: int, evidence: ProbeEvidence, trust: TrustJson) -> ClientDecision:
         factor, reason = self.audit_factor(evidence)
-        return ClientDecision(factor, {}, reason)
+        return ClientDecision(factor, NoTrust(), reason)
+
+
+@dataclass(frozen=True)
+class AuditedTrust:
+    """The probe level's trust in a client, kept under "probe" (the audit itself keeps none)."""
+
+    probe: dict[str, object]
+
+    def to_json(self) -> dict[str, object]:
+        return {"probe": self.probe}
+
+    @classmethod
+    def from_json(cls, data: TrustJson) -> AuditedTrust:
+        probe = data.get("probe", {})
+        if not isinstance(probe, dict):
+            raise ValueError("trust state: probe is not an object")
+        return cls(dict(probe))
 
 
 class AuditedProbeLevel(AuditedDefense):
@@ -130,18 +154,19 @@ class AuditedProbeLevel(AuditedDefense):
         super().__init__(settings, audit)
         self.probe = self.probe_level(self.settings)
 
-    def needs_scores(self, round_index: int, trust: dict) -> bool:
+    def needs_scores(self, round_index: int, trust: TrustJson) -> bool:
         """The probe level's own answer; the audit runs every round, also for clients it has frozen."""
-        return self.probe.needs_scores(round_index, dict(trust.get("probe", {})))
+        return self.probe.needs_scores(round_index, AuditedTrust.from_json(trust).probe)
 
-    def needs_shadow(self, round_index: int, trust: dict) -> bool:
-        return self.probe.needs_shadow(round_index, dict(trust.get("probe", {})))
+    def needs_shadow(self, round_index: int, trust: TrustJson) -> bool:
+        return self.probe.needs_shadow(round_index, AuditedTrust.from_json(trust).probe)
 
-    def decide_client(self, round_index: int, evidence: ProbeEvidence, trust: dict) -> ClientDecision:
-        probe = self.probe.decide_client(round_index, evidence, dict(trust.get("probe", {})))
+    def decide_client(self, round_index: int, evidence: ProbeEvidence, trust: TrustJson) -> ClientDecision:
+        probe = self.probe.decide_client(round_index, evidence, AuditedTrust.from_json(trust).probe)
         audit, audit_reason = self.audit_factor(evidence)
         factor = min(probe.factor, audit) if self.audit.trust_combination == "min" else probe.factor * audit
-        return ClientDecision(factor, {"probe": probe.trust}, f"{probe.reason}; {audit_reason}", probe.probed)
+        state = AuditedTrust(probe.trust)
+        return ClientDecision(factor, state, f"{probe.reason}; {audit_reason}", probe.probed)
 
 
 class AuditStepLevel(AuditedProbeLevel):

@@ -1,12 +1,18 @@
-"""The defense interface, its settings (the method's constants as defaults) and the probe evidence."""
+"""The defense interface, its settings (the method's constants as defaults), the probe evidence and the
+trust-state contract.
+
+Each level keeps its trust per client as a small frozen dataclass (a `TrustState`); the store keeps JSON.
+`decide_client`/`needs_scores` take a client's stored JSON (the store boundary: each level parses it with
+its state's `from_json` first) and a decision carries the typed state, whose `to_json()` the store writes.
+"""
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -91,20 +97,56 @@ class ProbeEvidence:
     verified_scores: Sequence[float] | None = None  # the submitted adapter vs the round's global (server)
 
 
+TrustJson = Mapping[str, object]  # one client's trust state as the store keeps it
+
+
+class TrustState(Protocol):
+    """A level's trust in one client, kept by the store between rounds as `to_json()`."""
+
+    def to_json(self) -> dict[str, object]: ...
+
+
+@dataclass(frozen=True)
+class NoTrust:
+    """The state of a level without memory across rounds (stored as {})."""
+
+    def to_json(self) -> dict[str, object]:
+        return {}
+
+
+def json_float(data: TrustJson, key: str, default: float) -> float:
+    """A number of a stored trust state (a clear error for anything else: the store is ours, but typed)."""
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"trust state: {key}={value!r} is not a number")
+    return float(value)
+
+
+def json_int(data: TrustJson, key: str, default: int) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"trust state: {key}={value!r} is not an integer")
+    return value
+
+
 @dataclass
 class ClientDecision:
     factor: float
-    trust: dict
+    state: TrustState  # the level's trust in this client after the round
     reason: str
     probed: bool = True
+
+    @property
+    def trust(self) -> dict[str, object]:
+        """The state as the store keeps it."""
+        return self.state.to_json()
 
 
 @dataclass
 class DefenseDecision:
     factors: dict[str, float]
-    trust: dict[str, dict]
+    trust: dict[str, dict[str, object]]  # per client, as the store keeps it
     reasons: dict[str, str]
-    details: dict[str, dict] = field(default_factory=dict)
 
 
 class Defense(ABC):
@@ -115,20 +157,21 @@ class Defense(ABC):
     def __init__(self, settings: DefenseSettings | None = None) -> None:
         self.settings = settings or DefenseSettings()
 
-    def needs_scores(self, round_index: int, trust: dict) -> bool:
+    def needs_scores(self, round_index: int, trust: TrustJson) -> bool:
         """Whether this client's update must be scored this round (frozen clients may skip the probe)."""
         return True
 
-    def needs_shadow(self, round_index: int, trust: dict) -> bool:
+    def needs_shadow(self, round_index: int, trust: TrustJson) -> bool:
         """Whether the client must train the shadow branch this round (told in its task). Only a level
         that scores shadow steps needs one, and only for clients it scores."""
         return self.inputs == Inputs.SHADOW and self.needs_scores(round_index, trust)
 
     @abstractmethod
-    def decide_client(self, round_index: int, evidence: ProbeEvidence, trust: dict) -> ClientDecision: ...
+    def decide_client(self, round_index: int, evidence: ProbeEvidence, trust: TrustJson) -> ClientDecision:
+        """This round's factor for one client and its trust state after it (`trust`: the stored JSON)."""
 
     def decide(
-        self, round_index: int, evidence: Sequence[ProbeEvidence], trust: dict[str, dict]
+        self, round_index: int, evidence: Sequence[ProbeEvidence], trust: Mapping[str, TrustJson]
     ) -> DefenseDecision:
         decision = DefenseDecision({}, {}, {})
         for item in evidence:

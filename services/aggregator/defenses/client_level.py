@@ -8,8 +8,17 @@ fail-open default); missing scores follow the failure policy (the official code 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from services.aggregator.defenses.base import ClientDecision, Defense, ProbeEvidence
+from services.aggregator.defenses.base import (
+    ClientDecision,
+    Defense,
+    NoTrust,
+    ProbeEvidence,
+    TrustJson,
+    json_float,
+    json_int,
+)
 from services.aggregator.inputs import Inputs
 
 
@@ -22,21 +31,44 @@ def smooth_step(p: float, center: float, steepness: float) -> float:
     return 0.5 + 0.5 * sigmoid(steepness * ((p - center) / (1 - center) - 0.5))
 
 
+@dataclass(frozen=True)
+class MeanTrust:
+    """The running mean of u over the rounds a client was scored (client and verified levels)."""
+
+    sum: float = 0.0
+    rounds: int = 0
+
+    def add(self, u: float) -> MeanTrust:
+        return MeanTrust(self.sum + u, self.rounds + 1)
+
+    @property
+    def mean(self) -> float:
+        """The mean of u; 1.0 for a client never scored (the official code's fail-open default)."""
+        return self.sum / self.rounds if self.rounds else 1.0
+
+    def to_json(self) -> dict[str, object]:
+        return {"sum": self.sum, "rounds": self.rounds}
+
+    @classmethod
+    def from_json(cls, data: TrustJson) -> MeanTrust:
+        return cls(json_float(data, "sum", 0.0), json_int(data, "rounds", 0))
+
+
 class ClientLevel(Defense):
     name = "client"
     inputs = Inputs.STEPS
     method_fails_open = False
 
-    def needs_scores(self, round_index: int, trust: dict) -> bool:
+    def needs_scores(self, round_index: int, trust: TrustJson) -> bool:
         return round_index < self.settings.freeze_round
 
-    def decide_client(self, round_index: int, evidence: ProbeEvidence, trust: dict) -> ClientDecision:
-        total, rounds = trust.get("sum", 0.0), trust.get("rounds", 0)
-        if round_index >= self.settings.freeze_round:
-            return ClientDecision(total / rounds if rounds else 1.0, trust, "frozen", probed=False)
+    def decide_client(self, round_index: int, evidence: ProbeEvidence, trust: TrustJson) -> ClientDecision:
+        state = MeanTrust.from_json(trust)
+        if round_index >= self.settings.freeze_round:  # unchanged; an unseen client stays unseen ({})
+            return ClientDecision(state.mean, state if trust else NoTrust(), "frozen", probed=False)
         scores, note = self.scores_or_policy(evidence.step_scores, evidence)
         p = scores[-1]
         u = 1 - smooth_step(p, self.settings.client_center, self.settings.client_steepness)
-        total, rounds = total + u, rounds + 1
+        state = state.add(u)
         reason = f"last-step p={p:.3f} -> u={u:.3f}" + (f"; {note}" if note else "")
-        return ClientDecision(total / rounds, {"sum": total, "rounds": rounds}, reason)
+        return ClientDecision(state.mean, state, reason)

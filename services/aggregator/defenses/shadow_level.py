@@ -6,7 +6,7 @@ scores those shadow steps (in distribution for a probe trained from θ^0, whatev
 
 from __future__ import annotations
 
-from services.aggregator.defenses.base import ClientDecision, Defense, ProbeEvidence
+from services.aggregator.defenses.base import ClientDecision, Defense, NoTrust, ProbeEvidence, TrustJson
 from services.aggregator.inputs import Inputs
 
 
@@ -23,6 +23,6 @@ class ShadowLevel(Defense):
             f"rho={rho:.3f}" + (f"; {note}" if note else ""),
         )
 
-    def decide_client(self, round_index: int, evidence: ProbeEvidence, trust: dict) -> ClientDecision:
+    def decide_client(self, round_index: int, evidence: ProbeEvidence, trust: TrustJson) -> ClientDecision:
         factor, _, reason = self.shadow_factor(evidence)
-        return ClientDecision(factor, {}, reason)
+        return ClientDecision(factor, NoTrust(), reason)

@@ -16,8 +16,8 @@ server cannot verify may lower a client's trust, never raise it. Missing scores 
 
 from __future__ import annotations
 
-from services.aggregator.defenses.base import ClientDecision, Defense, ProbeEvidence
-from services.aggregator.defenses.client_level import smooth_step
+from services.aggregator.defenses.base import ClientDecision, Defense, ProbeEvidence, TrustJson
+from services.aggregator.defenses.client_level import MeanTrust, smooth_step
 from services.aggregator.inputs import Inputs
 
 
@@ -26,12 +26,12 @@ class VerifiedLevel(Defense):
     inputs = Inputs.VERIFIED
     method_fails_open = False
 
-    def decide_client(self, round_index: int, evidence: ProbeEvidence, trust: dict) -> ClientDecision:
+    def decide_client(self, round_index: int, evidence: ProbeEvidence, trust: TrustJson) -> ClientDecision:
         scores, note = self.scores_or_policy(evidence.verified_scores, evidence)
         p = scores[-1]
         u = 1 - smooth_step(p, self.settings.threshold, self.settings.client_steepness)
-        total, rounds = trust.get("sum", 0.0) + u, trust.get("rounds", 0) + 1
-        factor = min(u, total / rounds)
+        state = MeanTrust.from_json(trust).add(u)
+        factor = min(u, state.mean)
         reason = f"verified p={p:.3f} -> u={u:.3f}, s={factor:.3f}" + (f"; {note}" if note else "")
         if evidence.step_scores:
             rho = self.flagged_ratio(evidence.step_scores, evidence)
@@ -39,4 +39,4 @@ class VerifiedLevel(Defense):
             if reported < factor:
                 factor = reported
                 reason += f"; reported steps rho={rho:.3f} lower it to {reported:.3f}"
-        return ClientDecision(factor, {"sum": total, "rounds": rounds}, reason)
+        return ClientDecision(factor, state, reason)

@@ -156,7 +156,7 @@ class StateStore(ABC):
     def get_scores(self, round_index: int) -> dict[str, UpdateScores]: ...
 
     @abstractmethod
-    def get_trust(self) -> dict[str, dict]:
+    def get_trust(self) -> dict[str, dict[str, object]]:
         """Per-client trust state of the defense (written only when a round closes)."""
 
     @abstractmethod
@@ -196,7 +196,7 @@ class StateStore(ABC):
         new_version: int,
         state: LoraState,
         decisions: list[DecisionRecord],
-        trust: dict[str, dict] | None = None,
+        trust: dict[str, dict[str, object]] | None = None,
     ) -> None:
         """Atomically: new global version, decision records, trust state, the closing round marked closed."""
 

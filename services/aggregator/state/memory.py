@@ -29,7 +29,7 @@ class InMemoryStateStore(StateStore):
         self._updates: dict[int, dict[str, ClientUpdate]] = {}
         self._decisions: list[DecisionRecord] = []
         self._scores: dict[int, dict[str, UpdateScores]] = {}  # frozen: shared without copies
-        self._trust: dict[str, dict] = {}
+        self._trust: dict[str, dict[str, object]] = {}
         self._clients: dict[str, str] = {}
         self._enrollments: dict[str, tuple[str | None, str | None]] = {}  # hash -> (bound to, used by)
         self._registrations: deque[float] = deque()  # admitted open registrations' times
@@ -105,7 +105,7 @@ class InMemoryStateStore(StateStore):
         with self._lock:
             return dict(self._scores.get(round_index, {}))
 
-    def get_trust(self) -> dict[str, dict]:
+    def get_trust(self) -> dict[str, dict[str, object]]:
         with self._lock:
             return copy.deepcopy(self._trust)
 
@@ -172,7 +172,7 @@ class InMemoryStateStore(StateStore):
         new_version: int,
         state: LoraState,
         decisions: list[DecisionRecord],
-        trust: dict[str, dict] | None = None,
+        trust: dict[str, dict[str, object]] | None = None,
     ) -> None:
         with self._lock:
             record = self._rounds.get(round_index)

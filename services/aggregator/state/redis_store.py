@@ -301,7 +301,7 @@ class RedisStateStore(StateStore):
         raw = self.redis.hgetall(self._key("round", round_index, "scores"))
         return {k.decode(): UpdateScores.from_json(json.loads(v)) for k, v in raw.items()}
 
-    def get_trust(self) -> dict[str, dict]:
+    def get_trust(self) -> dict[str, dict[str, object]]:
         return {k.decode(): json.loads(v) for k, v in self.redis.hgetall(self._key("trust")).items()}
 
     # client registry
@@ -350,7 +350,7 @@ class RedisStateStore(StateStore):
         new_version: int,
         state: LoraState,
         decisions: list[DecisionRecord],
-        trust: dict[str, dict] | None = None,
+        trust: dict[str, dict[str, object]] | None = None,
     ) -> None:
         key = self._key("round", round_index)
         blob = encode_lora_state(state)

@@ -73,7 +73,7 @@ def round_status(round_index: RoundIndex, service: Service) -> dict:
 
 
 @router.get("/trust", summary="Per-client trust state of the defense")
-def trust(service: Service) -> dict[str, dict]:
+def trust(service: Service) -> dict[str, dict[str, object]]:
     return service.trust()
 
 
