@@ -1,11 +1,17 @@
-"""Settings of the aggregator service (SAFE_FEDLLM_AGGREGATOR_* environment variables or a values file)."""
+"""Settings of the aggregator service (SAFE_FEDLLM_AGGREGATOR_* environment variables or a values file).
+
+`defense` names a Safe-FedLLM level or a baseline (as the chart and docs set it); the settings expose it
+split into `level` (the level, None for a baseline) and `aggregation_rule` (the strategy that aggregates),
+and refuse at construction an unknown name, a shadow-based level without trusted execution, and strategy
+options the rule does not take (so a misconfigured aggregator fails at start-up, not at its first round).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.aggregator.defenses import DEFENSES, DefenseSettings
@@ -13,7 +19,7 @@ from services.aggregator.inputs import Inputs
 from services.aggregator.realignment import RealignmentSettings
 from services.aggregator.scheduler import SchedulerSettings
 from services.aggregator.scoring import ScoringPolicy
-from services.aggregator.strategies import STRATEGIES
+from services.aggregator.strategies import STRATEGIES, validate_options
 from services.aggregator.verification import VerificationSettings
 from shared.config import LocalTrainingConfig, LoraSettings, LrSchedule
 
@@ -56,7 +62,10 @@ class AggregatorSettings(BaseSettings):
     )
     verification: VerificationSettings = VerificationSettings()
     defense_settings: DefenseSettings = DefenseSettings()
-    strategy_options: dict = Field(default_factory=dict, description="Options of a baseline strategy.")
+    strategy_options: dict[str, object] = Field(
+        default_factory=dict,
+        description="Options of the aggregation rule (a baseline, or a level's defense_settings.aggregator).",
+    )
     federation: FederationConfig = FederationConfig()
     training: LocalTrainingConfig = Field(
         default_factory=LocalTrainingConfig,
@@ -120,19 +129,32 @@ class AggregatorSettings(BaseSettings):
         description="Server-side realignment of each aggregated global on alignment data (off by default).",
     )
 
+    @model_validator(mode="after")
+    def _valid_at_start_up(self) -> AggregatorSettings:
+        self.validate_defense()
+        return self
+
+    @property
+    def level(self) -> str | None:
+        """The Safe-FedLLM level (a DEFENSES name), or None when `defense` is a baseline."""
+        return self.defense if self.defense in DEFENSES else None
+
     @property
     def is_level(self) -> bool:
-        return self.defense in DEFENSES
+        return self.level is not None
 
     @property
     def aggregation_rule(self) -> str:
+        """The strategy (a STRATEGIES name) that aggregates: the level's aggregator, else the baseline."""
         return aggregation_rule(self.defense, self.defense_settings)
 
     @property
     def is_verified_level(self) -> bool:
-        return self.is_level and DEFENSES[self.defense].inputs == Inputs.VERIFIED
+        return self.level is not None and DEFENSES[self.level].inputs == Inputs.VERIFIED
 
     def validate_defense(self) -> None:
+        """The start-up checks (run at construction; the service repeats them for copies made without
+        validation, e.g. `model_copy(update=...)`)."""
         if self.defense not in DEFENSES and self.defense not in STRATEGIES:
             known = ", ".join([*DEFENSES, *STRATEGIES])
             raise ValueError(f"unknown defense {self.defense!r}; known: {known}")
@@ -147,3 +169,4 @@ class AggregatorSettings(BaseSettings):
             )
         if not self.is_level and self.verification.structure == "flag":
             raise ValueError("verification.structure=flag caps a level's factor: use refuse with a baseline")
+        validate_options(self.aggregation_rule, self.strategy_options)

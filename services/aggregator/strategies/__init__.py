@@ -5,71 +5,61 @@ official code they ignore the levels' weights) and are compared against, or comb
 levels (services.aggregator.defenses.combined). docs/aggregator.md tabulates them.
 """
 
-import inspect
-from typing import Any
-
-from services.aggregator.strategies.base import AggregationResult, Strategy
-from services.aggregator.strategies.bulyan import Bulyan
-from services.aggregator.strategies.dnc import DnC
+from services.aggregator.strategies.base import AggregationResult, Strategy, StrategyOptions
+from services.aggregator.strategies.bulyan import Bulyan, BulyanOptions
+from services.aggregator.strategies.dnc import DnC, DnCOptions
 from services.aggregator.strategies.fedavg import FedAvg
-from services.aggregator.strategies.flame import Flame
-from services.aggregator.strategies.fltrust import FLTrust
+from services.aggregator.strategies.flame import Flame, FlameOptions
+from services.aggregator.strategies.fltrust import FLTrust, FLTrustOptions
 from services.aggregator.strategies.foolsgold import FoolsGold
-from services.aggregator.strategies.geometric_median import GeometricMedian
-from services.aggregator.strategies.krum import Krum, MultiKrum, OfficialKrum
-from services.aggregator.strategies.lasa import Lasa
-from services.aggregator.strategies.median import Median
-from services.aggregator.strategies.norm_clipping import NormClipping
-from services.aggregator.strategies.residual import ResidualBase
-from services.aggregator.strategies.trimmed_mean import TrimmedMean
+from services.aggregator.strategies.geometric_median import GeometricMedian, GeometricMedianOptions
+from services.aggregator.strategies.krum import Krum, KrumOptions, MultiKrum, MultiKrumOptions, OfficialKrum
+from services.aggregator.strategies.lasa import Lasa, LasaOptions
+from services.aggregator.strategies.median import Median, MedianOptions
+from services.aggregator.strategies.norm_clipping import NormClipping, NormClippingOptions
+from services.aggregator.strategies.registry import (
+    STRATEGIES,
+    make_strategy,
+    options_model,
+    register_strategy,
+    strategy_options,
+    takes_option,
+    validate_options,
+)
+from services.aggregator.strategies.residual import ResidualBase, ResidualOptions
+from services.aggregator.strategies.trimmed_mean import TrimmedMean, TrimmedMeanOptions
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls
-    for cls in (
-        FedAvg,
-        Median,
-        TrimmedMean,
-        Krum,
-        MultiKrum,
-        OfficialKrum,
-        Bulyan,
-        FoolsGold,
-        Flame,
-        DnC,
-        NormClipping,
-        GeometricMedian,
-        Lasa,
-        ResidualBase,
-        FLTrust,
-    )
-}
-
-
-def strategy_options(name: str) -> dict[str, inspect.Parameter]:
-    """The options a strategy accepts (its constructor's keyword parameters)."""
-    parameters = inspect.signature(STRATEGIES[name].__init__).parameters
-    return {key: p for key, p in parameters.items() if key not in ("self", "args", "kwargs")}
-
-
-def takes_option(name: str, option: str) -> bool:
-    return name in STRATEGIES and option in strategy_options(name)
+# Each strategy with its options model (registry.register_strategy), in the order docs and CLIs list them.
+for _strategy, _options in (
+    (FedAvg, StrategyOptions),
+    (Median, MedianOptions),
+    (TrimmedMean, TrimmedMeanOptions),
+    (Krum, KrumOptions),
+    (MultiKrum, MultiKrumOptions),
+    (OfficialKrum, KrumOptions),
+    (Bulyan, BulyanOptions),
+    (FoolsGold, StrategyOptions),
+    (Flame, FlameOptions),
+    (DnC, DnCOptions),
+    (NormClipping, NormClippingOptions),
+    (GeometricMedian, GeometricMedianOptions),
+    (Lasa, LasaOptions),
+    (ResidualBase, ResidualOptions),
+    (FLTrust, FLTrustOptions),
+):
+    register_strategy(_strategy, _options)
 
 
-def make_strategy(name: str, **options: Any) -> Strategy:
-    try:
-        cls = STRATEGIES[name]
-    except KeyError:
-        raise ValueError(f"Unknown strategy {name!r}; available: {', '.join(sorted(STRATEGIES))}") from None
-    accepted = strategy_options(name)
-    unknown = sorted(set(options) - set(accepted))
-    missing = sorted(
-        key for key, p in accepted.items() if p.default is inspect.Parameter.empty and key not in options
-    )
-    if unknown or missing:
-        raise ValueError(
-            f"{name}: unknown options {unknown}, missing required {missing}; it takes {sorted(accepted)}"
-        )
-    return cls(**options)
-
-
-__all__ = ["STRATEGIES", "AggregationResult", "FedAvg", "Strategy", "make_strategy", "takes_option"]
+__all__ = [
+    "STRATEGIES",
+    "AggregationResult",
+    "FedAvg",
+    "Strategy",
+    "StrategyOptions",
+    "make_strategy",
+    "options_model",
+    "register_strategy",
+    "strategy_options",
+    "takes_option",
+    "validate_options",
+]

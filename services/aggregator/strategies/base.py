@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel, ConfigDict
+
 from shared.lora_state import LoraState
 from shared.updates import ClientUpdate
 
@@ -22,6 +24,14 @@ class AggregationResult:
     def skip(cls, global_state: LoraState, updates: Sequence[ClientUpdate], reason: str) -> AggregationResult:
         """The round left out: the global unchanged, every update weighted 0, and why."""
         return cls(dict(global_state), {u.client_id: 0.0 for u in updates}, skipped=True, reason=reason)
+
+
+class StrategyOptions(BaseModel):
+    """A strategy's options as a typed model, registered with the strategy (strategies.registry): unknown
+    options are refused and types are exact (strict: True is not 1, 3.0 is not 3), before the constructor
+    checks the values. A strategy without options registers this empty model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, arbitrary_types_allowed=True)
 
 
 class Strategy(ABC):

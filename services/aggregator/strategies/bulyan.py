@@ -10,12 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from pydantic import Field
 
-from services.aggregator.strategies.base import AggregationResult, Strategy
+from services.aggregator.strategies.base import AggregationResult, Strategy, StrategyOptions
 from services.aggregator.strategies.krum import check_attackers, krum_scores
 from services.aggregator.strategies.tensors import apply_delta, client_deltas, uniform_weights
 from shared.lora_state import LoraState
 from shared.updates import ClientUpdate
+
+
+class BulyanOptions(StrategyOptions):
+    num_attackers: int = Field(description="f: Byzantine clients assumed per round (required).")
 
 
 class Bulyan(Strategy):

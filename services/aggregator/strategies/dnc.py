@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from pydantic import Field
 
-from services.aggregator.strategies.base import AggregationResult, Strategy
+from services.aggregator.strategies.base import AggregationResult, Strategy, StrategyOptions
 from services.aggregator.strategies.krum import check_attackers
 from services.aggregator.strategies.tensors import apply_delta, client_deltas, round_rng, uniform_weights
 from shared.lora_state import LoraState
@@ -37,6 +38,14 @@ def dnc_kept(
         good = np.argsort(outlier, kind="stable")[: n - removed_per_iteration]
         kept &= set(good.tolist())
     return sorted(kept)
+
+
+class DnCOptions(StrategyOptions):
+    num_attackers: int = Field(description="f: Byzantine clients assumed per round (required).")
+    subsample: int = Field(10_000, description="b: coordinates sampled per iteration.")
+    iterations: int = Field(1, description="niter: filtering iterations.")
+    filter_fraction: float = Field(1.0, description="c: each iteration marks floor(c * f) updates.")
+    seed: int = Field(2023, description="Seed of the coordinate sampling (with the round index).")
 
 
 class DnC(Strategy):

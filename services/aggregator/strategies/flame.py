@@ -23,8 +23,9 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from services.aggregator.strategies.base import AggregationResult, Strategy
+from services.aggregator.strategies.base import AggregationResult, Strategy, StrategyOptions
 from services.aggregator.strategies.norm_clipping import clip_to
 from services.aggregator.strategies.tensors import (
     apply_delta,
@@ -60,6 +61,13 @@ def largest_cluster(vectors: np.ndarray, clustering: Clustering = "paper") -> np
         return np.arange(n)
     biggest = np.bincount(clustered).argmax()
     return np.flatnonzero(labels == biggest)
+
+
+class FlameOptions(StrategyOptions):
+    noise_factor: float = Field(0.001, description="lambda: noise std lambda * S (S: the clip bound).")
+    seed: int = Field(2023, description="Seed of the noise (with the round index).")
+    cluster_on: ClusterOn = Field("weights", description="Cluster the adapters (weights) or their updates.")
+    clustering: Clustering = Field("paper", description="HDBSCAN on cosine distances, or on their rows.")
 
 
 class Flame(Strategy):

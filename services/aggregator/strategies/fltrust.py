@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from pydantic import Field
 
-from services.aggregator.strategies.base import AggregationResult, Strategy
+from services.aggregator.strategies.base import AggregationResult, Strategy, StrategyOptions
 from services.aggregator.strategies.tensors import apply_delta, client_deltas
 from shared.lora_state import LoraState, validate_lora_state
 from shared.updates import ClientUpdate
@@ -33,6 +34,12 @@ def fltrust_weights(deltas: np.ndarray, server: np.ndarray) -> tuple[np.ndarray,
     cosine = deltas @ server / (safe * max(server_norm, 1e-12))
     trust = np.maximum(cosine, 0.0)
     return trust, deltas * (server_norm / safe)[:, None]
+
+
+class FLTrustOptions(StrategyOptions):
+    server_update: ServerUpdate = Field(
+        description="(global adapter, round index) -> the server's adapter trained on its root set."
+    )
 
 
 class FLTrust(Strategy):

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from pydantic import Field
 
-from services.aggregator.strategies.base import AggregationResult, Strategy
+from services.aggregator.strategies.base import AggregationResult, Strategy, StrategyOptions
 from services.aggregator.strategies.tensors import apply_delta, client_deltas
 from shared.lora_averaging import normalised_weights
 from shared.lora_state import LoraState
@@ -32,6 +33,10 @@ def geometric_median(
             break
         z = new
     return z, beta / beta.sum()
+
+
+class GeometricMedianOptions(StrategyOptions):
+    iterations: int = Field(100, description="Weiszfeld steps, at most.")
 
 
 class GeometricMedian(Strategy):

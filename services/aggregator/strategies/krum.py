@@ -21,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from pydantic import Field
 
-from services.aggregator.strategies.base import AggregationResult, Strategy
+from services.aggregator.strategies.base import AggregationResult, Strategy, StrategyOptions
 from services.aggregator.strategies.tensors import (
     apply_delta,
     client_deltas,
@@ -47,6 +48,14 @@ def krum_scores(deltas: np.ndarray, num_attackers: int) -> np.ndarray:
 def check_attackers(num_attackers: int) -> None:
     if isinstance(num_attackers, bool) or not isinstance(num_attackers, int) or num_attackers < 0:
         raise ValueError(f"num_attackers must be an integer >= 0, got {num_attackers!r}")
+
+
+class KrumOptions(StrategyOptions):
+    num_attackers: int = Field(description="f: Byzantine clients assumed per round (required).")
+
+
+class MultiKrumOptions(KrumOptions):
+    num_selected: int | None = Field(None, description="m: updates averaged (None: n - f).")
 
 
 class Krum(Strategy):

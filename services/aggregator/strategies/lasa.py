@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from pydantic import Field
 
-from services.aggregator.strategies.base import AggregationResult, Strategy
+from services.aggregator.strategies.base import AggregationResult, Strategy, StrategyOptions
 from services.aggregator.strategies.norm_clipping import clip_to
 from services.aggregator.strategies.tensors import apply_delta, client_deltas, coordinate_median
 from shared.lora_state import LoraState
@@ -51,6 +52,12 @@ def sign_score(layer: np.ndarray, sparsity: float) -> float:
     signs = np.sign(layer)
     balance = signs.sum() / max(1, int(np.count_nonzero(signs)))
     return float(0.5 * (1 + balance * (1 - sparsity)))
+
+
+class LasaOptions(StrategyOptions):
+    sparsity: float = Field(0.3, description="Fraction of each update's entries zeroed (the smallest |x|).")
+    lambda_n: float = Field(1.0, description="lambda_n: z-score bound of the layer-norm filter.")
+    lambda_s: float = Field(1.0, description="lambda_s: z-score bound of the sign-score filter.")
 
 
 class Lasa(Strategy):

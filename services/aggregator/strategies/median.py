@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.aggregator.strategies.base import AggregationResult, Strategy
+from pydantic import Field
+
+from services.aggregator.strategies.base import AggregationResult, Strategy, StrategyOptions
 from services.aggregator.strategies.tensors import (
     EvenMedian,
     apply_delta,
@@ -20,6 +22,10 @@ from services.aggregator.strategies.tensors import (
 )
 from shared.lora_state import LoraState
 from shared.updates import ClientUpdate
+
+
+class MedianOptions(StrategyOptions):
+    even: EvenMedian = Field("mean", description="An even count: mean of the middle two, or the lower one.")
 
 
 class Median(Strategy):

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from pydantic import Field
 
-from services.aggregator.strategies.base import AggregationResult, Strategy
+from services.aggregator.strategies.base import AggregationResult, Strategy, StrategyOptions
 from services.aggregator.strategies.tensors import apply_delta, client_deltas
 from shared.lora_averaging import normalised_weights
 from shared.lora_state import LoraState
@@ -21,6 +22,10 @@ from shared.updates import ClientUpdate
 def clip_to(deltas: np.ndarray, bound: float) -> np.ndarray:
     norms = np.linalg.norm(deltas, axis=1, keepdims=True)
     return deltas * np.minimum(1.0, bound / np.maximum(norms, 1e-12))
+
+
+class NormClippingOptions(StrategyOptions):
+    bound: float | None = Field(None, description="Largest update norm (None: the round's median norm).")
 
 
 class NormClipping(Strategy):

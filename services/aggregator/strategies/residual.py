@@ -26,8 +26,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from pydantic import Field
 
-from services.aggregator.strategies.base import AggregationResult, Strategy
+from services.aggregator.strategies.base import AggregationResult, Strategy, StrategyOptions
 from services.aggregator.strategies.tensors import apply_delta, client_deltas
 from shared.lora_state import LoraState
 from shared.updates import ClientUpdate
@@ -67,6 +68,11 @@ def reweight(y: np.ndarray, lam: float, thresh: float) -> tuple[np.ndarray, np.n
     w[np.isnan(w)] = 1.0
     confidence = w * w.std(axis=1, ddof=1)[:, None]
     return confidence, np.where(w >= thresh, y, line)
+
+
+class ResidualOptions(StrategyOptions):
+    lam: float = Field(2.0, description="lambda: K = lambda * sqrt(2 / n) in the residual weights.")
+    thresh: float = Field(0.05, description="A value weighted below this is replaced by the line's.")
 
 
 class ResidualBase(Strategy):

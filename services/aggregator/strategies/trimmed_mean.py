@@ -10,11 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from pydantic import Field
 
-from services.aggregator.strategies.base import AggregationResult, Strategy
+from services.aggregator.strategies.base import AggregationResult, Strategy, StrategyOptions
 from services.aggregator.strategies.tensors import apply_delta, client_deltas, uniform_weights
 from shared.lora_state import LoraState
 from shared.updates import ClientUpdate
+
+
+class TrimmedMeanOptions(StrategyOptions):
+    trim: int = Field(1, description="Values dropped at each end, per coordinate.")
 
 
 class TrimmedMean(Strategy):

@@ -122,3 +122,107 @@ def test_a_malformed_stored_state_is_a_clear_error(level, stored, why):
     evidence = ProbeEvidence("c", 16, 8, step_scores=[0.1], shadow_scores=[0.1])
     with pytest.raises(ValueError, match=re.escape(why)):
         make_defense(level).decide_client(0, evidence, stored)
+
+
+# -- AggregatorSettings: defense split into a level and an aggregation rule, checked at construction -----
+
+
+def test_defense_splits_into_a_level_and_an_aggregation_rule():
+    from services.aggregator.defenses import DefenseSettings
+    from services.aggregator.settings import AggregatorSettings
+
+    level = AggregatorSettings(defense="verified", defense_settings=DefenseSettings(aggregator="median"))
+    assert (level.level, level.aggregation_rule, level.is_verified_level) == ("verified", "median", True)
+    baseline = AggregatorSettings(defense="krum", strategy_options={"num_attackers": 1})
+    assert (baseline.level, baseline.aggregation_rule, baseline.is_level) == (None, "krum", False)
+
+
+def test_the_settings_refuse_a_bad_configuration_when_built(monkeypatch):
+    from pydantic import ValidationError
+
+    from services.aggregator.defenses import DefenseSettings
+    from services.aggregator.settings import AggregatorSettings
+
+    cases = [
+        ({"defense": "krumm"}, "unknown defense 'krumm'"),
+        ({"defense": "krum"}, "krum: unknown options [], missing required ['num_attackers']"),
+        (
+            {"defense": "median", "strategy_options": {"even": "upper"}},
+            "median: invalid options: even: Input",
+        ),
+        ({"defense": "krum", "strategy_options": {"num_attackers": True}}, "num_attackers: Input should be"),
+        (  # a level's options are its aggregator's
+            {
+                "defense": "step",
+                "defense_settings": DefenseSettings(aggregator="trimmed_mean"),
+                "strategy_options": {"num_attackers": 1},
+            },
+            "trimmed_mean: unknown options ['num_attackers']",
+        ),
+        ({"defense": "shadow"}, "only under trusted execution"),
+    ]
+    for kwargs, why in cases:
+        with pytest.raises(ValidationError, match=re.escape(why)):
+            AggregatorSettings(**kwargs)
+    monkeypatch.setenv("SAFE_FEDLLM_AGGREGATOR_DEFENSE", "flame")  # the env the chart sets, read at start-up
+    monkeypatch.setenv("SAFE_FEDLLM_AGGREGATOR_STRATEGY_OPTIONS", '{"noise_factor": 0.01}')
+    assert AggregatorSettings().strategy_options == {"noise_factor": 0.01}
+    monkeypatch.setenv("SAFE_FEDLLM_AGGREGATOR_STRATEGY_OPTIONS", '{"noise": 0.01}')
+    with pytest.raises(ValidationError, match=re.escape("flame: unknown options ['noise']")):
+        AggregatorSettings()
+
+
+# -- strategy options: a typed model registered with each strategy ----------------------------------------
+
+
+def test_every_strategy_is_registered_with_an_options_model_that_matches_its_constructor():
+    import inspect
+
+    from services.aggregator.strategies import STRATEGIES, options_model, strategy_options
+
+    for name, cls in STRATEGIES.items():
+        parameters = {
+            k: p
+            for k, p in inspect.signature(cls.__init__).parameters.items()
+            if k not in ("self", "args", "kwargs")
+        }
+        assert set(strategy_options(name)) == set(parameters) == set(options_model(name).model_fields), name
+
+
+def test_registering_refuses_a_model_that_disagrees_with_the_constructor():
+    from services.aggregator.strategies import StrategyOptions, register_strategy
+    from services.aggregator.strategies.median import Median
+
+    class Stale(StrategyOptions):
+        even: str = "lower"  # the constructor's default is "mean"
+
+    class Renamed(Median):
+        name = "median_renamed"
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_strategy(Median, Stale)
+    with pytest.raises(TypeError, match="option 'even' has another default in Stale"):
+        register_strategy(Renamed, Stale)
+    with pytest.raises(TypeError, match=re.escape("constructor options ['even'] != StrategyOptions []")):
+        register_strategy(Renamed)
+
+
+def test_make_strategy_validates_options_against_the_model():
+    from services.aggregator.strategies import make_strategy, takes_option
+
+    krum = make_strategy("multi_krum", num_attackers=1, num_selected=2)
+    assert (krum.num_attackers, krum.num_selected) == (1, 2)
+    assert make_strategy("norm_clipping", bound=1).bound == 1.0  # an int is a float; types stay exact
+    for options, why in (
+        ({"num_attackers": 1.0}, "num_attackers: Input should be a valid integer"),
+        ({"num_attackers": "1"}, "num_attackers: Input should be a valid integer"),
+        ({"num_attackers": -1}, "num_attackers must be an integer >= 0"),  # the constructor checks values
+    ):
+        with pytest.raises(ValueError, match=re.escape(why)):
+            make_strategy("krum", **options)
+    with pytest.raises(ValueError, match="fltrust: invalid options: server_update: Input should be callable"):
+        make_strategy("fltrust", server_update=3)
+    with pytest.raises(ValueError, match="Unknown strategy 'nope'"):
+        make_strategy("nope")
+    assert takes_option("dnc", "num_attackers") and not takes_option("fedavg", "num_attackers")
+    assert not takes_option("nope", "trim")
