@@ -109,6 +109,27 @@ class RoundSummary:
 token_hash = digest
 
 
+@dataclass(frozen=True)
+class UpdateStatus:
+    update_id: str
+    client_id: str
+    scores: dict[str, object] | None  # the stored scores' JSON (scores.py); None: not scored (yet)
+
+
+@dataclass(frozen=True)
+class RoundStatus:
+    """A round as operators see it: its record, who submitted (acceptance order) and who is missing."""
+
+    round_index: int
+    phase: RoundPhase
+    sampled: list[str]
+    global_version: int
+    result_version: int | None
+    lr: float
+    updates: list[UpdateStatus]
+    missing: list[str]
+
+
 @dataclass
 class Defended:
     """What closing a round decided: the aggregate and, under a defense level, its per-client evidence."""
@@ -222,25 +243,24 @@ class AggregatorService:
         except StateStoreError as error:
             raise NotFound(str(error)) from error
 
-    def round_status(self, round_index: int) -> dict:
+    def round_status(self, round_index: int) -> RoundStatus:
         record = self.store.get_round(round_index)
         if record is None:
             raise NotFound(f"round {round_index} was never opened")
         updates = self.store.round_clients(round_index)  # who submitted, without decoding any adapter
         scores = self.store.get_scores(round_index)
-        return {
-            "round_index": round_index,
-            "phase": record.phase.value,
-            "sampled": record.sampled,
-            "global_version": record.global_version,
-            "result_version": record.result_version,
-            "lr": record.lr,
-            "updates": [
-                {"update_id": i, "client_id": c, "scores": s.to_json() if (s := scores.get(i)) else None}
-                for i, c in updates.items()
+        return RoundStatus(
+            round_index=round_index,
+            phase=record.phase,
+            sampled=record.sampled,
+            global_version=record.global_version,
+            result_version=record.result_version,
+            lr=record.lr,
+            updates=[
+                UpdateStatus(i, c, s.to_json() if (s := scores.get(i)) else None) for i, c in updates.items()
             ],
-            "missing": [c for c in record.sampled if c not in updates.values()],
-        }
+            missing=[c for c in record.sampled if c not in updates.values()],
+        )
 
     def trust(self) -> dict[str, dict[str, object]]:
         """Per-client trust state of the defense (for operators)."""

@@ -8,7 +8,6 @@ its loading, defense, aggregation and commit in worker threads.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
@@ -17,6 +16,8 @@ from pydantic import BaseModel, Field
 
 from services.aggregator.api.deps import Operator, Service
 from services.aggregator.api.errors import OPERATOR_AUTH, errors
+from services.aggregator.service import RoundStatus, RoundSummary
+from services.aggregator.state import DecisionRecord, RoundRecord
 
 router = APIRouter(prefix="/v1/admin", tags=["operators"], dependencies=[Operator], responses=OPERATOR_AUTH)
 RoundIndex = Annotated[int, Path(ge=0, le=2**31 - 1)]
@@ -47,9 +48,8 @@ def enrollments(body: EnrollmentRequest, service: Service) -> EnrollmentTokens:
     summary="Open a round (samples its clients)",
     responses=errors(s409="A later round exists, the previous one is still open, or no clients"),
 )
-def open_round(round_index: RoundIndex, service: Service) -> dict:
-    record = service.open_round(round_index)
-    return {**asdict(record), "phase": record.phase.value}
+def open_round(round_index: RoundIndex, service: Service) -> RoundRecord:
+    return service.open_round(round_index)
 
 
 @router.post(
@@ -57,10 +57,10 @@ def open_round(round_index: RoundIndex, service: Service) -> dict:
     summary="Score what is left, defend, aggregate, close the round",
     responses=errors(s409="Round never opened or already closed"),
 )
-async def close_round(round_index: RoundIndex, service: Service, request: Request) -> dict:
+async def close_round(round_index: RoundIndex, service: Service, request: Request) -> RoundSummary:
     summary = await service.close_round(round_index)
     request.app.state.metrics.rounds.labels(summary.phase.value).inc()
-    return {**asdict(summary), "phase": summary.phase.value}
+    return summary
 
 
 @router.get(
@@ -68,7 +68,7 @@ async def close_round(round_index: RoundIndex, service: Service, request: Reques
     summary="A round: phase, sampled clients, accepted updates, scores",
     responses=errors(s404="Round never opened"),
 )
-def round_status(round_index: RoundIndex, service: Service) -> dict:
+def round_status(round_index: RoundIndex, service: Service) -> RoundStatus:
     return service.round_status(round_index)
 
 
@@ -78,8 +78,8 @@ def trust(service: Service) -> dict[str, dict[str, object]]:
 
 
 @router.get("/decisions", summary="The decision log: who, round, score, factor, decision, why")
-def decisions(service: Service) -> list[dict]:
-    return [asdict(a) for a in service.decision_log()]
+def decisions(service: Service) -> list[DecisionRecord]:
+    return service.decision_log()
 
 
 @router.get(

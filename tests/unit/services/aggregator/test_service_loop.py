@@ -105,7 +105,5 @@ def test_round_status_names_submitters_in_acceptance_order_without_decoding():
     ids = service.store.update_ids(0)
     service.store.get_update = lambda _: pytest.fail("round_status decoded an update")  # type: ignore[method-assign]
     status = service.round_status(0)
-    assert [(u["update_id"], u["client_id"]) for u in status["updates"]] == list(
-        zip(ids, ["b", "a"], strict=True)
-    )
-    assert status["missing"] == [] and status["phase"] == "open"
+    assert [(u.update_id, u.client_id) for u in status.updates] == list(zip(ids, ["b", "a"], strict=True))
+    assert status.missing == [] and status.phase == "open"
