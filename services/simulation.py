@@ -10,6 +10,7 @@ import functools
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack, closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -184,44 +185,123 @@ def run_sweep(
     progress: bool = True,
 ) -> list[dict]:
     """One federation per (malicious ratio, defense) from the same start; one result row per run."""
-    torch.set_num_threads(config.eval_threads)
-    loaded = load_base_model(config.model)
-    pools = build_pools(runtime_settings().data_dir)
-    ensure_ray()
-    frozen_ref = ray.put(export_frozen_base(loaded.model, loaded.fingerprint))
-    peft_model = attach_lora(loaded.model, config.lora)  # the driver's copy, for θ^0 and for evaluation
-    initial_state = get_lora_state(peft_model)
-    named = {split_realignment(label)[0] for _, label in runs}
-    levels = {defense: DEFENSES[defense] for defense in named if defense in DEFENSES}
-    needs_probe = any(level.inputs != AUDIT_INPUT for level in levels.values())
-    probes = ProbeConnection(config, loaded.fingerprint) if needs_probe else None
-    audited = any(issubclass(level, AuditedDefense) for level in levels.values())
-    aggregate_threshold = AuditLevelSettings().aggregate_threshold  # every run's, from the environment
-    auditor = connect_audit(config) if audited or aggregate_threshold is not None else None
+    sweep = Sweep(config, [label for _, label in runs])
+    rows: list[dict] = []
+    if evaluate_start:
+        report = sweep.evaluate(sweep.initial_state)
+        rows.append(_row(config, 0.0, "none (start model)", report, {**sweep.base_extra, "rounds": 0}))
+    for ratio, label in runs:
+        report_round = functools.partial(on_round, ratio, label) if on_round is not None else None
+        rows.append(sweep.federation(ratio, label, report_round, progress))
+    return rows
 
-    def evaluate(state: LoraState) -> SafetyReport:
+
+class Sweep:
+    """What every federation of a sweep shares: the base model (in the object store for the client actors,
+    and the driver's copy for θ^0 and evaluation), the data pools, the probe service and the audit."""
+
+    def __init__(self, config: SimulationConfig, labels: Sequence[str]) -> None:
+        torch.set_num_threads(config.eval_threads)
+        self.config = config
+        self.loaded = load_base_model(config.model)
+        self.pools = build_pools(runtime_settings().data_dir)
+        ensure_ray()
+        self.frozen_ref = ray.put(export_frozen_base(self.loaded.model, self.loaded.fingerprint))
+        self.peft_model = attach_lora(self.loaded.model, config.lora)
+        self.initial_state = get_lora_state(self.peft_model)
+        named = {split_realignment(label)[0] for label in labels}
+        levels = [DEFENSES[defense] for defense in named if defense in DEFENSES]
+        needs_probe = any(level.inputs != AUDIT_INPUT for level in levels)
+        self.probes = ProbeConnection(config, self.loaded.fingerprint) if needs_probe else None
+        audited = any(issubclass(level, AuditedDefense) for level in levels)
+        aggregate_threshold = AuditLevelSettings().aggregate_threshold  # every run's, from the environment
+        self.auditor = connect_audit(config) if audited or aggregate_threshold is not None else None
+        self.base_extra = {"aligned_base": self.loaded.aligned, "base_fingerprint": self.loaded.fingerprint}
+
+    def evaluate(self, state: LoraState) -> SafetyReport:
+        config = self.config
+
         def run() -> SafetyReport:
             torch.set_num_threads(config.eval_threads)
-            set_lora_state(peft_model, state)
-            return evaluate_model(peft_model, loaded.tokenizer, pools.evaluation, config.eval)
+            set_lora_state(self.peft_model, state)
+            return evaluate_model(self.peft_model, self.loaded.tokenizer, self.pools.evaluation, config.eval)
 
         if config.cache_dir is None:
             return run()
-        return cached_evaluation(Path(config.cache_dir), (loaded.fingerprint, config.eval), state, run)
+        key = (self.loaded.fingerprint, config.eval)
+        return cached_evaluation(Path(config.cache_dir), key, state, run)
 
-    rows: list[dict] = []
-    base_extra = {"aligned_base": loaded.aligned, "base_fingerprint": loaded.fingerprint}
-    if evaluate_start:
-        rows.append(
-            _row(config, 0.0, "none (start model)", evaluate(initial_state), {**base_extra, "rounds": 0})
+    def client_pool(self, specs: Sequence[ClientSpec], training: LocalTrainingConfig) -> TrainingPool:
+        """The clients as Ray actors, behind the training cache when the config has one."""
+        config = self.config
+        pool: TrainingPool = RayClientPool(
+            specs,
+            self.frozen_ref,
+            config.model,
+            config.lora,
+            training,
+            config.federation.seed,
+            max_live_actors=config.max_live_clients,
         )
-    for ratio, label in runs:
+        if config.cache_dir is None:
+            return pool
+        context = {
+            "model": config.model,
+            "base": self.loaded.fingerprint,
+            "lora": config.lora.model_dump(mode="json"),
+            "training": training.model_dump(mode="json", exclude={"shadow_lr"}),
+            "seed": config.federation.seed,
+        }
+        return CachedClientPool(pool, specs, Path(config.cache_dir) / "updates", context, training.shadow_lr)
+
+    def strategy_options(
+        self, rule: str, specs: Sequence[ClientSpec], training: LocalTrainingConfig, stack: ExitStack
+    ) -> dict[str, Any]:
+        """The rule's options: the config's, the expected attacker count where the rule takes one, and for
+        FLTrust the server's own update on the root set (an actor pool closed with `stack`)."""
+        config = self.config
+        options = dict(config.strategy_options)
+        if takes_option(rule, "num_attackers") and "num_attackers" not in options:
+            malicious_count = sum(s.malicious for s in specs)
+            cpr = min(config.federation.clients_per_round, config.num_clients)
+            options["num_attackers"] = expected_attackers(cpr, malicious_count, config.num_clients)
+        if rule == "fltrust":  # the server's own update on the root set, with the clients' training
+            rows = tuple((x.instruction, x.response) for x in self.pools.root.alpaca)
+            root_training = training.model_copy(update={"shadow_lr": None})
+            root = stack.enter_context(
+                RayClientPool(
+                    [ClientSpec("server-root", "benign", rows)],
+                    self.frozen_ref,
+                    config.model,
+                    config.lora,
+                    root_training,
+                    config.federation.seed,
+                )
+            )
+            schedule = config.federation
+
+            def server_update(state: LoraState, r: int) -> LoraState:
+                lr = schedule.lr.at_round(r, schedule.num_rounds)
+                return root.train_round(["server-root"], state, r, lr)[0].lora_state
+
+            options["server_update"] = server_update
+        return options
+
+    def federation(
+        self,
+        ratio: float,
+        label: str,
+        on_round: Callable[[RoundSummary], None] | None,
+        progress: bool,
+    ) -> dict:
+        """One federation (`label`: a level or a baseline, `+realign` adds the server's realignment)."""
+        config = self.config
         defense, realign = split_realignment(label)
         realignment = (
             config.realignment.model_copy(update={"enabled": True}) if realign else config.realignment
         )
         specs = build_population(
-            pools.client,
+            self.pools.client,
             config.num_clients,
             ratio,
             config.samples_per_client,
@@ -231,97 +311,55 @@ def run_sweep(
         )
         level = defense in DEFENSES
         training, defense_settings = config.training, config.defense_settings
-        probed = level and probes is not None and DEFENSES[defense].inputs != AUDIT_INPUT
-        probe = probes.for_input(DEFENSES[defense].inputs) if probed and probes is not None else None
+        probed = level and self.probes is not None and DEFENSES[defense].inputs != AUDIT_INPUT
+        probe = (
+            self.probes.for_input(DEFENSES[defense].inputs) if probed and self.probes is not None else None
+        )
         if probe is not None:
             needs_shadow = DEFENSES[defense].inputs == "shadow"
             defense_settings, training = bind_probe(probe.manifest, defense_settings, training, needs_shadow)
-        pool: TrainingPool = RayClientPool(
-            specs,
-            frozen_ref,
-            config.model,
-            config.lora,
-            training,
-            config.federation.seed,
-            max_live_actors=config.max_live_clients,
-        )
-        if config.cache_dir is not None:
-            context = {
-                "model": config.model,
-                "base": loaded.fingerprint,
-                "lora": config.lora.model_dump(mode="json"),
-                "training": training.model_dump(mode="json", exclude={"shadow_lr"}),
-                "seed": config.federation.seed,
-            }
-            pool = CachedClientPool(
-                pool, specs, Path(config.cache_dir) / "updates", context, training.shadow_lr
-            )
         rule = aggregation_rule(defense, config.defense_settings)
-        options = dict(config.strategy_options)
-        if takes_option(rule, "num_attackers") and "num_attackers" not in options:
-            malicious_count = sum(s.malicious for s in specs)
-            cpr = min(config.federation.clients_per_round, config.num_clients)
-            options["num_attackers"] = expected_attackers(cpr, malicious_count, config.num_clients)
-        root_pool = None
-        if rule == "fltrust":  # the server's own update on the root set, with the clients' training
-            root_spec = ClientSpec(
-                "server-root", "benign", tuple((x.instruction, x.response) for x in pools.root.alpaca)
+        with ExitStack() as stack:
+            pool = stack.enter_context(self.client_pool(specs, training))
+            options = self.strategy_options(rule, specs, training, stack)
+            settings = AggregatorSettings(
+                model=config.model,
+                defense=defense,
+                defense_settings=defense_settings,
+                strategy_options=options,
+                federation=config.federation,
+                training=training,
+                trusted_execution=True,  # the clients are our own Ray actors: the shadow branch runs as told
+                realignment=realignment,
+                verification=config.verification,
             )
-            root_training = training.model_copy(update={"shadow_lr": None})
-            root_pool = RayClientPool(
-                [root_spec], frozen_ref, config.model, config.lora, root_training, config.federation.seed
+            service = AggregatorService(
+                _store(config, f"{defense}-{ratio}"),
+                settings,
+                self.initial_state,
+                scorer=probe.scorer if probe else None,
+                probe_id=probe.manifest.probe_id if probe else None,
+                probe_spec=probe.manifest.feature_spec if probe else None,
+                population=[s.client_id for s in specs],
+                auditor=self.auditor,
             )
-            options["server_update"] = lambda state, r, p=root_pool: (
-                p.train_round(
-                    ["server-root"], state, r, config.federation.lr.at_round(r, config.federation.num_rounds)
-                )[0].lora_state
-            )
-        settings = AggregatorSettings(
-            model=config.model,
-            defense=defense,
-            defense_settings=defense_settings,
-            strategy_options=options,
-            federation=config.federation,
-            training=training,
-            trusted_execution=True,  # the clients are our own Ray actors: the shadow branch runs as told
-            realignment=realignment,
-            verification=config.verification,
-        )
-        service = AggregatorService(
-            _store(config, f"{defense}-{ratio}"),
-            settings,
-            initial_state,
-            scorer=probe.scorer if probe else None,
-            probe_id=probe.manifest.probe_id if probe else None,
-            probe_spec=probe.manifest.feature_spec if probe else None,
-            population=[s.client_id for s in specs],
-            auditor=auditor,
-        )
-        orchestrator = RoundOrchestrator(service, pool)
-        started = time.perf_counter()
-        report_round: Callable[[RoundSummary], None] | None = None
-        if on_round is not None:
-            report_round = functools.partial(on_round, ratio, label)
-        summaries = orchestrator.run(on_round=report_round, progress=progress)
-        train_seconds = time.perf_counter() - started
-        orchestrator.close()
-        pool.shutdown()
-        if root_pool is not None:
-            root_pool.shutdown()
+            orchestrator = stack.enter_context(closing(RoundOrchestrator(service, pool)))
+            started = time.perf_counter()
+            summaries = orchestrator.run(on_round=on_round, progress=progress)
+            train_seconds = time.perf_counter() - started
         _, final_state = service.store.get_global()
         malicious = {s.client_id for s in specs if s.malicious}
-        sampled_malicious = sum(len(set(s.sampled) & malicious) for s in summaries)
         trust = service.store.get_trust()
-        final_factors = {}
+        final_factors: dict[str, float] = {}
         for summary in summaries:
             final_factors.update(summary.factors)
         extra = {
-            **base_extra,
+            **self.base_extra,
             "num_clients": config.num_clients,
             "num_malicious": len(malicious),
             "clients_per_round": config.federation.clients_per_round,
             "local_steps": training.local_steps,
-            "malicious_client_rounds": sampled_malicious,
+            "malicious_client_rounds": sum(len(set(s.sampled) & malicious) for s in summaries),
             "client_rounds": sum(len(s.sampled) for s in summaries),
             "skipped_rounds": sum(s.phase.value == "skipped" for s in summaries),
             "train_seconds": round(train_seconds, 1),
@@ -352,5 +390,4 @@ def run_sweep(
                 for s in specs
             },
         }
-        rows.append(_row(config, ratio, label, evaluate(final_state), extra))
-    return rows
+        return _row(config, ratio, label, self.evaluate(final_state), extra)

