@@ -30,7 +30,7 @@ class InvalidRequest(BaseModel):
     detail: str | list[FieldError]
 
 
-def field_errors(errors: Sequence[Any]) -> list[dict]:
+def field_errors(errors: Sequence[Any]) -> list[dict[str, object]]:
     """FastAPI's validation errors as FieldErrors: location, message and type only, each bounded."""
     return [
         {

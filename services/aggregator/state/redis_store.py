@@ -444,7 +444,7 @@ def _wrap_public(cls: type) -> None:
 _wrap_public(RedisStateStore)
 
 
-def _audit_json(record: DecisionRecord) -> dict:
+def _audit_json(record: DecisionRecord) -> dict[str, object]:
     return {
         "round_index": record.round_index,
         "client_id": record.client_id,

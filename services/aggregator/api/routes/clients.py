@@ -45,13 +45,15 @@ class Credentials(BaseModel):
 
 class Task(BaseModel):
     model: str = Field(description="The base model the federation fine-tunes (the client loads it itself).")
-    lora: dict = Field(description="The LoRA shape every client trains (r, alpha, dropout, target_modules).")
+    lora: dict[str, object] = Field(
+        description="The LoRA shape every client trains (r, alpha, dropout, target_modules)."
+    )
     round_index: int | None
     phase: str | None
     sampled: bool
     global_version: int | None
     lr: float | None
-    training: dict
+    training: dict[str, object]
     local_steps: int = Field(description="T: local steps to train; snapshots must have exactly T rows.")
     batch_size: int = Field(description="b: samples per step; submit exactly this batch_size.")
     max_num_samples: int = Field(
