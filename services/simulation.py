@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from probes.artifact import ProbeManifest
 from services.aggregator.defenses import DEFENSES, DefenseSettings
 from services.aggregator.defenses.audit_level import AUDIT_INPUT, AuditedDefense, AuditLevelSettings
+from services.aggregator.inputs import Inputs
 from services.aggregator.orchestrator import RoundOrchestrator
 from services.aggregator.probe_binding import bind_probe
 from services.aggregator.realignment import RealignmentSettings, split_realignment
@@ -55,7 +56,7 @@ class SimulationConfig(BaseModel):
     samples_per_client: int = Field(100, ge=1)
     benign_source: str = "helpful"
     defense_settings: DefenseSettings = DefenseSettings()
-    strategy_options: dict = Field(
+    strategy_options: dict[str, object] = Field(
         default_factory=dict,
         description=(
             "Options of the aggregation rule (a baseline, or a level's defense_settings.aggregator). "
@@ -141,7 +142,7 @@ class ProbeConnection:
         self.scorer = HandleScorer(scorer_handle(settings))
         self._hookups: dict[str, ProbeHookup] = {}
 
-    def for_input(self, inputs: str) -> ProbeHookup:
+    def for_input(self, inputs: Inputs) -> ProbeHookup:
         from services.probe_service.scoring import ProbeSelector
 
         if inputs not in self._hookups:

@@ -75,7 +75,7 @@ SNAPSHOTS_OF: dict[Inputs, str] = {Inputs.STEPS: "b_snapshots", Inputs.SHADOW: "
 # The probe features each level's input can use, preferred first: snapshot levels score reported layer-0 B
 # rows; the verified level scores the update itself and prefers a probe that reads all of it (#22). Keyed
 # by str: the simulation and the experiment CLI look it up with a level's input as a plain string.
-PROBE_POLICIES: dict[str, tuple[str, ...] | None] = {
+PROBE_POLICIES: dict[Inputs, tuple[str, ...] | None] = {
     Inputs.STEPS: ("first_B",),
     Inputs.SHADOW: ("first_B",),
     Inputs.VERIFIED: ("all_layers", "module_norms", "first_B"),  # E2's leave-one-writer-out order

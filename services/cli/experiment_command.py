@@ -294,6 +294,7 @@ def e6_adaptive(
 def _probe_dir(model: str, inputs: str = "steps") -> Path:
     """The published probe for `model` that the level reading `inputs` uses (PROBE_POLICIES): what a
     probe-penalty attacker reads."""
+    from services.aggregator.inputs import Inputs
     from services.aggregator.scoring import PROBE_POLICIES
     from services.probe_service.scoring import ProbeBank, ProbeSelector
     from services.probe_service.settings import ProbeServiceSettings
@@ -301,7 +302,7 @@ def _probe_dir(model: str, inputs: str = "steps") -> Path:
 
     artifacts = ProbeServiceSettings().artifacts_dir
     lora = LoraSettings()
-    policies = PROBE_POLICIES[inputs]
+    policies = PROBE_POLICIES[Inputs(inputs)]
     selector = ProbeSelector(None, model, lora.r, tuple(lora.target_modules), policies=policies)
     manifest = ProbeBank(artifacts).resolve(selector)
     return Path(artifacts) / manifest.probe_id
