@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from services.clients.attacks import AttackConfig
-from services.experiments import plots
 from services.experiments.e6_adaptive import malicious_factor
+from services.experiments.e6_adaptive import (
+    plot as plot,  # the same plots: harmless rate and factors by attack
+)
 from services.experiments.federation import federation_grid
 from services.experiments.runner import Configuration
 
@@ -243,13 +245,3 @@ def table(result: dict) -> str:
             row.append(f"{o['harmless_rate']:.2f}{mark}")
         lines.append(f"| {attack} | " + " | ".join(row) + " |")
     return "\n".join(lines)
-
-
-def plot(result: dict, output: Path) -> list[Path]:
-    rows = [r for r in result["rows"] if r.get("rounds") and r["malicious_ratio"]]
-    return [
-        plots.harmless_by_defense(
-            rows, output.with_name(output.stem + "_harmless.png"), group="attack_label"
-        ),
-        plots.security_factors(rows, output.with_name(output.stem + "_factors.png")),
-    ]
