@@ -55,7 +55,8 @@ def harmless_by_defense(rows: Sequence[dict], path: Path, group: str = "maliciou
     """Harmless rate per defense with 95% intervals; one colour per `group` value (ratio or attack)."""
     groups = sorted({str(r[group]) for r in rows})
     defenses = list(dict.fromkeys(r["defense"] for r in rows))
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(defenses) * len(groups)), 3.6))
+    # at most ~16 in wide: a grid of many attacks x defenses packs its points instead of stretching
+    fig, ax = plt.subplots(figsize=(min(16, max(6, 0.6 * len(defenses) * len(groups))), 4.2))
     width = 0.8 / max(1, len(groups))
     for g, value in enumerate(groups):
         mine = [r for r in rows if str(r[group]) == value]
@@ -65,7 +66,7 @@ def harmless_by_defense(rows: Sequence[dict], path: Path, group: str = "maliciou
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(defenses))], defenses, rotation=45, ha="right")
     ax.set_ylabel("harmless rate (95% Wilson)")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower left", ncol=2 if len(groups) > 6 else 1)
     return _save(fig, path)
 
 
