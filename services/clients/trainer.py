@@ -99,7 +99,6 @@ class ClientTrainer:
         `shadow`: whether the task asks for the shadow branch this round (a frozen client skips it)."""
         torch.set_num_threads(self.training.torch_threads)
         torch.manual_seed(self.seed * 100_003 + round_index)  # LoRA dropout, reproducible per round
-        set_lora_state(self.model, global_state)  # raises LoRAStateError on wrong keys/shapes/NaN
         examples, cover = self._subsets(round_index)
         result = self._branch(global_state, examples, cover, lr, round_index)
         lora_state, b_snapshots = result.lora_state, result.b_snapshots
@@ -150,7 +149,7 @@ class ClientTrainer:
     ) -> LocalTrainingResult:
         """One branch from `start`: what the client trains and what it would report (its snapshots)."""
         kind = self.attack.kind if self.attack is not None else "none"
-        set_lora_state(self.model, start)
+        set_lora_state(self.model, start)  # raises LoraStateError on wrong keys/shapes/NaN
         if kind == "split_training":
             return self._split(start, examples, cover, lr)
         penalty: Callable[[], torch.Tensor] | None = None
