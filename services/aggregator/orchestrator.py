@@ -14,7 +14,8 @@ from typing import Protocol
 
 from tqdm.auto import tqdm
 
-from services.aggregator.service import AggregatorService, RefusedUpdate, RoundSummary
+from services.aggregator.errors import RefusedUpdate
+from services.aggregator.service import AggregatorService, RoundSummary
 from services.aggregator.state import RoundPhase, RoundRecord
 from shared.lora_state import LoraState
 from shared.updates import ClientUpdate

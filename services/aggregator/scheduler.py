@@ -175,7 +175,7 @@ class RoundScheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop` is set or max_rounds rounds closed; errors are logged and retried, never fatal."""
-        from services.aggregator.service import RoundConflict
+        from services.aggregator.errors import RoundConflict
         from services.aggregator.state import StateStoreError
 
         held = False

@@ -20,9 +20,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from services.aggregator.admission import Admission
 from services.aggregator.auditing import AggregatorAudit
 from services.aggregator.defenses import AuditEvidence, DefenseDecision, defended_aggregate, make_defense
 from services.aggregator.defenses.base import TrustJson
+from services.aggregator.errors import (
+    Forbidden,
+    NotFound,
+    RoundConflict,
+)
 from services.aggregator.norm_bound import bound_round
 from services.aggregator.realignment import Realigner, RealignmentRecord
 from services.aggregator.registration import Registrar, digest
@@ -30,7 +36,6 @@ from services.aggregator.sampling import sample_clients
 from services.aggregator.scores import UpdateScores
 from services.aggregator.scoring import (
     PROBE_KINDS,
-    SNAPSHOTS_OF,
     UpdateAuditor,
     probe_inputs,
     score_update,
@@ -45,51 +50,17 @@ from services.aggregator.state import (
     StoreUnavailable,
 )
 from services.aggregator.strategies import AggregationResult, make_strategy
-from services.aggregator.update_bounds import UpdateOutOfBounds, bound_update
 from services.aggregator.verification import (
-    VerificationError,
-    check_update,
     describe,
     structural_findings,
-    verify_last_snapshot,
 )
 from shared.echo import quoted
 from shared.features import FeatureSpec
-from shared.lora_state import LoraState, LoraStateError, validate_lora_state
+from shared.lora_state import LoraState
 from shared.probe_scorer import ProbeScorer
 from shared.updates import ClientUpdate
 
 log = logging.getLogger(__name__)
-
-
-class AggregatorError(Exception):
-    status_code = 400
-
-
-class RoundConflict(AggregatorError):
-    """Wrong round, or a round that is not open (409)."""
-
-    status_code = 409
-
-
-class Forbidden(AggregatorError):
-    status_code = 403
-
-
-class InvalidSubmission(AggregatorError):
-    status_code = 422
-
-
-class RefusedUpdate(InvalidSubmission):
-    """A submission a server-side check refused (verification.py); `check` labels the metric."""
-
-    def __init__(self, check: str, message: str) -> None:
-        super().__init__(message)
-        self.check = check
-
-
-class NotFound(AggregatorError):
-    status_code = 404
 
 
 @dataclass
@@ -187,9 +158,10 @@ class AggregatorService:
             store.get_global(0)
         except StateStoreError:
             store.put_global(0, initial_state() if callable(initial_state) else initial_state)
-        self._layout = store.get_global(0)[1]
-        # Reported snapshots are layer-0 B rows whatever the probe reads (a whole-update probe reads more).
-        self.snapshot_spec = FeatureSpec.for_adapter(self._layout, "first_B")
+        layout = store.get_global(0)[1]
+        self.admission = Admission(
+            store, settings, self.defense, layout, self.verification, reads_snapshots=probe_spec is not None
+        )
         self.registrar = Registrar(store, settings)
         self.registrar.load_configured_tokens()
 
@@ -301,24 +273,8 @@ class AggregatorService:
         return update_id, created
 
     def accept(self, update: ClientUpdate) -> tuple[str, bool, RoundRecord, ClientUpdate]:
-        """Validate, bound and store an update (blocking I/O: the API runs it in a worker thread)."""
-        try:
-            update = bound_update(update, self.settings.training, self.settings.oversized_updates)
-        except UpdateOutOfBounds as error:
-            raise InvalidSubmission(str(error)) from error
-        record = self.store.get_round(update.round_index)
-        if record is None:
-            raise RoundConflict(f"round {update.round_index} is not open")
-        # The phase is the store's to check, atomically: a retry of an accepted update is a duplicate
-        # (202) even once the round is closing; anything else after the close began is a 409.
-        if update.client_id not in record.sampled:
-            raise RoundConflict(f"{update.client_id} is not sampled in round {update.round_index}")
-        try:
-            validate_lora_state(update.lora_state, self._layout)
-        except LoraStateError as error:
-            raise InvalidSubmission(str(error)) from error
-        self._check_snapshots(update, record)
-        self._verify(update, record)
+        """Admit (admission.py) and store an update (blocking I/O: the API runs it in a worker thread)."""
+        update, record = self.admission.admit(update)
         try:
             update_id, created = self.store.add_update(update)
         except StoreUnavailable:
@@ -326,42 +282,6 @@ class AggregatorService:
         except StateStoreError as error:
             raise RoundConflict(str(error)) from error
         return update_id, created, record, update
-
-    def _check_snapshots(self, update: ClientUpdate, record: RoundRecord) -> None:
-        if self.defense is None or self.probe_spec is None:
-            return
-        width = self.snapshot_spec.dim
-        needed = SNAPSHOTS_OF.get(self.defense.inputs)  # None: the audit level reads no snapshots
-        trust = self.store.get_trust().get(update.client_id, {})  # the server's view, not the client's
-        if (
-            needed
-            and getattr(update, needed).size == 0
-            and self.defense.needs_scores(record.round_index, trust)
-        ):
-            raise InvalidSubmission(f"the {self.defense.name} level needs {needed} [steps, {width}]")
-        for name in SNAPSHOTS_OF.values():
-            value = getattr(update, name)
-            if value.size and (value.ndim != 2 or value.shape[1] != width):
-                raise InvalidSubmission(f"{name}: shape {list(value.shape)}, expected [steps, {width}]")
-            if value.size and not np.all(np.isfinite(value)):
-                raise InvalidSubmission(f"{name}: contains NaN or Inf")
-
-    def _verify(self, update: ClientUpdate, record: RoundRecord) -> None:
-        """The server's checks (verification.py); a refusal is written to the decision log before the 422."""
-        try:
-            if self.probe_spec is not None:  # a level that may read them (baselines never do)
-                verify_last_snapshot(update, self.snapshot_spec)
-            if "refuse" in (self.verification.structure, self.verification.over_bound):
-                _, issued = self.store.get_global(record.global_version)
-                check_update(update, issued, self.verification, self.settings.training.local_steps)
-        except LoraStateError as error:
-            raise InvalidSubmission(str(error)) from error
-        except VerificationError as error:
-            reason = f"refused ({error.check}): {error}"
-            self.store.append_decisions(
-                [DecisionRecord(record.round_index, update.client_id, "refused", 0.0, 0.0, None, reason)]
-            )
-            raise RefusedUpdate(error.check, str(error)) from error
 
     def _scoring_plan(self, update: ClientUpdate, record: RoundRecord) -> bool | None:
         """Whether to ask the probe about a new update (None: nothing to score; blocking store read)."""

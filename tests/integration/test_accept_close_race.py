@@ -16,7 +16,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from services.aggregator.service import AggregatorService, RoundConflict
+from services.aggregator.errors import RoundConflict
+from services.aggregator.service import AggregatorService
 from services.aggregator.settings import AggregatorSettings, FederationConfig
 from services.aggregator.state import RedisStateStore, RoundPhase
 from shared.config import LocalTrainingConfig, LoraSettings

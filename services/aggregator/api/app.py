@@ -18,10 +18,11 @@ from services.aggregator.api.errors import field_errors
 from services.aggregator.api.limits import SUBMISSION, BodyLimitMiddleware
 from services.aggregator.api.metrics import AggregatorMetrics, TimedScorer
 from services.aggregator.api.routes import admin, clients, readiness
+from services.aggregator.errors import AggregatorError
 from services.aggregator.leadership import Lease, LocalLease, RedisLease
 from services.aggregator.registration import RegistrationError
 from services.aggregator.scheduler import RoundScheduler
-from services.aggregator.service import AggregatorError, AggregatorService
+from services.aggregator.service import AggregatorService
 from services.aggregator.state import StateStoreError, StoreUnavailable
 from services.probe_service.api.metrics import MetricsMiddleware
 from shared.echo import printable

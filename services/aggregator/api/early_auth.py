@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.aggregator.api.deps import bearer_token
 from services.aggregator.api.limits import SUBMISSION
-from services.aggregator.service import Forbidden
+from services.aggregator.errors import Forbidden
 from services.aggregator.state import StoreUnavailable
 from shared.echo import printable
 

@@ -17,8 +17,8 @@ from starlette.concurrency import run_in_threadpool
 
 from services.aggregator.api.deps import ClientId, Service
 from services.aggregator.api.errors import CLIENT_AUTH, INVALID, UNAVAILABLE, errors
+from services.aggregator.errors import AggregatorError, InvalidSubmission, RefusedUpdate
 from services.aggregator.registration import RegistrationError
-from services.aggregator.service import AggregatorError, InvalidSubmission, RefusedUpdate
 from services.aggregator.update_bounds import max_num_samples
 from shared.echo import quoted
 from shared.lora_state import LoraStateError

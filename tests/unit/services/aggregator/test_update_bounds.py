@@ -42,7 +42,8 @@ def test_snapshot_rows_must_be_the_task_s_local_steps_under_either_policy(steps)
 def test_a_client_claiming_10_15_samples_does_not_capture_the_global_adapter(policy):
     import asyncio
 
-    from services.aggregator.service import AggregatorService, InvalidSubmission
+    from services.aggregator.errors import InvalidSubmission
+    from services.aggregator.service import AggregatorService
     from services.aggregator.settings import AggregatorSettings, FederationConfig
     from services.aggregator.state import InMemoryStateStore
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from services.aggregator.defenses import DefenseSettings, ProbeEvidence, make_defense
+from services.aggregator.errors import RefusedUpdate
 from services.aggregator.norm_bound import bound_round, calibrate_norm_bound, clip_to_bound, delta_norm
 from services.aggregator.scoring import probe_inputs
-from services.aggregator.service import AggregatorService, RefusedUpdate
+from services.aggregator.service import AggregatorService
 from services.aggregator.settings import AggregatorSettings, FederationConfig
 from services.aggregator.state import InMemoryStateStore
 from services.aggregator.verification import (
