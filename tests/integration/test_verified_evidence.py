@@ -21,10 +21,10 @@ import pytest
 from safetensors.numpy import save
 
 from probes.artifact import export_linear_probe
+from research.clients.attacks import scale_snapshots, scale_update
+from research.clients.population import build_population
+from research.clients.trainer import ClientTrainer
 from services.aggregator.norm_bound import delta_norm
-from services.clients.attacks import scale_snapshots, scale_update
-from services.clients.population import build_population
-from services.clients.trainer import ClientTrainer
 from shared.config import LocalTrainingConfig, LoraSettings
 from shared.features import FeatureSpec
 from shared.lora import attach_lora, get_lora_state

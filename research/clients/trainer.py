@@ -11,7 +11,7 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from services.clients.attacks import (
+from research.clients.attacks import (
     LogisticProbe,
     PenalisedModel,
     fit_surrogate,
@@ -24,7 +24,7 @@ from services.clients.attacks import (
     splice,
     stale_last_row,
 )
-from services.clients.population import ClientSpec
+from research.clients.population import ClientSpec
 from shared.client_training import HonestTrainer, Submitted
 from shared.config import LocalTrainingConfig, LoraSettings
 from shared.features import select_keys

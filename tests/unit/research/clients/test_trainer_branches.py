@@ -5,8 +5,8 @@ import copy
 import numpy as np
 import pytest
 
-from services.clients.population import ClientSpec
-from services.clients.trainer import ClientTrainer
+from research.clients.population import ClientSpec
+from research.clients.trainer import ClientTrainer
 from shared.client_training import HonestTrainer
 from shared.config import LocalTrainingConfig, LoraSettings
 
