@@ -91,14 +91,15 @@ step "smoke: the probe service (Ray Serve) in the image scores an adapter"
 buildah run --network host --env "PROBE_PORT=$PROBE_PORT" "$ctr" -- python - <<'EOF'
 import os
 
-from services.aggregator.server import initial_adapter
+from services.aggregator.server import BaseModelAccess
 from services.probe_service.client import ProbeServiceClient
 from services.probe_service.deployment import start_probe_service
 from services.probe_service.settings import ProbeServiceSettings
 from shared.config import LoraSettings
 
 url = start_probe_service(ProbeServiceSettings(port=int(os.environ["PROBE_PORT"])))
-adapter = {key: value + 0.01 for key, value in initial_adapter("smollm2-135m", LoraSettings(), None).items()}
+init = BaseModelAccess("smollm2-135m", LoraSettings()).initial_adapter(None)
+adapter = {key: value + 0.01 for key, value in init.items()}
 with ProbeServiceClient(url) as client:
     result = client.score_adapter(adapter, base_model="smollm2-135m")
 print(f"probe {result.probe_id}: p={result.probability:.3f} verdict={result.verdict}")

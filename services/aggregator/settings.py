@@ -80,6 +80,13 @@ class AggregatorSettings(BaseSettings):
         None, description="safetensors of the initial global adapter (default: the base model's LoRA init)."
     )
     probe_id: str | None = Field(None, description="Probe to score with (default: by base model).")
+    base_fingerprint: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{16}$",
+        description="The base weights' fingerprint, which the probe must have been made for (default: "
+        "computed from the base model at start-up; set it to run a level without loading the base, e.g. "
+        "with the initial adapter given as a file).",
+    )
     probe_url: str | None = Field(None, description="Probe service URL when the aggregator runs outside Ray.")
     scoring: ScoringPolicy = ScoringPolicy()
     namespace: str = Field("sfl", description="Redis key prefix (one federation per namespace).")

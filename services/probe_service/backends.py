@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from probes.manifest import ProbeManifest
 from services.probe_service.errors import ProbeServiceError, ScorerUnavailable
-from services.probe_service.scoring import ProbeBank, ProbeSelector
-from services.probe_service.settings import ProbeServiceSettings
+from services.probe_service.scoring import ProbeBank
 from shared.probe_scorer import ProbeScorer
 
 if TYPE_CHECKING:
@@ -32,15 +29,6 @@ class InProcessBackend:
 
     async def ready(self) -> bool:
         return bool(self.bank.manifests())
-
-
-def open_local_probe(
-    selector: ProbeSelector, artifacts_dir: Path | None = None
-) -> tuple[ProbeManifest, InProcessBackend]:
-    """The probe the selector picks from the registry (SAFE_FEDLLM_PROBE_ARTIFACTS_DIR by default) and a
-    scorer over that registry in this process: how other services use probes without the service."""
-    bank = ProbeBank(artifacts_dir or ProbeServiceSettings().artifacts_dir)
-    return bank.resolve(selector), InProcessBackend(bank)
 
 
 class ServeBackend:

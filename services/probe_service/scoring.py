@@ -66,6 +66,9 @@ class ProbeSelector:
     # Feature policies the caller can use, preferred first (None: any, newest wins). Levels that read
     # reported snapshots need `first_B`; the verified level prefers a probe of the whole update.
     policies: tuple[str, ...] | None = None
+    # The exact base weights (+ alignment) the caller's updates come from (`LoadedModel.fingerprint`): a
+    # probe made on other weights reads another distribution of updates. REST requests cannot know it.
+    base_fingerprint: str | None = None
 
     def describe(self, with_model: bool = True) -> str:
         parts = [f"base model {quoted(self.base_model or '')}"] if with_model else []
@@ -75,6 +78,10 @@ class ProbeSelector:
             parts.append(f"targets {printable(str(list(self.target_modules)), 128)}")
         if self.dim is not None:
             parts.append(f"{self.dim} features")
+        if self.policies is not None:
+            parts.append(f"features {list(self.policies)}")
+        if with_model and self.base_fingerprint is not None:
+            parts.append(f"base weights {self.base_fingerprint}")
         return ", ".join(parts)
 
 
@@ -129,18 +136,30 @@ class ProbeBank:
                     f"snapshot width {selector.dim}, probe {manifest.probe_id!r} expects "
                     f"{manifest.feature_spec.dim} (layer-0 lora_B of {list(manifest.feature_spec.keys)})"
                 )
-            if not _fits(manifest, replace(selector, base_model=None, dim=None)):
+            if not _fits(manifest, replace(selector, base_model=None, dim=None, base_fingerprint=None)):
                 lora = manifest.lora
                 raise InvalidUpdate(
                     f"the update has {selector.describe(with_model=False)}; probe {manifest.probe_id!r} "
                     f"was trained for r={lora.r}, targets {sorted(lora.target_modules)}"
+                )
+            if not _fits(manifest, ProbeSelector(base_fingerprint=selector.base_fingerprint)):
+                made_for = manifest.base_model.fingerprint
+                raise ProbeNotFound(
+                    f"probe {manifest.probe_id!r} was made for base weights {made_for}, this model is "
+                    f"{selector.base_fingerprint}; rebuild it with safe-fedllm probe build"
                 )
             return manifest
         if not selector.base_model:
             raise InvalidUpdate("name the probe: give probe_id, or base_model (adapter_config.json has it)")
         matches = [m for m in self.manifests() if _fits(m, selector)]
         if not matches:
-            known = ", ".join(f"{m.probe_id} ({m.base_model.name})" for m in self.manifests()) or "none"
+            known = (
+                ", ".join(
+                    f"{m.probe_id} ({m.base_model.name}, base weights {m.base_model.fingerprint})"
+                    for m in self.manifests()
+                )
+                or "none"
+            )
             model = canonical_model_name(selector.base_model)
             build = (
                 f"safe-fedllm probe build --model {model}"
@@ -247,5 +266,7 @@ def _fits(manifest: ProbeManifest, selector: ProbeSelector) -> bool:
     if selector.target_modules and sorted(selector.target_modules) != sorted(manifest.lora.target_modules):
         return False
     if selector.policies is not None and manifest.feature_spec.policy not in selector.policies:
+        return False
+    if selector.base_fingerprint is not None and selector.base_fingerprint != manifest.base_model.fingerprint:
         return False
     return selector.dim is None or selector.dim == manifest.feature_spec.dim

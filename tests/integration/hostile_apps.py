@@ -14,7 +14,6 @@ import numpy as np
 import uvicorn
 from fastapi import FastAPI
 
-from probes.artifact import export_linear_probe
 from services.aggregator.service import AggregatorService
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.state import RedisStateStore
@@ -24,36 +23,25 @@ from services.probe_service.scoring import ProbeBank
 from services.probe_service.settings import ProbeServiceSettings
 from shared.config import LocalTrainingConfig, LoraSettings
 from shared.features import FeatureSpec
+from tests.toy_lora import export_toy_probe, toy_adapter
 
 PROBE_ID = "toy-qv-r2"
-PREFIX = "base_model.model.model.layers"
 ADMIN_TOKEN = "operator-secret"
 
 
 def adapter(value: float = 0.0, modules: tuple[str, ...] = ("q_proj", "v_proj")) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    state = {}
-    for layer in range(2):
-        for module in modules:
-            key = f"{PREFIX}.{layer}.self_attn.{module}"
-            state[f"{key}.lora_A.weight"] = rng.normal(size=(2, 6)).astype(np.float32)
-            state[f"{key}.lora_B.weight"] = np.full((3, 2), value, np.float32)
-    return state
+    """The toy layout with every projection's output 3 (a narrower q than tests/toy_lora's default)."""
+    return toy_adapter(value, outputs=dict.fromkeys(modules, 3))
 
 
 def export_probe(root: Path) -> FeatureSpec:
     spec = FeatureSpec.for_adapter(adapter(), "first_B")
-    export_linear_probe(
+    export_toy_probe(
         root / PROBE_ID,
-        PROBE_ID,
         np.ones(spec.dim, np.float32) * 4,
-        0.0,
         spec,
         base_model="smollm2-135m",
         fingerprint="0" * 16,
-        lora=LoraSettings(r=2),
-        threshold=0.8,
-        training_data_hash="0" * 16,
     )
     return spec
 

@@ -21,7 +21,8 @@ from services.aggregator.settings import AggregatorSettings, FederationConfig
 from services.aggregator.state import RedisStateStore, RoundPhase
 from shared.config import LocalTrainingConfig, LoraSettings
 from shared.updates import ClientUpdate
-from tests.integration.hostile_apps import PREFIX, adapter
+from tests.integration.hostile_apps import adapter
+from tests.toy_lora import PREFIX
 
 pytestmark = pytest.mark.integration
 CLIENTS = [f"c{i}" for i in range(10)]

@@ -18,26 +18,13 @@ import numpy as np
 import pytest
 from safetensors.numpy import save
 
-from probes.artifact import export_linear_probe
-from shared.config import LoraSettings
 from shared.features import FeatureSpec
 from shared.updates import decode_lora_state
+from tests.toy_lora import export_toy_probe, toy_adapter
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 ADMIN = {"authorization": "Bearer operator-secret"}
-PREFIX = "base_model.model.model.layers"
-
-
-def _adapter(b_value: float = 0.0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    state = {}
-    for layer in range(2):
-        for module, out in (("q_proj", 6), ("v_proj", 3)):
-            key = f"{PREFIX}.{layer}.self_attn.{module}"
-            state[f"{key}.lora_A.weight"] = rng.normal(size=(2, 6)).astype(np.float32)
-            state[f"{key}.lora_B.weight"] = np.full((out, 2), b_value, np.float32)
-    return state
 
 
 class AggregatorProcess:
@@ -74,21 +61,10 @@ class AggregatorProcess:
 
 @pytest.fixture
 def aggregator(redis_client, redis_server, tmp_path, free_port):
-    spec = FeatureSpec.for_adapter(_adapter(), "first_B")
+    spec = FeatureSpec.for_adapter(toy_adapter(0.0), "first_B")
     weight = np.ones(spec.dim, np.float32) * 4  # B along +1 is malicious, along -1 benign
-    export_linear_probe(
-        tmp_path / "probes" / "toy-probe",
-        "toy-probe",
-        weight,
-        0.0,
-        spec,
-        base_model="toy-model",
-        fingerprint="0" * 16,
-        lora=LoraSettings(r=2),
-        threshold=0.8,
-        training_data_hash="0" * 16,
-    )
-    (tmp_path / "init.safetensors").write_bytes(save(_adapter(0.0)))
+    export_toy_probe(tmp_path / "probes" / "toy-probe", weight, spec, fingerprint="0" * 16)
+    (tmp_path / "init.safetensors").write_bytes(save(toy_adapter(0.0)))
     env = {
         **os.environ,
         "SAFE_FEDLLM_REDIS_URL": redis_server.url,
@@ -96,6 +72,7 @@ def aggregator(redis_client, redis_server, tmp_path, free_port):
         "SAFE_FEDLLM_AGGREGATOR_DEFENSE": "shadow",
         "SAFE_FEDLLM_AGGREGATOR_TRUSTED_EXECUTION": "true",  # the planted clients stand for our own actors
         "SAFE_FEDLLM_AGGREGATOR_MODEL": "toy-model",
+        "SAFE_FEDLLM_AGGREGATOR_BASE_FINGERPRINT": "0" * 16,  # the toy model has no weights to load
         "SAFE_FEDLLM_AGGREGATOR_LORA__R": "2",
         "SAFE_FEDLLM_AGGREGATOR_INITIAL_ADAPTER": str(tmp_path / "init.safetensors"),
         "SAFE_FEDLLM_AGGREGATOR_ADMIN_TOKEN": "operator-secret",
@@ -115,7 +92,7 @@ def _submission(value: float, dim: int, steps: int = 5, num_samples: int = 16) -
     }
     return {
         "files": {
-            "adapter": ("adapter_model.safetensors", save(_adapter(value))),
+            "adapter": ("adapter_model.safetensors", save(toy_adapter(value))),
             "snapshots": ("snapshots.safetensors", save(snapshots)),
         },
         "data": {"num_samples": str(num_samples), "batch_size": "4", "train_loss": "1.5"},
@@ -171,7 +148,7 @@ def test_remote_clients_a_crash_mid_round_and_the_shadow_level(aggregator):
     nan = _submission(-0.4, spec.dim)
     nan["files"]["adapter"] = (
         "a",
-        save({**_adapter(-0.4), spec.keys[0]: np.full((6, 2), np.nan, np.float32)}),
+        save({**toy_adapter(-0.4), spec.keys[0]: np.full((6, 2), np.nan, np.float32)}),
     )
     bad = http.post("/v1/rounds/0/updates", headers=auth("c1"), **nan)
     assert bad.status_code == 422 and "NaN" in bad.json()["detail"]

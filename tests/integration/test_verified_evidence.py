@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from safetensors.numpy import save
 
-from probes.artifact import export_linear_probe
 from research.clients.attacks import scale_snapshots, scale_update
 from research.clients.population import build_population
 from research.clients.trainer import ClientTrainer
@@ -31,6 +30,7 @@ from shared.lora import attach_lora, get_lora_state
 from shared.model_zoo import load_base_model
 from shared.updates import decode_lora_state
 from tests.integration.test_aggregator_service import ADMIN, REPO, AggregatorProcess
+from tests.toy_lora import export_toy_probe
 
 pytestmark = pytest.mark.integration
 TRAINING = LocalTrainingConfig(local_steps=5, batch_size=4, max_seq_len=64)  # the server's default task
@@ -55,24 +55,20 @@ def aggregator(updates, redis_server, tmp_path, free_port):
     spec = FeatureSpec.for_adapter(init, "first_B")
     harmful = spec.raw(trained["evil"].lora_state, init)
     weight = 40 * harmful / np.linalg.norm(harmful)  # the probe: the harmful update's direction
-    export_linear_probe(
+    export_toy_probe(
         tmp_path / "probes" / "toy-probe",
-        "toy-probe",
-        weight.astype(np.float32),
-        0.0,
+        weight,
         spec,
-        base_model="toy-model",
-        fingerprint="0" * 16,
+        base_model="tiny-llama",
+        fingerprint=load_base_model("tiny-llama").fingerprint,  # the server checks it against the weights
         lora=LoraSettings(),
-        threshold=0.8,
-        training_data_hash="0" * 16,
     )
     (tmp_path / "init.safetensors").write_bytes(save(init))
     env = {
         **os.environ,
         "SAFE_FEDLLM_REDIS_URL": redis_server.url,
         "SAFE_FEDLLM_PROBE_ARTIFACTS_DIR": str(tmp_path / "probes"),
-        "SAFE_FEDLLM_AGGREGATOR_MODEL": "toy-model",
+        "SAFE_FEDLLM_AGGREGATOR_MODEL": "tiny-llama",
         "SAFE_FEDLLM_AGGREGATOR_INITIAL_ADAPTER": str(tmp_path / "init.safetensors"),
         "SAFE_FEDLLM_AGGREGATOR_ADMIN_TOKEN": "operator-secret",
         "SAFE_FEDLLM_AGGREGATOR_NAMESPACE": f"verified{free_port()}",
@@ -175,6 +171,28 @@ def test_the_default_rest_aggregator_verifies_what_clients_report(aggregator, up
     assert (
         delta_norm(scale_update(scaler.lora_state, init, 4.0), init) > 2 * median
     )  # what it would have moved
+
+
+def test_the_aggregator_does_not_start_with_a_probe_made_for_other_base_weights(aggregator, tmp_path):
+    _, spec, env = aggregator
+    stale = tmp_path / "stale-probes"
+    stale_weights = "0" * 16  # e.g. a probe built before the base was re-aligned
+    export_toy_probe(
+        stale / "stale-probe", np.ones(spec.dim), spec, base_model="tiny-llama", fingerprint=stale_weights
+    )
+    command = [sys.executable, "-c", "from services.aggregator.server import build_service; build_service()"]
+    result = subprocess.run(
+        command,
+        cwd=REPO,
+        env={**env, "SAFE_FEDLLM_PROBE_ARTIFACTS_DIR": str(stale)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "no probe for base model 'tiny-llama'" in result.stderr
+    assert f"base weights {load_base_model('tiny-llama').fingerprint}" in result.stderr
+    assert "stale-probe (tiny-llama, base weights 0000000000000000)" in result.stderr
 
 
 def test_the_shadow_level_does_not_start_without_trusted_execution(aggregator):

@@ -12,7 +12,6 @@ import numpy as np
 from fastapi.testclient import TestClient
 from safetensors.numpy import save
 
-from probes.artifact import export_linear_probe
 from services.aggregator.api.app import create_app as create_aggregator_app
 from services.aggregator.service import AggregatorService
 from services.aggregator.settings import AggregatorSettings, FederationConfig
@@ -20,24 +19,16 @@ from services.aggregator.state import InMemoryStateStore
 from services.probe_service.api.app import create_app as create_probe_app
 from services.probe_service.backends import InProcessBackend
 from services.probe_service.scoring import ProbeBank
-from shared.config import LoraSettings
 from shared.features import FeatureSpec
+from tests.toy_lora import export_toy_probe, toy_adapter
 
 ADMIN_TOKEN = "operator-secret"
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
-PREFIX = "base_model.model.model.layers"
 
 
 def adapter(b_value: float = 0.0) -> dict[str, np.ndarray]:
-    """A two-layer q/v LoRA adapter (r = 2): A fixed, every B entry `b_value`."""
-    rng = np.random.default_rng(0)
-    state = {}
-    for layer in range(2):
-        for module, out in (("q_proj", 6), ("v_proj", 3)):
-            key = f"{PREFIX}.{layer}.self_attn.{module}"
-            state[f"{key}.lora_A.weight"] = rng.normal(size=(2, 6)).astype(np.float32)
-            state[f"{key}.lora_B.weight"] = np.full((out, 2), b_value, np.float32)
-    return state
+    """The toy two-layer q/v LoRA adapter (r = 2): A fixed, every B entry `b_value`."""
+    return toy_adapter(b_value)
 
 
 @dataclass
@@ -85,18 +76,7 @@ class ProbeApp:
 def probe_app(tmp_path: Path) -> Iterator[ProbeApp]:
     spec = FeatureSpec.for_adapter(adapter(), "first_B")
     weight = np.linspace(-1.0, 1.0, spec.dim).astype(np.float32)
-    export_linear_probe(
-        tmp_path / "toy-probe",
-        "toy-probe",
-        weight,
-        0.0,
-        spec,
-        base_model="toy-model",
-        fingerprint="f" * 16,
-        lora=LoraSettings(r=2),
-        threshold=0.8,
-        training_data_hash="0" * 16,
-    )
+    export_toy_probe(tmp_path / "toy-probe", weight, spec)
     bank = ProbeBank(tmp_path)
     with TestClient(create_probe_app(bank, InProcessBackend(bank))) as client:
         yield ProbeApp(client, "toy-probe", spec, weight)

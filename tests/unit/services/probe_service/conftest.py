@@ -8,23 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from probes.artifact import export_linear_probe
-from shared.config import LoraSettings
 from shared.features import FeatureSpec
-
-R, HIDDEN, KV = 2, 6, 3
-PREFIX = "base_model.model.model.layers"
+from tests.toy_lora import R, export_toy_probe, toy_adapter
 
 
 def adapter_state(seed: int = 0, layers: int = 2, r: int = R) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    state = {}
-    for layer in range(layers):
-        for module, out in (("q_proj", HIDDEN), ("v_proj", KV)):
-            base = f"{PREFIX}.{layer}.self_attn.{module}"
-            state[f"{base}.lora_A.weight"] = rng.normal(size=(r, HIDDEN)).astype(np.float32)
-            state[f"{base}.lora_B.weight"] = rng.normal(size=(out, r)).astype(np.float32)
-    return state
+    return toy_adapter(seed=seed, layers=layers, r=r)
 
 
 @dataclass
@@ -54,16 +43,5 @@ class PlantedProbe:
 def planted(tmp_path) -> PlantedProbe:
     spec = FeatureSpec.for_adapter(adapter_state(), "first_B")
     weight = np.random.default_rng(1).normal(size=spec.dim).astype(np.float32) * 3
-    export_linear_probe(
-        tmp_path / "toy-probe",
-        "toy-probe",
-        weight,
-        0.0,
-        spec,
-        base_model="toy-model",
-        fingerprint="f" * 16,
-        lora=LoraSettings(r=R),
-        threshold=0.8,
-        training_data_hash="0" * 16,
-    )
+    export_toy_probe(tmp_path / "toy-probe", weight, spec)
     return PlantedProbe(tmp_path, "toy-probe", spec, weight)

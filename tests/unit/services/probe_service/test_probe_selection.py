@@ -8,28 +8,19 @@ import time
 import numpy as np
 import pytest
 
-from probes.artifact import export_linear_probe
 from services.aggregator.scoring import PROBE_POLICIES
 from services.probe_service.scoring import ProbeBank, ProbeNotFound, ProbeSelector
 from shared.config import LoraSettings
 from shared.features import FeatureSpec
+from tests.toy_lora import R, export_toy_probe
 
-from .conftest import R, adapter_state
+from .conftest import adapter_state
 
 
-def _export(root, probe_id: str, policy: str, normalize: str) -> None:
+def _export(root, probe_id: str, policy: str, normalize: str, fingerprint: str = "f" * 16) -> None:
     spec = FeatureSpec.for_adapter(adapter_state(), policy, normalize)  # type: ignore[arg-type]
-    export_linear_probe(
-        root / probe_id,
-        probe_id,
-        np.ones(spec.dim, np.float32),
-        0.0,
-        spec,
-        base_model="toy-model",
-        fingerprint="f" * 16,
-        lora=LoraSettings(r=R),
-        threshold=0.5,
-        training_data_hash="0" * 16,
+    export_toy_probe(
+        root / probe_id, np.ones(spec.dim, np.float32), spec, fingerprint=fingerprint, threshold=0.5
     )
     time.sleep(0.01)  # created_at orders the probes
 
@@ -48,6 +39,29 @@ def test_levels_get_the_feature_they_can_read(tmp_path) -> None:
     # an explicit id wins over the preference (the operator chose)
     named = ProbeSelector("layer0", *shape, policies=PROBE_POLICIES["verified"])
     assert bank.resolve(named).probe_id == "layer0"
+
+
+def test_a_defense_gets_only_a_probe_made_for_its_exact_base_weights(tmp_path) -> None:
+    from services.aggregator.inputs import Inputs
+    from services.aggregator.probe_binding import resolve_probe
+
+    aligned, realigned = "a" * 16, "b" * 16
+    _export(tmp_path, "old", "first_B", "l2", fingerprint=aligned)
+    _export(tmp_path, "new", "first_B", "l2", fingerprint=realigned)  # newest, but another base's
+    bank = ProbeBank(tmp_path)
+    lora = LoraSettings(r=R)
+    # By fingerprint, not by recency: the newest probe was made for another alignment of the same model.
+    common = {"model": "toy-model", "lora": lora, "inputs": Inputs.STEPS}
+    assert resolve_probe(bank, **common, base_fingerprint=aligned).probe_id == "old"
+    assert resolve_probe(bank, **common, base_fingerprint=realigned).probe_id == "new"
+    with pytest.raises(ProbeNotFound, match="base weights cccccccccccccccc"):
+        resolve_probe(bank, **common, base_fingerprint="c" * 16)
+    # An explicit id is checked too: the operator's choice must still fit the weights.
+    with pytest.raises(ProbeNotFound, match=f"made for base weights {realigned}, this model is {aligned}"):
+        resolve_probe(bank, **common, base_fingerprint=aligned, probe_id="new")
+    assert resolve_probe(bank, **common, base_fingerprint=realigned, probe_id="new").probe_id == "new"
+    # A REST request cannot know the weights: without a fingerprint the newest fitting probe answers.
+    assert bank.resolve(ProbeSelector(None, "toy-model", R, ("q_proj", "v_proj"))).probe_id == "new"
 
 
 KINDS = ("verified", "steps")  # the verified level's: its own feature, and reported step rows
