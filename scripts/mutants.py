@@ -2,9 +2,9 @@
 pinning tests kill them (issue #27, item 2). Standard library only.
 
 Each mutant replaces one exact snippet (it must occur once in its file) in a throwaway copy of the tree
-(services/, shared/, probes/, tests/, pyproject.toml in a temp dir): the working tree is never edited. The
-copy is restored after every mutant (try/finally) and deleted at the end. Bytecode is not written, so a
-restored file is never shadowed by a stale .pyc.
+(services/, research/, shared/, probes/, tests/, pyproject.toml in a temp dir): the working tree is never
+edited. The copy is restored after every mutant (try/finally) and deleted at the end. Bytecode is not
+written, so a restored file is never shadowed by a stale .pyc.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/mutants.py            # every mutant
     .venv/bin/python scripts/mutants.py --only bulyan --list          # list the ones whose id has "bulyan"
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("services", "shared", "probes", "tests", "pyproject.toml")
+COPIED = ("services", "research", "shared", "probes", "tests", "pyproject.toml")
 
 PINNED = "tests/unit/services/aggregator/strategies/test_pinned.py"
 FEDAVG = "tests/unit/services/aggregator/test_fedavg.py"

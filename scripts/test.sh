@@ -14,7 +14,7 @@ fi
 export TOKENIZERS_PARALLELISM=false RAY_DEDUP_LOGS=0
 ruff check .
 ruff format --check .
-# Types of shared/, probes/, services/ ([tool.mypy] in pyproject.toml: pydantic plugin).
+# Types of shared/, probes/, services/, research/ ([tool.mypy] in pyproject.toml: pydantic plugin).
 mypy
 python -m pytest -q --durations=15 "$@"
 # The precision-sensitive tests (marker `precision`) once more in the compute dtype this run did not use:

@@ -79,10 +79,10 @@ def in_process(args: argparse.Namespace, specs: list, settings, initial, redis_u
     """Round wall times of the simulation's path."""
     import ray
 
-    from services.aggregator.orchestrator import RoundOrchestrator
+    from research.clients.actor import RayClientPool
+    from research.orchestrator import RoundOrchestrator
     from services.aggregator.service import AggregatorService
     from services.aggregator.state import RedisStateStore, connect
-    from services.clients.actor import RayClientPool
     from shared.model_zoo import load_base_model
     from shared.model_zoo.sharing import export_frozen_base
 
@@ -207,8 +207,8 @@ def main() -> None:
 
     from safetensors.numpy import save
 
+    from research.clients.population import build_population
     from services.aggregator.settings import AggregatorSettings, FederationConfig
-    from services.clients.population import build_population
     from shared.config import LocalTrainingConfig, LrSchedule, runtime_settings
     from shared.data.pools import build_pools
     from shared.lora import attach_lora, get_lora_state

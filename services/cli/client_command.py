@@ -149,8 +149,8 @@ def federate(
     talking to the aggregator over REST (the chart's federation RayJob runs this)."""
     import ray
 
-    from services.clients.population import build_population
-    from services.participant.cluster import plan_federation, read_tokens, run_federation
+    from research.clients.population import build_population
+    from research.participant_cluster import plan_federation, read_tokens, run_federation
     from shared.config import runtime_settings
     from shared.data.pools import build_pools
 

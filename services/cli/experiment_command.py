@@ -15,8 +15,6 @@ from typing import Any
 
 import typer
 
-from services.experiments.runner import RESULTS_DIR
-
 experiment_app = typer.Typer(
     help="Experiments (docs/experiments.md): e3_main | e4_ratio | e5_overhead | e6_adaptive | e7_redteam.",
     no_args_is_help=True,
@@ -74,7 +72,7 @@ class Federation:
 
 def quick_federation(cache_dir: Path | None = None) -> Federation:
     """tiny-llama at the quick probe's batch and T: seconds per run, and an attack that shows."""
-    from services.experiments.quick_probe import QUICK_BATCH, QUICK_STEPS
+    from research.experiments.quick_probe import QUICK_BATCH, QUICK_STEPS
 
     return Federation(
         model="tiny-llama", clients=4, clients_per_round=4, rounds=2, local_steps=QUICK_STEPS,
@@ -120,12 +118,14 @@ def _federation(ctx: typer.Context, quick: bool) -> Federation:
 
 
 def _prepare_quick(probe_registry: Path) -> None:
-    from services.experiments.quick_probe import build_quick_probe, use_probe_registry
+    from research.experiments.quick_probe import build_quick_probe, use_probe_registry
 
     use_probe_registry(build_quick_probe(probe_registry))
 
 
 def _output(name: str, output: Path | None, quick: bool) -> Path:
+    from research.experiments.runner import RESULTS_DIR
+
     return output or RESULTS_DIR / (f"{name}_quick.json" if quick else f"{name}.json")
 
 
@@ -148,8 +148,8 @@ def _simulated(
     fresh: bool,
     progress: bool,
 ) -> dict:
+    from research.experiments.runner import run_configurations
     from services.cli.command_line import invoked_command
-    from services.experiments.runner import run_configurations
 
     # where the cache lives and how many clients train at once change no result
     simulation = federation.config(progress).model_dump(
@@ -180,7 +180,7 @@ def e3_main(
     progress: bool = typer.Option(True, help="Progress bars."),
 ) -> None:
     """Clean vs attacked FedAvg vs each Safe-FedLLM level vs the baselines, at 30% and 50% malicious."""
-    from services.experiments import e3_main as module
+    from research.experiments import e3_main as module
 
     federation = _federation(ctx, quick)
     if quick:
@@ -207,7 +207,7 @@ def e4_ratio(
     progress: bool = typer.Option(True, help="Progress bars."),
 ) -> None:
     """Harmless rate against the malicious ratio (10 -> 70%), one line per defense."""
-    from services.experiments import e4_ratio as module
+    from research.experiments import e4_ratio as module
 
     federation = _federation(ctx, quick)
     if quick:
@@ -240,8 +240,8 @@ def e6_adaptive(
     progress: bool = typer.Option(True, help="Progress bars."),
 ) -> None:
     """Adaptive attackers (benign mixing, frozen probe layer, scaling, probe penalty) vs each level."""
-    from services.clients.attacks import AttackConfig
-    from services.experiments import e6_adaptive as module
+    from research.clients.attacks import AttackConfig
+    from research.experiments import e6_adaptive as module
 
     federation = _federation(ctx, quick)
     if quick:
@@ -326,7 +326,7 @@ def e7_redteam(
 ) -> None:
     """Red team at 50% malicious: forged evidence, splicing, frozen and split layers, white- and black-box
     probe penalties, scaling, mixing and an unseen writer, against the deployable default and the rest."""
-    from services.experiments import e7_redteam as module
+    from research.experiments import e7_redteam as module
     from shared.config import runtime_settings
     from shared.data.pools import build_pools
 
@@ -405,10 +405,10 @@ def e5_overhead(
 ) -> None:
     """Server cost (probe scoring + aggregation) for 10 -> 10,000 updates: probe levels vs Krum, Bulyan,
     FLAME, on synthetic updates of the model's real LoRA shapes."""
+    from research.experiments import e5_overhead as module
+    from research.experiments.plots import cost_vs_clients
+    from research.experiments.runner import run_configurations
     from services.cli.command_line import invoked_command
-    from services.experiments import e5_overhead as module
-    from services.experiments.plots import cost_vs_clients
-    from services.experiments.runner import run_configurations
 
     if quick:
         _prepare_quick(probe_registry)

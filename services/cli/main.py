@@ -14,8 +14,8 @@ from services.cli.command_line import invoked_command
 from services.cli.simulation_options import simulation_config
 
 if TYPE_CHECKING:
+    from research.simulation import SimulationConfig
     from services.aggregator.service import RoundSummary
-    from services.simulation import SimulationConfig
 
 # gRPC (inside Ray) logs "Other threads are currently calling into gRPC, skipping fork() handlers" for every
 # subprocess a run starts once Ray is up; nothing here forks a process that goes on using gRPC. Set before
@@ -165,7 +165,7 @@ def simulate(
 
 
 def _run_and_report(config: SimulationConfig, runs: list[tuple[float, str]], output: Path) -> list[dict]:
-    from services.simulation import run_sweep
+    from research.simulation import run_sweep
 
     rows = run_sweep(config, runs, on_round=_print_round)
     output.parent.mkdir(parents=True, exist_ok=True)

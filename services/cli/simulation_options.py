@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from services.simulation import SimulationConfig
+    from research.simulation import SimulationConfig
 
 
 def _given(**values: Any) -> dict[str, Any]:
@@ -33,8 +33,8 @@ def simulation_config(
     eval_benign_loss: int | None = None,
     max_new_tokens: int | None = None,
 ) -> SimulationConfig:
+    from research.simulation import SimulationConfig
     from services.aggregator.settings import FederationConfig
-    from services.simulation import SimulationConfig
     from shared.config import LocalTrainingConfig, LrSchedule
     from shared.evaluation.metrics import EvalSettings
 

@@ -1,5 +1,6 @@
-"""Local training of a participant: the project's client trainer (Alpaca template, response-only loss,
-layer-0 B snapshots) over the participant's own rows, loaded once, with a progress bar per round."""
+"""Local training of a participant: the honest client trainer (`shared/client_training.py`: Alpaca template,
+response-only loss, layer-0 B snapshots) over the participant's own rows, loaded once, with a progress bar
+per round."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from shared.config import LocalTrainingConfig, LoraSettings
 from shared.updates import ClientUpdate, decode_lora_state
 
 if TYPE_CHECKING:
-    from services.clients.trainer import ClientTrainer
+    from shared.client_training import HonestTrainer
 
 
 class LocalTrainer:
@@ -26,12 +27,11 @@ class LocalTrainer:
     ) -> None:
         self.client_id, self.rows, self.seed, self.stop = client_id, rows, seed, stop
         self.torch_threads, self.progress = torch_threads, progress
-        self._trainer: ClientTrainer | None = None  # built on the first task (it names the model and LoRA)
+        self._trainer: HonestTrainer | None = None  # built on the first task (it names the model and LoRA)
         self._model: tuple[str, LoraSettings] | None = None
 
-    def _trainer_for(self, task: Task, training: LocalTrainingConfig) -> ClientTrainer:
-        from services.clients.population import ClientSpec
-        from services.clients.trainer import ClientTrainer
+    def _trainer_for(self, task: Task, training: LocalTrainingConfig) -> HonestTrainer:
+        from shared.client_training import HonestTrainer
         from shared.model_zoo import load_base_model
 
         lora = LoraSettings.model_validate(task.lora)
@@ -42,9 +42,9 @@ class LocalTrainer:
             )
         if self._trainer is None:
             base = load_base_model(task.model)
-            # "benign" is only the simulation's label: a participant's data is whatever it is
-            spec = ClientSpec(self.client_id, "benign", tuple(self.rows))
-            self._trainer = ClientTrainer(spec, base.model, base.tokenizer, lora, training, self.seed)
+            self._trainer = HonestTrainer(
+                self.client_id, self.rows, base.model, base.tokenizer, lora, training, self.seed
+            )
             self._model = (task.model, lora)
         elif self._trainer.training != training:
             if self._trainer.training.max_seq_len != training.max_seq_len:

@@ -8,8 +8,8 @@ import copy
 import numpy as np
 import pytest
 
-from services.clients.population import build_population
-from services.clients.trainer import ClientTrainer
+from research.clients.population import build_population
+from research.clients.trainer import ClientTrainer
 from shared.audit import CanarySettings, HarmPreferenceAudit, canary_examples, draw_canaries
 from shared.config import LocalTrainingConfig, LoraSettings
 from shared.evaluation.generation import mean_token_log_likelihoods

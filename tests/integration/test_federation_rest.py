@@ -43,8 +43,8 @@ def _rows(pools, kind: str, start: int, count: int) -> list[tuple[str, str]]:
 def _fit_probe(pools, directory: Path) -> dict[str, np.ndarray]:
     """The initial adapter, and a probe along (harmful − benign) mean layer-0 B delta after T steps."""
     from probes.artifact import export_linear_probe
-    from services.clients.population import ClientSpec
-    from services.clients.trainer import ClientTrainer
+    from research.clients.population import ClientSpec
+    from research.clients.trainer import ClientTrainer
     from shared.config import LocalTrainingConfig, LoraSettings
     from shared.features import FeatureSpec, normalise
     from shared.lora import attach_lora, get_lora_state
@@ -259,8 +259,8 @@ def test_the_same_federation_through_ray_actors(federation, pools):
     """The cluster job's path (`safe-fedllm client federate`): each participant a Ray actor, over REST."""
     import ray
 
-    from services.clients.population import ClientSpec
-    from services.participant.cluster import plan_federation, run_federation
+    from research.clients.population import ClientSpec
+    from research.participant_cluster import plan_federation, run_federation
 
     aggregator, _, tmp_path = federation
     specs = [

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from services.clients.population import ClientSpec, build_population
-from services.clients.trainer import ClientTrainer
+from research.clients.population import ClientSpec, build_population
+from research.clients.trainer import ClientTrainer
 from shared.config import LocalTrainingConfig, LoraSettings
 from shared.lora import attach_lora, get_lora_state, set_lora_state
 from shared.lora_state import LoraStateError, first_layer_b_keys

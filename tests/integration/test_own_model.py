@@ -16,8 +16,8 @@ import torch
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
 from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from services.clients.population import build_population
-from services.clients.trainer import ClientTrainer
+from research.clients.population import build_population
+from research.clients.trainer import ClientTrainer
 from shared.config import LocalTrainingConfig, LoraSettings, runtime_settings
 from shared.lora import attach_lora, get_lora_state, set_lora_state
 from shared.lora_state import LoraStateError, validate_lora_state

@@ -7,7 +7,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from services.simulation import SimulationConfig, run_sweep  # noqa: E402
+from research.simulation import SimulationConfig, run_sweep  # noqa: E402
 from shared.evaluation.metrics import EvalSettings  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save
 
+from research.clients.attacks import scale_snapshots, scale_update
+from research.clients.population import build_population
+from research.clients.trainer import ClientTrainer
 from services.aggregator.norm_bound import delta_norm
-from services.clients.attacks import scale_snapshots, scale_update
-from services.clients.population import build_population
-from services.clients.trainer import ClientTrainer
 from shared.config import LocalTrainingConfig, LoraSettings
 from shared.features import FeatureSpec
 from shared.lora import attach_lora, get_lora_state

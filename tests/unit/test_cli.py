@@ -30,8 +30,8 @@ def test_unknown_model_is_a_clear_error():
 
 
 def test_simulate_defaults_are_the_config_models():
+    from research.simulation import SimulationConfig
     from services.cli.simulation_options import simulation_config
-    from services.simulation import SimulationConfig
 
     assert simulation_config() == SimulationConfig()
     given = simulation_config(rounds=3, lr_max=5e-4, eval_pairs=7)

@@ -9,7 +9,19 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted(
     [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "helm" / "safe-fedllm" / "README.md"]
 )
-TOP = ("services/", "shared/", "probes/", "scripts/", "tests/", "docs/", "helm/", "bench/", "data/", ".ci/")
+TOP = (
+    "services/",
+    "research/",
+    "shared/",
+    "probes/",
+    "scripts/",
+    "tests/",
+    "docs/",
+    "helm/",
+    "bench/",
+    "data/",
+    ".ci/",
+)
 # `path`, `path:line`, `path::test` or `path (...)`: the token up to the first space, colon or "::"
 CITED = re.compile(r"`((?:" + "|".join(re.escape(t) for t in TOP) + r")[^`\s:*<>{}$]*)")
 # Made by a run, not committed (the docs say which command writes them).

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from research.orchestrator import RoundOrchestrator
 from services.aggregator.auditing import AggregatorAudit
 from services.aggregator.defenses import AuditEvidence, AuditLevelSettings, DefenseSettings, make_defense
 from services.aggregator.defenses.audit_level import (
@@ -16,7 +17,6 @@ from services.aggregator.defenses.audit_level import (
     AuditStepLevel,
 )
 from services.aggregator.defenses.client_level import ClientLevel
-from services.aggregator.orchestrator import RoundOrchestrator
 from services.aggregator.service import AggregatorService
 from services.aggregator.settings import AggregatorSettings, FederationConfig
 from services.aggregator.state import InMemoryStateStore, RoundPhase

@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from services.clients.attacks import AttackConfig
+from research.clients.attacks import AttackConfig
 from shared.data.pools import Pool
 
 ClientKind = Literal["benign", "malicious"]

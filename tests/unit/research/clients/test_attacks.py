@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from probes.artifact import export_linear_probe, load_artifact
-from services.clients.attacks import (
+from research.clients.attacks import (
     AttackConfig,
     first_layer_modules,
     probe_logistic,

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from services.aggregator.orchestrator import RoundOrchestrator
+from research.orchestrator import RoundOrchestrator
 from services.aggregator.service import AggregatorService
 from services.aggregator.settings import AggregatorSettings, FederationConfig
 from services.aggregator.state import InMemoryStateStore, RoundPhase

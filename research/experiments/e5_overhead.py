@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.experiments.runner import Configuration
-from services.experiments.server_cost import (
+from research.experiments.runner import Configuration
+from research.experiments.server_cost import (
     SyntheticRound,
     attackers,
     available_memory_bytes,
@@ -92,7 +92,7 @@ def configurations(settings: OverheadSettings) -> tuple[list[Configuration], dic
     for key, shape in zip(spec.keys, spec.shapes, strict=True):
         if shapes.get(key) != tuple(shape):
             raise ValueError(f"{settings.model}'s {key} is {shapes.get(key)}, the probe expects {shape}")
-    from services.clients.attacks import probe_logistic
+    from research.clients.attacks import probe_logistic
 
     weight = probe_logistic(ProbeRegistry(Path(artifacts)).get(manifest.probe_id)).weight
     dim = sum(int(np.prod(s)) for s in shapes.values())

@@ -2,7 +2,7 @@
 
 import pytest
 
-from services.experiments.e7_redteam import (
+from research.experiments.e7_redteam import (
     DEFENSES,
     checks,
     configurations,
@@ -77,8 +77,8 @@ def test_refused_malicious_counts_sampled_attackers_that_never_reached_aggregati
 
 
 def test_configurations_put_clean_first_then_every_attack_defense_by_defense():
-    from services.clients.attacks import AttackConfig
-    from services.simulation import SimulationConfig
+    from research.clients.attacks import AttackConfig
+    from research.simulation import SimulationConfig
 
     attacks = [AttackConfig(kind="none"), AttackConfig(kind="scaling")]
     names = [c.name for c in configurations(SimulationConfig(), 3, ["fedavg", "verified"], attacks, False)]

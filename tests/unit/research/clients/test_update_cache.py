@@ -4,8 +4,8 @@ once per (client, round); what comes back equals what the pool trained."""
 import numpy as np
 import pytest
 
-from services.clients.population import ClientSpec
-from services.clients.update_cache import CachedClientPool
+from research.clients.population import ClientSpec
+from research.clients.update_cache import CachedClientPool
 from shared.updates import ClientUpdate
 
 KEY = "base_model.model.layers.0.self_attn.q_proj.lora_B.default.weight"

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from services.clients.attacks import AttackConfig
-from services.experiments.runner import Configuration
+from research.clients.attacks import AttackConfig
+from research.experiments.runner import Configuration
 from shared.evaluation.intervals import wilson_interval
 
 
@@ -68,7 +68,7 @@ def federation_rows(
     progress: bool = True,
 ) -> list[dict]:
     """One federation (and the start model's row first, if asked) as completed rows."""
-    from services.simulation import run_sweep
+    from research.simulation import run_sweep
 
     rounds: list[dict] = []
     attacked = config.model_copy(update={"attack": attack if attack and attack.kind != "none" else None})

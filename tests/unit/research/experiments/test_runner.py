@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from services.experiments.runner import Configuration, SettingsMismatch, partial_path, run_configurations
+from research.experiments.runner import Configuration, SettingsMismatch, partial_path, run_configurations
 
 
 def test_a_killed_run_resumes_after_its_last_finished_configuration(tmp_path):

@@ -3,9 +3,9 @@
 
 import pytest
 
-from services.clients import actor as actor_module
-from services.clients.actor import RayClientPool
-from services.clients.population import ClientSpec
+from research.clients import actor as actor_module
+from research.clients.actor import RayClientPool
+from research.clients.population import ClientSpec
 from shared.config import LocalTrainingConfig, LoraSettings
 
 

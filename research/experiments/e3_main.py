@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from services.experiments import plots
-from services.experiments.federation import federation_grid
-from services.experiments.runner import Configuration
+from research.experiments import plots
+from research.experiments.federation import federation_grid
+from research.experiments.runner import Configuration
 
 LEVELS = ("step", "client", "shadow", "evidence")
 BASELINES = (

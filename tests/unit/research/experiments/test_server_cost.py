@@ -3,10 +3,8 @@
 import numpy as np
 import pytest
 
-from services.aggregator.defenses import DefenseSettings
-from services.aggregator.strategies import FedAvg
-from services.experiments.e5_overhead import checks, scaling_exponent, summarise
-from services.experiments.server_cost import (
+from research.experiments.e5_overhead import checks, scaling_exponent, summarise
+from research.experiments.server_cost import (
     attackers,
     baseline_cost,
     baseline_peak_bytes,
@@ -14,6 +12,8 @@ from services.experiments.server_cost import (
     probe_level_cost,
     synthetic_round,
 )
+from services.aggregator.defenses import DefenseSettings
+from services.aggregator.strategies import FedAvg
 from shared.features import FeatureSpec
 
 SHAPES = {

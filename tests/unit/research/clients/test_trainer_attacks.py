@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from probes.artifact import export_linear_probe
-from services.clients.attacks import AttackConfig, load_probe_logistic
-from services.clients.population import ClientSpec
-from services.clients.trainer import ClientTrainer
+from research.clients.attacks import AttackConfig, load_probe_logistic
+from research.clients.population import ClientSpec
+from research.clients.trainer import ClientTrainer
 from shared.config import LocalTrainingConfig, LoraSettings
 from shared.features import FeatureSpec
 from shared.lora_state import first_layer_b_keys, flatten_keys, layer_index

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import ray
 
-from services.clients.population import ClientSpec
-from services.clients.trainer import ClientTrainer
+from research.clients.population import ClientSpec
+from research.clients.trainer import ClientTrainer
 from shared.config import LocalTrainingConfig, LoraSettings, runtime_settings
 from shared.lora_state import LoraState
 from shared.model_zoo import load_tokenizer

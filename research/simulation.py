@@ -20,10 +20,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from probes.artifact import ProbeManifest
+from research.clients.actor import RayClientPool
+from research.clients.attacks import AttackConfig
+from research.clients.population import ClientSpec, build_population
+from research.clients.update_cache import CachedClientPool, TrainingPool
+from research.orchestrator import RoundOrchestrator
 from services.aggregator.defenses import DEFENSES, DefenseSettings
 from services.aggregator.defenses.audit_level import AUDIT_INPUT, AuditedDefense, AuditLevelSettings
 from services.aggregator.inputs import Inputs
-from services.aggregator.orchestrator import RoundOrchestrator
 from services.aggregator.probe_binding import bind_probe
 from services.aggregator.realignment import RealignmentSettings, split_realignment
 from services.aggregator.scoring import PROBE_POLICIES, HandleAuditor, HandleScorer
@@ -33,10 +37,6 @@ from services.aggregator.state import InMemoryStateStore, RedisStateStore, State
 from services.aggregator.strategies import takes_option
 from services.aggregator.strategies.tensors import expected_attackers
 from services.aggregator.verification import VerificationSettings
-from services.clients.actor import RayClientPool
-from services.clients.attacks import AttackConfig
-from services.clients.population import ClientSpec, build_population
-from services.clients.update_cache import CachedClientPool, TrainingPool
 from services.ray_runtime import ensure_ray
 from shared.config import LocalTrainingConfig, LoraSettings, runtime_settings
 from shared.data.pools import build_pools

@@ -1,4 +1,4 @@
-"""E6 — attackers who know the defense, each through the ordinary client path (services.clients.attacks).
+"""E6 — attackers who know the defense, each through the ordinary client path (research.clients.attacks).
 
 Per seed: clean FedAvg, then for every attack (the plain one included) FedAvg and each level at one
 malicious ratio. Per run it records whether the attack still harms (harm preference above clean FedAvg's)
@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from services.clients.attacks import AttackConfig
-from services.experiments import plots
-from services.experiments.federation import federation_grid
-from services.experiments.runner import Configuration
+from research.clients.attacks import AttackConfig
+from research.experiments import plots
+from research.experiments.federation import federation_grid
+from research.experiments.runner import Configuration
 
 DEFENSES = ("fedavg", "step", "client", "shadow", "evidence")
 RATIO = 0.5

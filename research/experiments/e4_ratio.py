@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from services.experiments import plots
-from services.experiments.e3_main import closer_to_clean
-from services.experiments.federation import federation_grid
-from services.experiments.runner import Configuration
+from research.experiments import plots
+from research.experiments.e3_main import closer_to_clean
+from research.experiments.federation import federation_grid
+from research.experiments.runner import Configuration
 
 DEFENSES = ("fedavg", "shadow", "median", "trimmed_mean", "krum", "flame")
 RATIOS = (0.1, 0.3, 0.5, 0.7)

@@ -5,8 +5,9 @@ import copy
 import numpy as np
 import pytest
 
-from services.clients.population import ClientSpec
-from services.clients.trainer import ClientTrainer
+from research.clients.population import ClientSpec
+from research.clients.trainer import ClientTrainer
+from shared.client_training import HonestTrainer
 from shared.config import LocalTrainingConfig, LoraSettings
 
 TRAINING = LocalTrainingConfig(local_steps=2, batch_size=2, max_seq_len=64, shadow_lr=5e-3)
@@ -42,3 +43,27 @@ def test_shadow_branch_needs_a_shadow_lr(tiny, pools):
     )
     with pytest.raises(ValueError, match="shadow_lr"):
         plain.train_shadow(0)
+
+
+def test_a_client_without_an_attack_trains_exactly_as_the_honest_trainer(tiny, pools):
+    """The simulation's benign clients (and malicious ones without an attack) are what a participant runs."""
+    shard = tuple((p.instruction, p.harmful) for p in pools.client.harmful[:5])
+    start = None
+    updates = []
+    for make in (
+        lambda m: HonestTrainer("client-003", shard, m, tiny.tokenizer, LoraSettings(), TRAINING, seed=7),
+        lambda m: ClientTrainer(
+            ClientSpec("client-003", "malicious", shard), m, tiny.tokenizer, LoraSettings(), TRAINING, seed=7
+        ),
+    ):
+        trainer = make(copy.deepcopy(tiny.model))
+        start = start or {k: v + np.float32(0.01) for k, v in trainer.init_state.items()}
+        updates.append((trainer.train_round(start, 3, 5e-3), trainer.train_shadow(4)))
+    (honest, honest_shadow), (simulated, simulated_shadow) = updates
+    for key in start:
+        np.testing.assert_array_equal(honest.lora_state[key], simulated.lora_state[key])
+    np.testing.assert_array_equal(honest.b_snapshots, simulated.b_snapshots)
+    np.testing.assert_array_equal(honest.shadow_snapshots, simulated.shadow_snapshots)
+    np.testing.assert_array_equal(honest_shadow, simulated_shadow)
+    assert (honest.train_loss, honest.num_samples) == (simulated.train_loss, simulated.num_samples)
+    assert not np.array_equal(honest.lora_state[next(iter(start))], start[next(iter(start))])  # it trained

@@ -28,8 +28,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from services.aggregator.orchestrator import ClientPool
-from services.clients.population import ClientSpec
+from research.clients.population import ClientSpec
+from research.orchestrator import ClientPool
 from shared.lora_state import LoraState
 from shared.updates import ClientUpdate, lora_state_digest
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from services.experiments.e3_main import closer_to_clean
-from services.experiments.e4_ratio import checks as e4_checks
-from services.experiments.e6_adaptive import malicious_factor, outcomes
+from research.experiments.e3_main import closer_to_clean
+from research.experiments.e4_ratio import checks as e4_checks
+from research.experiments.e6_adaptive import malicious_factor, outcomes
 
 
 def row(defense, ratio, harm, seed=1, **extra):

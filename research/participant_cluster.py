@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.clients.population import ClientSpec
+from research.clients.population import ClientSpec
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 import pytest
 
-from services.clients.population import build_population, num_malicious
+from research.clients.population import build_population, num_malicious
 
 
 def test_population_layout_benign_first_then_malicious(pools):
@@ -31,7 +31,7 @@ def test_bad_population_arguments(pools):
 
 
 def test_mixing_attackers_hold_the_share_of_benign_rows_no_benign_client_has(pools):
-    from services.clients.attacks import AttackConfig
+    from research.clients.attacks import AttackConfig
 
     attack = AttackConfig(kind="mixing", benign_share=0.25)
     specs = build_population(pools.client, 4, 0.5, 40, attack=attack)
@@ -49,7 +49,7 @@ def test_mixing_attackers_hold_the_share_of_benign_rows_no_benign_client_has(poo
 
 
 def test_a_plain_attack_changes_no_shard(pools):
-    from services.clients.attacks import AttackConfig
+    from research.clients.attacks import AttackConfig
 
     plain = build_population(pools.client, 4, 0.5, 20)
     scaled = build_population(pools.client, 4, 0.5, 20, attack=AttackConfig(kind="scaling"))

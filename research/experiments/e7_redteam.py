@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from services.clients.attacks import AttackConfig
-from services.experiments.e6_adaptive import malicious_factor
-from services.experiments.e6_adaptive import (
+from research.clients.attacks import AttackConfig
+from research.experiments.e6_adaptive import malicious_factor
+from research.experiments.e6_adaptive import (
     plot as plot,  # the same plots: harmless rate and factors by attack
 )
-from services.experiments.federation import federation_grid
-from services.experiments.runner import Configuration
+from research.experiments.federation import federation_grid
+from research.experiments.runner import Configuration
 
 RATIO = 0.5
 DEPLOYABLE_DEFAULT = "verified"
@@ -95,9 +95,9 @@ def calibrated_norm_bound(config: Any, clients: int = 6, quantile: float = 0.95,
     """The server's norm bound from its own benign data (the FLTrust root set, never client or evaluation
     data): `clients` LoRA updates trained from θ^0 at the federation's round-0 budget (lr, b, T), each on
     another draw of the root set; bound = their ‖Δ‖ `quantile` × `margin` (calibrate_norm_bound)."""
+    from research.clients.population import ClientSpec
+    from research.clients.trainer import ClientTrainer
     from services.aggregator.norm_bound import calibrate_norm_bound, delta_norm
-    from services.clients.population import ClientSpec
-    from services.clients.trainer import ClientTrainer
     from shared.config import runtime_settings
     from shared.data.pools import build_pools
     from shared.model_zoo import load_base_model
