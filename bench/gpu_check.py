@@ -91,8 +91,10 @@ def main() -> int:
         report["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
 
     bank = ProbeBank(args.probes)
-    selector = ProbeSelector(base_model=loaded.name, lora_r=LoraSettings().r)
-    fitting = [m for m in bank.manifests() if m.base_model.name == loaded.name]
+    selector = ProbeSelector(
+        base_model=loaded.name, lora_r=LoraSettings().r, base_fingerprint=loaded.fingerprint
+    )
+    fitting = [m for m in bank.manifests() if m.base_model.fingerprint == loaded.fingerprint]
     if fitting:
         manifest = bank.resolve(selector)
         features = adapter_features(manifest.feature_spec, update.lora_state, trainer.init_state)

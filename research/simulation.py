@@ -28,9 +28,9 @@ from research.orchestrator import RoundOrchestrator
 from services.aggregator.defenses import DEFENSES, DefenseSettings
 from services.aggregator.defenses.audit_level import AUDIT_INPUT, AuditedDefense, AuditLevelSettings
 from services.aggregator.inputs import Inputs
-from services.aggregator.probe_binding import bind_probe
+from services.aggregator.probe_binding import bind_probe, resolve_probe
 from services.aggregator.realignment import RealignmentSettings, split_realignment
-from services.aggregator.scoring import PROBE_POLICIES, HandleAuditor, HandleScorer
+from services.aggregator.scoring import HandleAuditor, HandleScorer
 from services.aggregator.service import AggregatorService, RoundSummary
 from services.aggregator.settings import AggregatorSettings, FederationConfig, aggregation_rule
 from services.aggregator.state import InMemoryStateStore, RedisStateStore, StateStore, connect
@@ -143,20 +143,15 @@ class ProbeConnection:
         self._hookups: dict[str, ProbeHookup] = {}
 
     def for_input(self, inputs: Inputs) -> ProbeHookup:
-        from services.probe_service.scoring import ProbeSelector
-
         if inputs not in self._hookups:
-            lora = self.config.lora
-            policies = PROBE_POLICIES.get(inputs)
-            selector = ProbeSelector(
-                self.config.probe_id, self.config.model, lora.r, tuple(lora.target_modules), policies=policies
+            manifest = resolve_probe(
+                self.bank,
+                model=self.config.model,
+                lora=self.config.lora,
+                inputs=inputs,
+                base_fingerprint=self.fingerprint,
+                probe_id=self.config.probe_id,
             )
-            manifest = self.bank.resolve(selector)
-            if manifest.base_model.fingerprint != self.fingerprint:
-                raise ValueError(
-                    f"probe {manifest.probe_id} was made for base weights {manifest.base_model.fingerprint}, "
-                    f"this model is {self.fingerprint}; rebuild it with safe-fedllm probe build"
-                )
             self._hookups[inputs] = ProbeHookup(manifest, self.scorer)
         return self._hookups[inputs]
 

@@ -52,14 +52,15 @@ class OverheadSettings(BaseModel):
     seed: int = 2023
 
 
-def adapter_shapes(model: str) -> dict[str, tuple[int, ...]]:
-    """Every LoRA tensor's shape, from the model zoo's model with the project's LoRA settings."""
+def adapter_shapes(model: str) -> tuple[dict[str, tuple[int, ...]], str]:
+    """Every LoRA tensor's shape with the project's LoRA settings, and the base weights' fingerprint."""
     from shared.config import LoraSettings
     from shared.lora import attach_lora, get_lora_state
     from shared.model_zoo import load_base_model
 
-    state = get_lora_state(attach_lora(load_base_model(model).model, LoraSettings()))
-    return {k: tuple(np.shape(v)) for k, v in state.items()}
+    loaded = load_base_model(model)
+    state = get_lora_state(attach_lora(loaded.model, LoraSettings()))
+    return {k: tuple(np.shape(v)) for k, v in state.items()}, loaded.fingerprint
 
 
 def scaling_exponent(rows: list[dict], key: str = "cpu_seconds") -> float | None:
@@ -75,20 +76,24 @@ def configurations(settings: OverheadSettings) -> tuple[list[Configuration], dic
     """One configuration per method (its sizes inside, ascending); the dict gets the probe and shapes."""
     from probes.registry import ProbeRegistry
     from services.aggregator.defenses import DefenseSettings
-    from services.probe_service.scoring import ProbeBank, ProbeSelector
+    from services.aggregator.inputs import Inputs
+    from services.aggregator.probe_binding import resolve_probe
+    from services.probe_service.scoring import ProbeBank
     from services.probe_service.settings import ProbeServiceSettings
     from shared.config import LoraSettings
 
     artifacts = ProbeServiceSettings().artifacts_dir
     bank = ProbeBank(artifacts, ort_threads=settings.threads)
-    lora = LoraSettings()
-    manifest = bank.resolve(
-        ProbeSelector(
-            settings.probe_id, settings.model, lora.r, tuple(lora.target_modules), policies=("first_B",)
-        )
+    shapes, fingerprint = adapter_shapes(settings.model)
+    manifest = resolve_probe(  # the step level's (layer-0 B) probe, as the server would bind it
+        bank,
+        model=settings.model,
+        lora=LoraSettings(),
+        inputs=Inputs.STEPS,
+        base_fingerprint=fingerprint,
+        probe_id=settings.probe_id,
     )
     spec = manifest.feature_spec
-    shapes = adapter_shapes(settings.model)
     for key, shape in zip(spec.keys, spec.shapes, strict=True):
         if shapes.get(key) != tuple(shape):
             raise ValueError(f"{settings.model}'s {key} is {shapes.get(key)}, the probe expects {shape}")

@@ -49,8 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from probes.metrics import auroc
 from probes.sources import selfgen_harmful_rows, stl_harmful_instructions
+from services.aggregator.inputs import Inputs
+from services.aggregator.probe_binding import resolve_probe
 from services.probe_service.errors import ProbeServiceError
-from services.probe_service.scoring import ProbeBank, ProbeSelector
+from services.probe_service.scoring import ProbeBank
 from services.probe_service.settings import ProbeServiceSettings
 from shared.audit import (
     CanarySettings,
@@ -130,11 +132,13 @@ def hash_int(text: str) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
 
 
-def probe_scorer(model: str, lora: LoraSettings) -> tuple[str, object, ProbeBank] | None:
-    """(probe_id, feature spec, bank) of the shipped probe for this model, or None when there is none."""
+def probe_scorer(model: str, lora: LoraSettings, fingerprint: str) -> tuple[str, object, ProbeBank] | None:
+    """(probe_id, feature spec, bank) of the shipped step-level probe for these base weights, or None."""
     bank = ProbeBank(ProbeServiceSettings().artifacts_dir)
     try:
-        manifest = bank.resolve(ProbeSelector(None, model, lora.r, tuple(lora.target_modules)))
+        manifest = resolve_probe(
+            bank, model=model, lora=lora, inputs=Inputs.STEPS, base_fingerprint=fingerprint
+        )
     except ProbeServiceError:
         return None
     return manifest.probe_id, manifest.feature_spec, bank
@@ -232,7 +236,7 @@ def main() -> None:
     )
     trainer = attach_lora(loaded.model, lora)
     init = get_lora_state(trainer)
-    probe = probe_scorer(args.model, lora)
+    probe = probe_scorer(args.model, lora, loaded.fingerprint)
 
     sources = data_sources(args.model, data_dir)
     per_update = args.steps * args.batch_size

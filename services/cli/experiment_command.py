@@ -8,6 +8,7 @@ qualitative effect; CI runs it.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,20 +292,30 @@ def e6_adaptive(
     _finish(module, result, path, checks)
 
 
+@functools.cache
+def _base_fingerprint(model: str) -> str:
+    from shared.model_zoo import load_base_model
+
+    return load_base_model(model).fingerprint
+
+
 def _probe_dir(model: str, inputs: str = "steps") -> Path:
-    """The published probe for `model` that the level reading `inputs` uses (PROBE_POLICIES): what a
-    probe-penalty attacker reads."""
+    """The published probe the level reading `inputs` binds for `model` (resolve_probe, as the server
+    does): what a probe-penalty attacker reads."""
     from services.aggregator.inputs import Inputs
-    from services.aggregator.scoring import PROBE_POLICIES
-    from services.probe_service.scoring import ProbeBank, ProbeSelector
+    from services.aggregator.probe_binding import resolve_probe
+    from services.probe_service.scoring import ProbeBank
     from services.probe_service.settings import ProbeServiceSettings
     from shared.config import LoraSettings
 
     artifacts = ProbeServiceSettings().artifacts_dir
-    lora = LoraSettings()
-    policies = PROBE_POLICIES[Inputs(inputs)]
-    selector = ProbeSelector(None, model, lora.r, tuple(lora.target_modules), policies=policies)
-    manifest = ProbeBank(artifacts).resolve(selector)
+    manifest = resolve_probe(
+        ProbeBank(artifacts),
+        model=model,
+        lora=LoraSettings(),
+        inputs=Inputs(inputs),
+        base_fingerprint=_base_fingerprint(model),
+    )
     return Path(artifacts) / manifest.probe_id
 
 
