@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,43 @@ QUICK_HELP = "Miniature on tiny-llama with a small probe built for it (CI runs t
 SEEDS_HELP = "Seeds (repeat): shards, client sampling and rounds."
 
 
+@dataclass(frozen=True)
+class _Grid:
+    """The options E3 and E4 share: seeds x malicious ratios x defenses, as given on the command line."""
+
+    seeds: list[int]
+    ratios: list[float]
+    defenses: list[str]
+    quick: bool
+    probe_registry: Path
+    output: Path | None
+    fresh: bool
+    progress: bool
+
+
+def _run_grid(
+    name: str,
+    module: Any,
+    ctx: typer.Context,
+    grid: _Grid,
+    *,
+    quick_ratio: float,
+    checks: Callable[[Sequence[dict], Sequence[str]], dict],
+) -> None:
+    """One federation per (seed, ratio, defense); --quick: seed 7, one ratio, FedAvg and shadow."""
+    seeds, ratios, defenses = grid.seeds, grid.ratios, grid.defenses
+    federation = _federation(ctx, grid.quick)
+    if grid.quick:
+        _prepare_quick(grid.probe_registry)
+        seeds, ratios, defenses = [7], [quick_ratio], defenses or ["fedavg", "shadow"]
+    defenses = defenses or list(module.DEFENSES)
+    path = _output(name, grid.output, grid.quick)
+    configs = module.configurations(federation.config(grid.progress), seeds, ratios, defenses, grid.progress)
+    settings = {"seeds": seeds, "ratios": ratios, "defenses": defenses, "quick": grid.quick}
+    result = _simulated(name, module, federation, settings, configs, path, grid.fresh, grid.progress)
+    _finish(module, result, path, checks(result["rows"], defenses))
+
+
 @experiment_app.command("e3_main")
 def e3_main(
     ctx: typer.Context,
@@ -183,16 +221,8 @@ def e3_main(
     """Clean vs attacked FedAvg vs each Safe-FedLLM level vs the baselines, at 30% and 50% malicious."""
     from research.experiments import e3_main as module
 
-    federation = _federation(ctx, quick)
-    if quick:
-        _prepare_quick(probe_registry)
-        seed, malicious_ratio, defense = [7], [0.5], defense or ["fedavg", "shadow"]
-    defenses = defense or list(module.DEFENSES)
-    path = _output("e3_main", output, quick)
-    configs = module.configurations(federation.config(progress), seed, malicious_ratio, defenses, progress)
-    settings = {"seeds": seed, "ratios": malicious_ratio, "defenses": defenses, "quick": quick}
-    result = _simulated("e3_main", module, federation, settings, configs, path, fresh, progress)
-    _finish(module, result, path, module.closer_to_clean(result["rows"], defenses))
+    grid = _Grid(seed, malicious_ratio, defense, quick, probe_registry, output, fresh, progress)
+    _run_grid("e3_main", module, ctx, grid, quick_ratio=0.5, checks=module.closer_to_clean)
 
 
 @experiment_app.command("e4_ratio")
@@ -210,16 +240,8 @@ def e4_ratio(
     """Harmless rate against the malicious ratio (10 -> 70%), one line per defense."""
     from research.experiments import e4_ratio as module
 
-    federation = _federation(ctx, quick)
-    if quick:
-        _prepare_quick(probe_registry)
-        seed, malicious_ratio, defense = [7], [0.75], defense or ["fedavg", "shadow"]
-    defenses = defense or list(module.DEFENSES)
-    path = _output("e4_ratio", output, quick)
-    configs = module.configurations(federation.config(progress), seed, malicious_ratio, defenses, progress)
-    settings = {"seeds": seed, "ratios": malicious_ratio, "defenses": defenses, "quick": quick}
-    result = _simulated("e4_ratio", module, federation, settings, configs, path, fresh, progress)
-    _finish(module, result, path, module.checks(result["rows"], defenses))
+    grid = _Grid(seed, malicious_ratio, defense, quick, probe_registry, output, fresh, progress)
+    _run_grid("e4_ratio", module, ctx, grid, quick_ratio=0.75, checks=module.checks)
 
 
 @experiment_app.command("e6_adaptive")
