@@ -50,7 +50,8 @@ def _fit_probe(pools, directory: Path) -> dict[str, np.ndarray]:
     from shared.lora import attach_lora, get_lora_state
     from shared.model_zoo import load_base_model
 
-    init = get_lora_state(attach_lora(load_base_model("tiny-llama").model, LoraSettings()))
+    tiny = load_base_model("tiny-llama")
+    init = get_lora_state(attach_lora(tiny.model, LoraSettings()))
     spec = FeatureSpec.for_adapter(init, "first_B")
     training = LocalTrainingConfig(local_steps=STEPS, batch_size=BATCH)
     means = {}
@@ -70,7 +71,8 @@ def _fit_probe(pools, directory: Path) -> dict[str, np.ndarray]:
     weight = 40 * direction / np.linalg.norm(direction)
     bias = -float(weight @ (means["malicious"] + means["benign"])) / 2
     export_linear_probe(
-        directory / "tiny-fit", "tiny-fit", weight, bias, spec, base_model="tiny-llama", fingerprint="0" * 16,
+        directory / "tiny-fit", "tiny-fit", weight, bias, spec, base_model="tiny-llama",
+        fingerprint=tiny.fingerprint,  # the aggregator checks it against the weights it loads
         lora=LoraSettings(), threshold=0.5, training_data_hash="0" * 16,
     )  # fmt: skip
     return init
@@ -127,10 +129,16 @@ def _wait(condition, timeout: float, what: str) -> None:  # type: ignore[no-unty
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.fixture(scope="module")
+def fitted_probe(pools, tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+    """The probe and the round-0 global, fitted once for the module's federations (read-only to them)."""
+    probes = tmp_path_factory.mktemp("fitted") / "probes"
+    return probes, _fit_probe(pools, probes)
+
+
 @pytest.fixture
-def federation(pools, redis_client, redis_server, tmp_path, free_port):
-    probes = tmp_path / "probes"
-    init = _fit_probe(pools, probes)
+def federation(pools, fitted_probe, redis_client, redis_server, tmp_path, free_port):
+    probes, init = fitted_probe
     (tmp_path / "init.safetensors").write_bytes(save(init))
     env = {**os.environ, "SAFE_FEDLLM_PROBE_ARTIFACTS_DIR": str(probes), "OMP_NUM_THREADS": "1"}
     probe_port = free_port()
