@@ -1,0 +1,58 @@
+"""#28's robustness test on an aligned base as it is loaded (by default the shipped alignment adapter):
+fine-tune it as FL clients do, per client-pool source, and measure the harmless and over-refusal rates after
+1 and 3 rounds' worth. `safe-fedllm align --benign-tuning` runs the same test on the adapter it trains;
+this gives the shipped adapter's numbers to compare with.
+
+    OMP_NUM_THREADS=2 python scripts/experiments/benign_tuning_test.py \
+        --output docs/results/benign_tuning_shipped.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from shared.config import runtime_settings
+from shared.data.pools import build_pools
+from shared.evaluation.metrics import EvalSettings
+from shared.model_zoo import load_base_model
+from shared.model_zoo.alignment_robustness import BenignTuningConfig, benign_tuning_test
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m", help="A name or checkpoint directory (aligned).")
+    parser.add_argument("--eval-harmful", type=int, default=100)
+    parser.add_argument("--eval-benign", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    loaded = load_base_model(args.model, aligned=True)
+    pools = build_pools(runtime_settings().data_dir)
+    eval_settings = EvalSettings(num_harmful_prompts=args.eval_harmful, num_benign_prompts=args.eval_benign)
+    report = benign_tuning_test(
+        loaded.model, loaded.tokenizer, pools.client, pools.evaluation, BenignTuningConfig(), eval_settings
+    )
+    result = {
+        "command": shlex.join(["python", *sys.argv]),
+        "model": loaded.name,
+        "base_fingerprint": loaded.fingerprint,
+        "compute_dtype": str(next(loaded.model.parameters()).dtype),
+        "seconds": round(time.perf_counter() - started, 1),
+        "benign_tuning": report,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(report["targets"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
