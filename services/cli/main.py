@@ -67,6 +67,9 @@ def align(
     benign_tuning: bool = typer.Option(
         False, help="Then fine-tune the aligned base as FL clients do and report its robustness (#28)."
     ),
+    instructions_per_batch: int = typer.Option(
+        0, help="Instruction-style (Alpaca) helpful samples per batch, from the alignment pool (#28)."
+    ),
 ) -> None:
     """Train the safety-alignment LoRA (refusals + helpful answers) and save it as the model's artifact."""
     import torch
@@ -83,6 +86,7 @@ def align(
         refusals_per_batch=refusals_per_batch,
         helpful_per_batch=helpful_per_batch,
         recovery_per_batch=recovery_per_batch,
+        instructions_per_batch=instructions_per_batch,
         lr={"lr_max": lr_max, "lr_min": lr_min},
     )
     report = train_alignment(

@@ -16,6 +16,7 @@ alignment) is removed from the lower ones, so no normalised instruction is in tw
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.data import sources
 from shared.data.sources import Example, HarmfulPair, normalise_instruction
@@ -46,6 +47,10 @@ class PoolSizes(BaseModel):
     alpaca: tuple[int, int, int] = (0, 300, 1000)
     dolly: tuple[int, int, int] = (0, 150, 150)
     root: int = 100  # FLTrust's root set (the paper uses 100 examples)
+    # Instruction-style helpful rows (Alpaca) for the alignment stage (#28), moved from the end of the
+    # evaluation pool's Alpaca share, which nothing evaluates on: every other pool, and so every cached
+    # update, stays as it is at 0. The alignment pool otherwise holds helpfulQA only.
+    alignment_instructions: int = Field(0, ge=0)
     seed: int = 2023
 
 
@@ -147,7 +152,23 @@ def build_pools(data_dir: Path, sizes: PoolSizes | None = None) -> DataPools:
         )
         pools[pool_name] = Pool(name=pool_name, **kept, **extra)  # type: ignore[arg-type]  # keys are fields
         claimed |= pools[pool_name].instructions()
+    if sizes.alignment_instructions:
+        pools = _move_alignment_instructions(pools, sizes.alignment_instructions)
     return DataPools(**pools, root=_root_pool(data_dir, claimed, sizes), sizes=sizes)
+
+
+def _move_alignment_instructions(pools: dict[str, Pool], count: int) -> dict[str, Pool]:
+    """The last `count` Alpaca rows of the evaluation pool become the alignment pool's (after every pool's
+    claims are settled, so no other pool changes and the pools stay disjoint)."""
+    evaluation, alignment = pools["evaluation"], pools["alignment"]
+    if count > len(evaluation.alpaca):
+        raise ValueError(f"alignment_instructions={count}: the evaluation pool holds {len(evaluation.alpaca)}")
+    moved = evaluation.alpaca[-count:]
+    return {
+        **pools,
+        "evaluation": dataclasses.replace(evaluation, alpaca=evaluation.alpaca[:-count]),
+        "alignment": dataclasses.replace(alignment, alpaca=(*alignment.alpaca, *moved)),
+    }
 
 
 def _seed_tasks(data_dir: Path) -> list[Example]:

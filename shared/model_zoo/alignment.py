@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from shared.config import LoraSettings, LrSchedule, runtime_settings
-from shared.data.pools import build_pools
+from shared.data.pools import PoolSizes, build_pools
 from shared.data.refusal_targets import refusal_target
 from shared.data.sources import Example, HarmfulPair
 from shared.evaluation.metrics import EvalSettings, evaluate_model, harmless_rate, over_refusal_rate
@@ -51,6 +51,15 @@ class AlignmentConfig(BaseModel):
     )
     recovery_prefix_words: tuple[int, int] = Field(
         (3, 24), description="Range of harmful-answer words before the refusal of a recovery sample."
+    )
+    instructions_per_batch: int = Field(
+        0,
+        ge=0,
+        description="Instruction-style helpful samples per batch (Alpaca rows of the alignment pool, "
+        "PoolSizes.alignment_instructions of them): the style of the benign traffic (#28).",
+    )
+    alignment_instructions: int = Field(
+        300, ge=1, description="Alpaca rows the alignment pool takes when instructions_per_batch > 0."
     )
     curve_every: int = Field(50, ge=1)
     curve_prompts: int = Field(
@@ -87,7 +96,12 @@ def train_alignment(
     rng = np.random.default_rng(config.seed)
     loaded = load_base_model(model_name, aligned=False)
     tokenizer = loaded.tokenizer
-    pools = build_pools(settings.data_dir)
+    sizes = (
+        PoolSizes(alignment_instructions=config.alignment_instructions)
+        if config.instructions_per_batch
+        else None
+    )
+    pools = build_pools(settings.data_dir, sizes)  # the client and evaluation pools are the same either way
     harmful: list[HarmfulPair] = list(pools.alignment.harmful)
     helpful: list[Example] = list(pools.alignment.helpful)
     held_harmful = harmful[-config.curve_prompts :]
@@ -102,6 +116,9 @@ def train_alignment(
         for i, p in enumerate(train_harmful)
     ]
     answers = [tokenize_sft(tokenizer, x.instruction, x.response, config.max_seq_len) for x in train_helpful]
+    instructions = [
+        tokenize_sft(tokenizer, x.instruction, x.response, config.max_seq_len) for x in pools.alignment.alpaca
+    ]
     low, high = config.recovery_prefix_words
     recoveries = (
         [
@@ -157,6 +174,8 @@ def train_alignment(
         )
         if recoveries:
             batch += _cycle(recoveries, config.recovery_per_batch, rng)
+        if instructions:
+            batch += _cycle(instructions, config.instructions_per_batch, rng)
         lr = config.lr.at_round(step - 1, config.steps)
         losses.append(stepper.step(collate(batch, tokenizer.pad_token_id), lr))
         progress.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
@@ -180,6 +199,7 @@ def train_alignment(
         "torch_threads": torch.get_num_threads(),
         "num_refusal_targets": len(refusals),
         "num_helpful_targets": len(answers),
+        "num_instruction_targets": len(instructions),
         "loss_first_last": [losses[0], losses[-1]],
         "curve": curve,
         "evaluation_pool": {"settings": eval_settings.model_dump(mode="json"), **final.model_dump()},

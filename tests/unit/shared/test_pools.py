@@ -58,3 +58,19 @@ def test_the_fltrust_root_pool_is_small_clean_and_disjoint_from_every_other_pool
     }
     for name in POOL_NAMES:
         assert not root.instructions() & pools[name].instructions(), name
+
+
+def test_the_alignment_instruction_share_moves_only_unevaluated_alpaca_rows(pools):
+    """#28: Alpaca rows for the alignment stage come from the end of the evaluation pool's Alpaca share, so
+    the probe, client and root pools (and every cached client update) are exactly the default ones."""
+    moved = build_pools(runtime_settings().data_dir, PoolSizes(alignment_instructions=300))
+    for name in ("probe", "client"):
+        assert moved[name] == pools[name]
+    assert moved.root == pools.root
+    assert moved.alignment.alpaca == pools.evaluation.alpaca[-300:]
+    assert moved.evaluation.alpaca == pools.evaluation.alpaca[:-300]
+    # what the evaluation measures is untouched
+    for field in ("harmful", "helpful", "harmful_prompts", "benign_prompts"):
+        assert getattr(moved.evaluation, field) == getattr(pools.evaluation, field)
+    for a, b in combinations(POOL_NAMES, 2):
+        assert not moved[a].instructions() & moved[b].instructions()

@@ -1,0 +1,35 @@
+"""The alignment stage end to end on tiny-llama (real PEFT training, the real pools): what the report
+records, and that instruction-style rows (#28) reach the batches only when asked for."""
+
+import json
+
+import pytest
+
+from shared.evaluation.metrics import EvalSettings
+from shared.model_zoo.alignment import AlignmentConfig, train_alignment
+
+pytestmark = pytest.mark.integration
+
+TINY_EVAL = EvalSettings(
+    num_harmful_prompts=2,
+    num_benign_prompts=2,
+    num_pairs=2,
+    num_benign_loss=2,
+    max_new_tokens=2,
+    progress=False,
+)
+
+
+@pytest.mark.parametrize("instructions", [0, 2])
+def test_alignment_trains_saves_and_reports_its_batch_mix(tmp_path, instructions):
+    config = AlignmentConfig(
+        steps=2, curve_every=2, curve_prompts=4, curve_max_new_tokens=4, instructions_per_batch=instructions
+    )
+    report = train_alignment("tiny-llama", config, TINY_EVAL, tmp_path / "adapter")
+    saved = json.loads((tmp_path / "adapter" / "alignment_report.json").read_text())
+    assert saved == json.loads(json.dumps(report))  # the report returned is the one saved
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size > 0
+    assert [point["step"] for point in report["curve"]] == [0, 2]
+    # the Alpaca share is the alignment pool's only when the batches use it (PoolSizes.alignment_instructions)
+    assert report["num_instruction_targets"] == (config.alignment_instructions if instructions else 0)
+    assert report["config"]["instructions_per_batch"] == instructions
