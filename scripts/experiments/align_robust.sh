@@ -18,3 +18,9 @@ if [ ! -f runs/align_robust_stage2/alignment_report.json ]; then
     safe-fedllm align "${COMMON[@]}" --resume-from runs/align_robust --steps 60 --refusals-per-batch 1 \
         --helpful-per-batch 7 --lr-max 1e-4 --lr-min 1e-5 --output-dir runs/align_robust_stage2
 fi
+# Stage 1 again with instruction-style helpful rows (the alignment pool's Alpaca share; #28's next step).
+if [ ! -f runs/align_robust_instr/alignment_report.json ]; then
+    safe-fedllm align "${COMMON[@]}" --steps 300 --refusals-per-batch 1 --helpful-per-batch 4 \
+        --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 --output-dir runs/align_robust_instr \
+        ${SKIP_BENIGN_TUNING:+--no-benign-tuning}
+fi
