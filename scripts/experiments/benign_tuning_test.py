@@ -1,7 +1,7 @@
 """#28's robustness test on an aligned base as it is loaded (by default the shipped alignment adapter):
 fine-tune it as FL clients do, per client-pool source, and measure the harmless and over-refusal rates after
 1 and 3 rounds' worth. `safe-fedllm align --benign-tuning` runs the same test on the adapter it trains;
-this gives the shipped adapter's numbers to compare with.
+this gives the shipped adapter's numbers to compare with, or (`--adapter DIR`) any saved alignment adapter's.
 
     OMP_NUM_THREADS=2 python scripts/experiments/benign_tuning_test.py \
         --output docs/results/benign_tuning_shipped.json
@@ -23,11 +23,19 @@ from shared.data.pools import build_pools
 from shared.evaluation.metrics import EvalSettings
 from shared.model_zoo import load_base_model
 from shared.model_zoo.alignment_robustness import BenignTuningConfig, benign_tuning_test
+from shared.model_zoo.registry import merge_adapter
+from shared.precision import cast_parameters, resolve_compute_dtype
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m", help="A name or checkpoint directory (aligned).")
+    parser.add_argument(
+        "--adapter",
+        type=Path,
+        default=None,
+        help="An alignment adapter directory instead of the model's own.",
+    )
     parser.add_argument("--eval-harmful", type=int, default=100)
     parser.add_argument("--eval-benign", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
@@ -35,17 +43,24 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    loaded = load_base_model(args.model, aligned=True)
+    if args.adapter is None:
+        loaded = load_base_model(args.model, aligned=True)
+        model = loaded.model
+    else:  # merged in float32 as the registry merges its own adapter, then cast to the compute dtype
+        loaded = load_base_model(args.model, aligned=False, compute_dtype="float32")
+        model = merge_adapter(loaded.model, args.adapter)
+        cast_parameters(model, resolve_compute_dtype(runtime_settings().compute_dtype))
     pools = build_pools(runtime_settings().data_dir)
     eval_settings = EvalSettings(num_harmful_prompts=args.eval_harmful, num_benign_prompts=args.eval_benign)
     report = benign_tuning_test(
-        loaded.model, loaded.tokenizer, pools.client, pools.evaluation, BenignTuningConfig(), eval_settings
+        model, loaded.tokenizer, pools.client, pools.evaluation, BenignTuningConfig(), eval_settings
     )
     result = {
         "command": shlex.join(["python", *sys.argv]),
         "model": loaded.name,
-        "base_fingerprint": loaded.fingerprint,
-        "compute_dtype": str(next(loaded.model.parameters()).dtype),
+        "adapter": str(args.adapter) if args.adapter else "the model's alignment adapter",
+        "base_fingerprint": loaded.fingerprint if args.adapter is None else None,
+        "compute_dtype": str(next(model.parameters()).dtype),
         "seconds": round(time.perf_counter() - started, 1),
         "benign_tuning": report,
     }
