@@ -23,8 +23,6 @@ from shared.data.pools import build_pools
 from shared.evaluation.metrics import EvalSettings
 from shared.model_zoo import load_base_model
 from shared.model_zoo.alignment_robustness import BenignTuningConfig, benign_tuning_test
-from shared.model_zoo.registry import merge_adapter
-from shared.precision import cast_parameters, resolve_compute_dtype
 
 
 def main() -> None:
@@ -43,13 +41,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    if args.adapter is None:
-        loaded = load_base_model(args.model, aligned=True)
-        model = loaded.model
-    else:  # merged in float32 as the registry merges its own adapter, then cast to the compute dtype
-        loaded = load_base_model(args.model, aligned=False, compute_dtype="float32")
-        model = merge_adapter(loaded.model, args.adapter)
-        cast_parameters(model, resolve_compute_dtype(runtime_settings().compute_dtype))
+    loaded = load_base_model(args.model, aligned=True, adapter_dir=args.adapter)
+    model = loaded.model
     pools = build_pools(runtime_settings().data_dir)
     eval_settings = EvalSettings(num_harmful_prompts=args.eval_harmful, num_benign_prompts=args.eval_benign)
     report = benign_tuning_test(
@@ -59,7 +52,7 @@ def main() -> None:
         "command": shlex.join(["python", *sys.argv]),
         "model": loaded.name,
         "adapter": str(args.adapter) if args.adapter else "the model's alignment adapter",
-        "base_fingerprint": loaded.fingerprint if args.adapter is None else None,
+        "base_fingerprint": loaded.fingerprint,
         "compute_dtype": str(next(model.parameters()).dtype),
         "seconds": round(time.perf_counter() - started, 1),
         "benign_tuning": report,

@@ -80,11 +80,13 @@ def load_base_model(
     cache_dir: Path | None = None,
     compute_dtype: ComputeDtype | None = None,
     device: DeviceSetting | None = None,
+    adapter_dir: Path | None = None,
 ) -> LoadedModel:
     """Load a base model by name or directory, frozen, in eval mode, in the compute dtype, on the device.
 
     aligned=None merges the model's alignment adapter when one exists; True requires it. The adapter is
     merged in float32 and the fingerprint taken before any cast, so a probe made on one dtype fits the other.
+    `adapter_dir`: another alignment adapter than the model's own (a candidate under test, #28).
     dtype and device default to SAFE_FEDLLM_COMPUTE_DTYPE and SAFE_FEDLLM_DEVICE.
     """
     source = resolve_model(name, MODEL_NAMES)
@@ -96,7 +98,7 @@ def load_base_model(
         "tiny-llama": lambda: load_tiny_llama(tokenizer, cache, settings.data_dir),
     }
     model = builders[source.name]() if source.directory is None else load_checkpoint(source.directory)
-    adapter_dir = alignment_adapter_dir(name)
+    adapter_dir = adapter_dir or alignment_adapter_dir(name)
     has_adapter = (adapter_dir / "adapter_model.safetensors").is_file()
     if aligned and not has_adapter:
         raise FileNotFoundError(
