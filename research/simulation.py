@@ -9,18 +9,20 @@ from __future__ import annotations
 import functools
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack, closing
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, closing, contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 import torch
+from peft import PeftModel
 from pydantic import BaseModel, ConfigDict, Field
 
 from probes.artifact import ProbeManifest
-from research.clients.actor import RayClientPool
+from research.clients.actor import HostReserve, RayClientPool
 from research.clients.attacks import AttackConfig
 from research.clients.population import ClientSpec, build_population
 from research.clients.update_cache import CachedClientPool, TrainingPool
@@ -39,12 +41,12 @@ from services.aggregator.strategies.tensors import expected_attackers
 from services.aggregator.verification import VerificationSettings
 from services.ray_runtime import ensure_ray
 from shared.config import LocalTrainingConfig, LoraSettings, runtime_settings
-from shared.data.pools import build_pools
+from shared.data.pools import DataPools, build_pools
 from shared.evaluation.cache import cached_evaluation
 from shared.evaluation.metrics import EvalSettings, SafetyReport, evaluate_model
 from shared.lora import attach_lora, get_lora_state, set_lora_state
 from shared.lora_state import LoraState
-from shared.model_zoo import load_base_model
+from shared.model_zoo import LoadedModel, load_base_model
 from shared.model_zoo.sharing import export_frozen_base
 
 
@@ -172,6 +174,72 @@ def _store(config: SimulationConfig, label: str) -> StateStore:
     return RedisStateStore(connect(), namespace=f"sim-{label}-{uuid.uuid4().hex[:8]}")
 
 
+@dataclass
+class SweepBase:
+    """A base model as the sweeps use it: loaded (and wrapped with a fresh adapter, θ^0) in the driver for
+    evaluation, and in the object store for the client actors; the data pools beside it."""
+
+    loaded: LoadedModel
+    pools: DataPools
+    frozen_ref: ray.ObjectRef
+    peft_model: PeftModel
+    initial_state: LoraState
+
+
+class SimulationSession:
+    """What consecutive sweeps in one process share while it is open (an experiment's configurations):
+    each base model loaded and put in the object store once, the probe and audit services deployed once,
+    and idle client actors, which the clients of the next federation take instead of starting workers.
+    Results do not depend on it: clients train from seeds per client and round, not from process state."""
+
+    def __init__(self) -> None:
+        self.hosts = HostReserve()
+        self._bases: dict[tuple[str, LoraSettings], SweepBase] = {}
+        self._probes: dict[tuple[str, LoraSettings, str | None, str], ProbeConnection] = {}
+        self._auditors: dict[tuple[str, LoraSettings], HandleAuditor] = {}
+
+    def base(self, config: SimulationConfig) -> SweepBase:
+        key = (config.model, config.lora)
+        if key not in self._bases:  # per LoRA shape too: PEFT wraps the loaded model in place
+            loaded = load_base_model(config.model)
+            ensure_ray()
+            frozen_ref = ray.put(export_frozen_base(loaded.model, loaded.fingerprint))  # before PEFT wraps it
+            peft_model = attach_lora(loaded.model, config.lora)
+            pools = build_pools(runtime_settings().data_dir)
+            self._bases[key] = SweepBase(loaded, pools, frozen_ref, peft_model, get_lora_state(peft_model))
+        return self._bases[key]
+
+    def probes(self, config: SimulationConfig, fingerprint: str) -> ProbeConnection:
+        key = (config.model, config.lora, config.probe_id, fingerprint)
+        if key not in self._probes:
+            self._probes[key] = ProbeConnection(config, fingerprint)
+        return self._probes[key]
+
+    def auditor(self, config: SimulationConfig) -> HandleAuditor:
+        key = (config.model, config.lora)
+        if key not in self._auditors:
+            self._auditors[key] = connect_audit(config)
+        return self._auditors[key]
+
+    def close(self) -> None:
+        self.hosts.close()
+
+
+_SESSION: ContextVar[SimulationSession | None] = ContextVar("simulation_session", default=None)
+
+
+@contextmanager
+def simulation_session() -> Iterator[SimulationSession]:
+    """Share set-up across the sweeps run inside (`SimulationSession`); the idle actors stop at the end."""
+    session = SimulationSession()
+    token = _SESSION.set(session)
+    try:
+        yield session
+    finally:
+        _SESSION.reset(token)
+        session.close()
+
+
 def run_sweep(
     config: SimulationConfig,
     runs: Sequence[tuple[float, str]],
@@ -180,38 +248,38 @@ def run_sweep(
     on_round: Callable[[float, str, RoundSummary], None] | None = None,
     progress: bool = True,
 ) -> list[dict]:
-    """One federation per (malicious ratio, defense) from the same start; one result row per run."""
-    sweep = Sweep(config, [label for _, label in runs])
-    rows: list[dict] = []
-    if evaluate_start:
-        report = sweep.evaluate(sweep.initial_state)
-        rows.append(_row(config, 0.0, "none (start model)", report, {**sweep.base_extra, "rounds": 0}))
-    for ratio, label in runs:
-        report_round = functools.partial(on_round, ratio, label) if on_round is not None else None
-        rows.append(sweep.federation(ratio, label, report_round, progress))
-    return rows
+    """One federation per (malicious ratio, defense) from the same start; one result row per run. Inside
+    `simulation_session()`, the set-up is shared with the session's other sweeps."""
+    with ExitStack() as stack:
+        session = _SESSION.get() or stack.enter_context(simulation_session())
+        sweep = Sweep(config, [label for _, label in runs], session)
+        rows: list[dict] = []
+        if evaluate_start:
+            report = sweep.evaluate(sweep.initial_state)
+            rows.append(_row(config, 0.0, "none (start model)", report, {**sweep.base_extra, "rounds": 0}))
+        for ratio, label in runs:
+            report_round = functools.partial(on_round, ratio, label) if on_round is not None else None
+            rows.append(sweep.federation(ratio, label, report_round, progress))
+        return rows
 
 
 class Sweep:
-    """What every federation of a sweep shares: the base model (in the object store for the client actors,
-    and the driver's copy for θ^0 and evaluation), the data pools, the probe service and the audit."""
+    """What every federation of a sweep shares: the session's base model (in the object store for the
+    client actors, and the driver's copy for θ^0 and evaluation), data pools, probe service and audit."""
 
-    def __init__(self, config: SimulationConfig, labels: Sequence[str]) -> None:
+    def __init__(self, config: SimulationConfig, labels: Sequence[str], session: SimulationSession) -> None:
         torch.set_num_threads(config.eval_threads)
-        self.config = config
-        self.loaded = load_base_model(config.model)
-        self.pools = build_pools(runtime_settings().data_dir)
-        ensure_ray()
-        self.frozen_ref = ray.put(export_frozen_base(self.loaded.model, self.loaded.fingerprint))
-        self.peft_model = attach_lora(self.loaded.model, config.lora)
-        self.initial_state = get_lora_state(self.peft_model)
+        self.config, self.session = config, session
+        base = session.base(config)
+        self.loaded, self.pools, self.frozen_ref = base.loaded, base.pools, base.frozen_ref
+        self.peft_model, self.initial_state = base.peft_model, base.initial_state
         named = {split_realignment(label)[0] for label in labels}
         levels = [DEFENSES[defense] for defense in named if defense in DEFENSES]
         needs_probe = any(level.inputs != AUDIT_INPUT for level in levels)
-        self.probes = ProbeConnection(config, self.loaded.fingerprint) if needs_probe else None
+        self.probes = session.probes(config, self.loaded.fingerprint) if needs_probe else None
         audited = any(issubclass(level, AuditedDefense) for level in levels)
         aggregate_threshold = AuditLevelSettings().aggregate_threshold  # every run's, from the environment
-        self.auditor = connect_audit(config) if audited or aggregate_threshold is not None else None
+        self.auditor = session.auditor(config) if audited or aggregate_threshold is not None else None
         self.base_extra = {"aligned_base": self.loaded.aligned, "base_fingerprint": self.loaded.fingerprint}
 
     def evaluate(self, state: LoraState) -> SafetyReport:
@@ -238,6 +306,7 @@ class Sweep:
             training,
             config.federation.seed,
             max_live_actors=config.max_live_clients,
+            reserve=self.session.hosts,
         )
         if config.cache_dir is None:
             return pool
@@ -272,6 +341,7 @@ class Sweep:
                     config.lora,
                     root_training,
                     config.federation.seed,
+                    reserve=self.session.hosts,
                 )
             )
             schedule = config.federation

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# #28: a robust alignment stage on SmolLM2 (MLP LoRA, recovery samples, mostly helpful rows), then a
-# helpful-heavy second stage against over-refusal (as the shipped adapter's), each followed by the
-# benign-tuning robustness test. Writes runs/align_robust/ and runs/align_robust_stage2/ (adapter +
-# alignment_report.json with its benign_tuning section). A stage whose report exists is skipped (resumable).
+# #28: robust alignment candidates on SmolLM2 (MLP LoRA, recovery samples, mostly helpful rows; then
+# instruction-style rows, then more refusal rows), each followed by the benign-tuning robustness test. Writes
+# runs/align_robust{,_stage2,_instr,_instr_r2,_instr_r3}/ (adapter + alignment_report.json with its
+# benign_tuning section; docs/results.md compares them). A block whose report exists is skipped (resumable).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . .venv/bin/activate
@@ -23,4 +23,15 @@ if [ ! -f runs/align_robust_instr/alignment_report.json ]; then
     safe-fedllm align "${COMMON[@]}" --steps 300 --refusals-per-batch 1 --helpful-per-batch 4 \
         --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 --output-dir runs/align_robust_instr \
         ${SKIP_BENIGN_TUNING:+--no-benign-tuning}
+fi
+# The instruction-row recipe missed refusal (0.80) and harm's one-round drop (9) narrowly: twice the refusal rows.
+if [ ! -f runs/align_robust_instr_r2/alignment_report.json ]; then
+    safe-fedllm align "${COMMON[@]}" --steps 300 --refusals-per-batch 2 --helpful-per-batch 3 \
+        --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 --output-dir runs/align_robust_instr_r2
+fi
+# r2 met refusal (0.87), over-refusal (0.07) and harm's drop (11), but Alpaca's 3-round drop was 13: more
+# refusal rows held the drift down from r1 to r2, so a third.
+if [ ! -f runs/align_robust_instr_r3/alignment_report.json ]; then
+    safe-fedllm align "${COMMON[@]}" --steps 300 --refusals-per-batch 3 --helpful-per-batch 2 \
+        --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 --output-dir runs/align_robust_instr_r3
 fi

@@ -151,6 +151,7 @@ def _simulated(
     progress: bool,
 ) -> dict:
     from research.experiments.runner import run_configurations
+    from research.simulation import simulation_session
     from services.cli.command_line import invoked_command
 
     # where the cache lives and how many clients train at once change no result
@@ -158,9 +159,10 @@ def _simulated(
         mode="json", exclude={"cache_dir", "max_live_clients"}
     )
     all_settings = {"simulation": simulation, **settings}
-    return run_configurations(
-        name, configurations, output, all_settings, invoked_command(), fresh=fresh, progress=progress
-    )
+    with simulation_session():  # the configurations share the base, the services and idle client actors
+        return run_configurations(
+            name, configurations, output, all_settings, invoked_command(), fresh=fresh, progress=progress
+        )
 
 
 QUICK_HELP = "Miniature on tiny-llama with a small probe built for it (CI runs this)."

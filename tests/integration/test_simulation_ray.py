@@ -7,7 +7,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from research.simulation import SimulationConfig, run_sweep  # noqa: E402
+from research.simulation import SimulationConfig, run_sweep, simulation_session  # noqa: E402
 from shared.evaluation.metrics import EvalSettings  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -65,6 +65,26 @@ def test_malicious_clients_raise_harm_preference_over_benign_ones(ray_session):
     # The attack is a real effect measured from the same start: training on harmful answers moves the model
     # towards them relative to training on helpful answers.
     assert malicious["harm_preference"] > benign["harm_preference"] + 0.02, rows
+
+
+def test_a_session_loads_clients_into_idle_workers_and_they_train_exactly_as_new_ones(ray_session):
+    """The experiments run their configurations in one session: the clients of a later federation are loaded
+    into the workers of an earlier one (other clients, other data), and train bit for bit as in new ones."""
+    config = CONFIG.model_copy(
+        update={
+            "federation": CONFIG.federation.model_copy(update={"num_rounds": 1}),
+            "training": CONFIG.training.model_copy(update={"local_steps": 3}),
+        }
+    )
+    metrics = ("harmless_rate", "harm_preference", "benign_loss")
+    [alone] = run_sweep(config, [(0.5, "fedavg")], evaluate_start=False, progress=False)
+    with simulation_session() as session:
+        run_sweep(config, [(1.0, "fedavg")], evaluate_start=False, progress=False)  # two malicious clients
+        assert len(session.hosts) == 2  # their workers wait in the reserve
+        [reused] = run_sweep(config, [(0.5, "fedavg")], evaluate_start=False, progress=False)
+        assert len(session.hosts) == 2  # no worker started for the second federation
+    assert len(session.hosts) == 0  # closing the session stops them
+    assert {k: reused[k] for k in metrics} == {k: alone[k] for k in metrics}
 
 
 def test_defended_run_goes_through_the_probe_service_and_the_redis_store(
