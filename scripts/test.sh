@@ -25,9 +25,6 @@ lane_log=$(mktemp)
 setsid python -m pytest -q -p no:cacheprovider --durations=5 "$QUICK" >"$lane_log" 2>&1 &
 lane=$!  # its own process group, with the Ray processes it starts: stopped together
 trap 'kill -- -"$lane" 2>/dev/null || true; rm -f "$lane_log"' EXIT
-# The quick lane is the longer one: where both lanes want the CPU, this one yields a part (setsid made the
-# lanes two scheduling groups; where the kernel has no autogroups this does nothing).
-echo 2 2>/dev/null >/proc/self/autogroup || true
 ruff check .
 ruff format --check .
 # Types of shared/, probes/, services/, research/ ([tool.mypy] in pyproject.toml: pydantic plugin).
