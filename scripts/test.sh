@@ -14,7 +14,9 @@ fi
 # PASSIVE: an OpenMP thread waiting at a barrier sleeps instead of spinning, leaving the core to the other lane.
 export TOKENIZERS_PARALLELISM=false RAY_DEDUP_LOGS=0 OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 if [ $# -gt 0 ]; then  # a selection: lint, then the selection as given
-    ruff check . && ruff format --check . && mypy
+    ruff check .
+    ruff format --check .
+    mypy
     exec python -m pytest -q --durations=15 "$@"
 fi
 # Two lanes: the experiments' --quick runs (one module, CPU-bound, its own Ray session; the longest part,
