@@ -13,10 +13,14 @@ fi
 . .venv/bin/activate
 # PASSIVE: an OpenMP thread waiting at a barrier sleeps instead of spinning, leaving the core to the other lane.
 export TOKENIZERS_PARALLELISM=false RAY_DEDUP_LOGS=0 OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-if [ $# -gt 0 ]; then  # a selection: lint, then the selection as given
+lint() {
     ruff check .
     ruff format --check .
+    # Types of shared/, probes/, services/, research/ ([tool.mypy] in pyproject.toml: pydantic plugin).
     mypy
+}
+if [ $# -gt 0 ]; then  # a selection: lint, then the selection as given
+    lint
     exec python -m pytest -q --durations=15 "$@"
 fi
 # Two lanes: the experiments' --quick runs (one module, CPU-bound, its own Ray session; the longest part,
@@ -27,10 +31,7 @@ lane_log=$(mktemp)
 setsid python -m pytest -q -p no:cacheprovider --durations=5 "$QUICK" >"$lane_log" 2>&1 &
 lane=$!  # its own process group, with the Ray processes it starts: stopped together
 trap 'kill -- -"$lane" 2>/dev/null || true; rm -f "$lane_log"' EXIT
-ruff check .
-ruff format --check .
-# Types of shared/, probes/, services/, research/ ([tool.mypy] in pyproject.toml: pydantic plugin).
-mypy
+lint
 status=0
 python -m pytest -q --durations=15 --ignore="$QUICK" || status=$?
 # The precision-sensitive tests (marker `precision`) once more in the compute dtype this run did not use:

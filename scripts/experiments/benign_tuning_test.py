@@ -42,18 +42,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     loaded = load_base_model(args.model, aligned=True, adapter_dir=args.adapter)
-    model = loaded.model
     pools = build_pools(runtime_settings().data_dir)
     eval_settings = EvalSettings(num_harmful_prompts=args.eval_harmful, num_benign_prompts=args.eval_benign)
     report = benign_tuning_test(
-        model, loaded.tokenizer, pools.client, pools.evaluation, BenignTuningConfig(), eval_settings
+        loaded.model, loaded.tokenizer, pools.client, pools.evaluation, BenignTuningConfig(), eval_settings
     )
     result = {
         "command": shlex.join(["python", *sys.argv]),
         "model": loaded.name,
         "adapter": str(args.adapter) if args.adapter else "the model's alignment adapter",
         "base_fingerprint": loaded.fingerprint,
-        "compute_dtype": str(next(model.parameters()).dtype),
+        "compute_dtype": str(next(loaded.model.parameters()).dtype),
         "seconds": round(time.perf_counter() - started, 1),
         "benign_tuning": report,
     }
