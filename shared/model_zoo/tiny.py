@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import TypedDict
 
@@ -23,6 +21,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from shared.data.pools import build_pools
 from shared.data.refusal_targets import refusal_target
+from shared.model_zoo.build_once import build_once
 from shared.prompting import collate, tokenize_sft
 
 TINY_INIT_SEED = 1234
@@ -84,20 +83,16 @@ def load_tiny_llama(tokenizer: PreTrainedTokenizerBase, cache_dir: Path, data_di
     key = hashlib.sha256(
         json.dumps([config.to_diff_dict(), PRESTAGE, TINY_INIT_SEED], sort_keys=True, default=str).encode()
     )
-    cached = cache_dir / f"tiny-llama-{key.hexdigest()[:12]}"
-    if (cached / "model.safetensors").is_file():
-        return LlamaForCausalLM.from_pretrained(cached, dtype=torch.float32)
-    rng_state = torch.random.get_rng_state()
-    torch.manual_seed(TINY_INIT_SEED)
-    try:
-        model = LlamaForCausalLM(config).float()
-        _prestage(model, tokenizer, data_dir)
-    finally:
-        torch.random.set_rng_state(rng_state)
-    tmp = cached.with_name(f"{cached.name}.partial-{os.getpid()}")
-    model.save_pretrained(tmp, safe_serialization=True)
-    try:
-        tmp.replace(cached)  # atomic: an interrupted build never leaves a half-written cache
-    except OSError:  # another process (a parallel test session) built the same weights first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return model
+
+    def build(directory: Path) -> None:
+        rng_state = torch.random.get_rng_state()
+        torch.manual_seed(TINY_INIT_SEED)
+        try:
+            model = LlamaForCausalLM(config).float()
+            _prestage(model, tokenizer, data_dir)
+        finally:
+            torch.random.set_rng_state(rng_state)
+        model.save_pretrained(directory, safe_serialization=True)
+
+    cached = build_once(cache_dir / f"tiny-llama-{key.hexdigest()[:12]}", build, complete="model.safetensors")
+    return LlamaForCausalLM.from_pretrained(cached, dtype=torch.float32)
