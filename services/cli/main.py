@@ -70,6 +70,9 @@ def align(
     instructions_per_batch: int = typer.Option(
         0, help="Instruction-style (Alpaca) helpful samples per batch, from the alignment pool (#28)."
     ),
+    imperatives_per_batch: int = typer.Option(
+        0, help="Refusal samples per batch with the harmful question restated as an imperative (#28)."
+    ),
 ) -> None:
     """Train the safety-alignment LoRA (refusals + helpful answers) and save it as the model's artifact."""
     import torch
@@ -87,6 +90,7 @@ def align(
         helpful_per_batch=helpful_per_batch,
         recovery_per_batch=recovery_per_batch,
         instructions_per_batch=instructions_per_batch,
+        imperatives_per_batch=imperatives_per_batch,
         lr={"lr_max": lr_max, "lr_min": lr_min},
     )
     report = train_alignment(

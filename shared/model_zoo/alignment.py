@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from shared.config import LoraSettings, LrSchedule, runtime_settings
+from shared.data.imperatives import as_imperative
 from shared.data.pools import PoolSizes, build_pools
 from shared.data.refusal_targets import refusal_target
 from shared.data.sources import Example, HarmfulPair
@@ -60,6 +61,12 @@ class AlignmentConfig(BaseModel):
     )
     alignment_instructions: int = Field(
         300, ge=1, description="Alpaca rows the alignment pool takes when instructions_per_batch > 0."
+    )
+    imperatives_per_batch: int = Field(
+        0,
+        ge=0,
+        description="Refusal samples per batch whose request is an alignment-pool harmful question restated "
+        "as an imperative (shared/data/imperatives.py): the form of instruction data and of AdvBench (#28).",
     )
     curve_every: int = Field(50, ge=1)
     curve_prompts: int = Field(
@@ -119,6 +126,15 @@ def train_alignment(
     instructions = [
         tokenize_sft(tokenizer, x.instruction, x.response, config.max_seq_len) for x in pools.alignment.alpaca
     ]
+    imperatives = (
+        [
+            tokenize_sft(tokenizer, request, refusal_target(p, i, config.safe_sentences), config.max_seq_len)
+            for i, p in enumerate(train_harmful)
+            if (request := as_imperative(p.instruction, i)) is not None
+        ]
+        if config.imperatives_per_batch
+        else []
+    )
     low, high = config.recovery_prefix_words
     recoveries = (
         [
@@ -176,6 +192,8 @@ def train_alignment(
             batch += _cycle(recoveries, config.recovery_per_batch, rng)
         if instructions:
             batch += _cycle(instructions, config.instructions_per_batch, rng)
+        if imperatives:  # drawn last, so that recipes without them keep their random stream
+            batch += _cycle(imperatives, config.imperatives_per_batch, rng)
         lr = config.lr.at_round(step - 1, config.steps)
         losses.append(stepper.step(collate(batch, tokenizer.pad_token_id), lr))
         progress.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
@@ -200,6 +218,7 @@ def train_alignment(
         "num_refusal_targets": len(refusals),
         "num_helpful_targets": len(answers),
         "num_instruction_targets": len(instructions),
+        "num_imperative_refusals": len(imperatives),
         "loss_first_last": [losses[0], losses[-1]],
         "curve": curve,
         "evaluation_pool": {"settings": eval_settings.model_dump(mode="json"), **final.model_dump()},

@@ -23,7 +23,12 @@ TINY_EVAL = EvalSettings(
 @pytest.mark.parametrize("instructions", [0, 2])
 def test_alignment_trains_saves_and_reports_its_batch_mix(tmp_path, instructions):
     config = AlignmentConfig(
-        steps=2, curve_every=2, curve_prompts=4, curve_max_new_tokens=4, instructions_per_batch=instructions
+        steps=2,
+        curve_every=2,
+        curve_prompts=4,
+        curve_max_new_tokens=4,
+        instructions_per_batch=instructions,
+        imperatives_per_batch=instructions // 2,
     )
     report = train_alignment("tiny-llama", config, TINY_EVAL, tmp_path / "adapter")
     saved = json.loads((tmp_path / "adapter" / "alignment_report.json").read_text())
@@ -33,3 +38,6 @@ def test_alignment_trains_saves_and_reports_its_batch_mix(tmp_path, instructions
     # the Alpaca share is the alignment pool's only when the batches use it (PoolSizes.alignment_instructions)
     assert report["num_instruction_targets"] == (config.alignment_instructions if instructions else 0)
     assert report["config"]["instructions_per_batch"] == instructions
+    # imperative restatements of the training questions (not the held-out ones) only when asked for
+    restated = 913 if instructions else 0  # of the 996 training questions (1,000 less 4 held out)
+    assert report["num_imperative_refusals"] == restated
