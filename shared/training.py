@@ -7,18 +7,19 @@ matrices after every optimizer step for the probe's step- and shadow-level featu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from shared.lora import get_lora_state, lora_parameters
+from shared.lora import CausalModel, causal_lm_of, get_lora_state, lora_parameters
 from shared.lora_state import LoraState, first_layer_b_keys
 from shared.precision import model_device
-from shared.prompting import TokenizedExample, collate
+from shared.prompting import IGNORE_INDEX, TokenizedExample, collate
 
 
 @dataclass
@@ -57,11 +58,39 @@ def _first_layer_b_parameters(peft_model: PeftModel) -> tuple[list[str], list[to
     return keys, [by_key[k] for k in keys]
 
 
-class LoraStepper:
-    """One AdamW over the trainable (LoRA) parameters; `step` runs one optimizer step at a given lr."""
+# What a step minimises, given a collated batch (an attacker's adds a penalty to response_loss).
+Objective = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
 
-    def __init__(self, peft_model: PeftModel, *, weight_decay: float = 0.0, grad_clip: float = 1.0) -> None:
+
+def response_loss(model: CausalModel, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over the response tokens, i.e. `model(**batch).loss`, with the
+    vocabulary projection on labelled positions only. Prompts and padding are most positions, and on a small
+    model with a large vocabulary the projection is most of a step (tiny-llama, 49k x 64: 2.2x faster per
+    step, the same loss to 1e-6); the evaluation scores likelihoods the same way."""
+    causal_lm = causal_lm_of(model)
+    hidden = causal_lm.model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state[:, :-1]
+    targets = batch["labels"][:, 1:]
+    labelled = targets != IGNORE_INDEX
+    logits = causal_lm.lm_head(hidden[labelled]).float()
+    return torch.nn.functional.cross_entropy(logits, targets[labelled])
+
+
+class LoraStepper:
+    """One AdamW over the trainable (LoRA) parameters; `step` runs one optimizer step at a given lr on
+    `objective(batch)` (default: the response loss)."""
+
+    def __init__(
+        self,
+        peft_model: PeftModel,
+        *,
+        weight_decay: float = 0.0,
+        grad_clip: float = 1.0,
+        objective: Objective | None = None,
+    ) -> None:
         self.model = peft_model
+        self.objective = objective or partial(response_loss, peft_model)
         self.params = [p for p in peft_model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the model has no trainable (LoRA) parameters")
@@ -74,7 +103,7 @@ class LoraStepper:
             group["lr"] = lr
         self.model.train()
         device = model_device(self.model)
-        loss = self.model(**{k: v.to(device) for k, v in batch.items()}).loss
+        loss = self.objective({k: v.to(device) for k, v in batch.items()})
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss at step {self.steps_done + 1}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -96,11 +125,13 @@ def train_lora_steps(
     weight_decay: float = 0.0,
     grad_clip: float = 1.0,
     on_step: Callable[[float], None] | None = None,
+    objective: Objective | None = None,
 ) -> LocalTrainingResult:
     """`steps` optimizer steps at a constant lr with a fresh optimizer, snapshotting layer-0 B after each.
 
-    `on_step(loss)` after every step (a progress bar; it may raise to stop the call)."""
-    stepper = LoraStepper(peft_model, weight_decay=weight_decay, grad_clip=grad_clip)
+    `on_step(loss)` after every step (a progress bar; it may raise to stop the call); `objective`: what the
+    steps minimise (default: the response loss)."""
+    stepper = LoraStepper(peft_model, weight_decay=weight_decay, grad_clip=grad_clip, objective=objective)
     b_keys, b_params = _first_layer_b_parameters(peft_model)
     snapshots: list[np.ndarray] = []
     losses: list[float] = []

@@ -22,17 +22,19 @@ What it reports (forged evidence; a remote client can send any tensors):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
+from peft import PeftModel
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.lora import lora_parameters
 from shared.lora_state import LoraState, layer_index
+from shared.training import response_loss
 
 AttackKind = Literal[
     "none",
@@ -190,9 +192,9 @@ def stale_last_row(snapshots: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return out
 
 
-class PenalisedModel:
-    """The PEFT model with `loss + weight * penalty()` (the local loop only calls it and reads `.loss`;
-    every other attribute is the wrapped model's)."""
+class PenalisedLoss:
+    """An attacker's objective: the response loss plus `weight * penalty()` (the penalty reads the LoRA
+    parameters being trained); `penalties` records each step's penalty."""
 
     def __init__(self, model: torch.nn.Module, penalty: Callable[[], torch.Tensor], weight: float) -> None:
         self._model = model
@@ -200,15 +202,10 @@ class PenalisedModel:
         self._weight = weight
         self.penalties: list[float] = []
 
-    def __call__(self, **batch: torch.Tensor) -> Any:
-        output = self._model(**batch)
+    def __call__(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         penalty = self._penalty()
         self.penalties.append(float(penalty.detach()))
-        output.loss = output.loss + self._weight * penalty
-        return output
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
+        return response_loss(cast(PeftModel, self._model), batch) + self._weight * penalty
 
 
 def probe_penalty(model: torch.nn.Module, probes: Sequence[LogisticProbe]) -> Callable[[], torch.Tensor]:

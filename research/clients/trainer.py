@@ -8,12 +8,11 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from research.clients.attacks import (
     LogisticProbe,
-    PenalisedModel,
+    PenalisedLoss,
     fit_surrogate,
     freeze_first_layer,
     load_probe_logistic,
@@ -105,7 +104,7 @@ class ClientTrainer(HonestTrainer):
             surrogate = self._surrogate_for(start, examples, cover, lr, round_index)
             set_lora_state(self.model, start)
             penalty = probe_penalty(self.model, [surrogate])
-        result = self._train(examples, lr, model=self._penalised(penalty))
+        result = self._train(examples, lr, objective=self._penalised(penalty))
         if kind in ("forged_snapshots", "splice"):  # a benign cover run supplies what is reported
             harmful = result.lora_state
             covering = self._train_from(start, cover, lr)
@@ -115,12 +114,11 @@ class ClientTrainer(HonestTrainer):
                 result = replace(result, lora_state=splice(harmful, covering.lora_state, keys))
         return result
 
-    def _penalised(self, penalty: Callable[[], torch.Tensor] | None) -> PeftModel | None:
-        """loss + lambda * p(malicious), from the branch's start on (None: the plain model)."""
+    def _penalised(self, penalty: Callable[[], torch.Tensor] | None) -> PenalisedLoss | None:
+        """loss + lambda * p(malicious), from the branch's start on (None: the plain response loss)."""
         if penalty is None or self.attack is None:
             return None
-        # train_lora_steps only calls the model and reads its LoRA parameters: the wrapper does both
-        return PenalisedModel(self.model, penalty, self.attack.penalty_weight)  # type: ignore[return-value]
+        return PenalisedLoss(self.model, penalty, self.attack.penalty_weight)
 
     def _split(
         self, start: LoraState, examples: list[TokenizedExample], cover: list[TokenizedExample], lr: float

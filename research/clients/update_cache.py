@@ -35,7 +35,7 @@ from shared.updates import ClientUpdate, lora_state_digest
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the response loss projects labelled positions only (rounding-level changes)
 _STATE = "state/"
 
 

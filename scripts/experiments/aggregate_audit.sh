@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PATH="$PWD/.venv/bin:$PATH"
+. scripts/env.sh
 SAFE_FEDLLM_AUDIT_LEVEL_AGGREGATE_THRESHOLD=0.0434 safe-fedllm experiment e3_main --seed 2023 \
   --malicious-ratio 0.3 --malicious-ratio 0.5 --defense fedavg --no-progress \
   --output docs/results/aggregate_audit.json

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # #28: robust alignment candidates on SmolLM2 (MLP LoRA, recovery samples, mostly helpful rows; then
 # instruction-style rows, then more refusal rows), each followed by the benign-tuning robustness test. Writes
-# runs/align_robust{,_stage2,_instr,_instr_r2,_instr_r3}/ (adapter + alignment_report.json with its
+# runs/align_robust{,_stage2,_instr,_instr_r2,_instr_r3,_instr_r2_stage2}/ (adapter + alignment_report.json with its
 # benign_tuning section; docs/results.md compares them). A block whose report exists is skipped (resumable).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . .venv/bin/activate
-export SAFE_FEDLLM_COMPUTE_DTYPE=${SAFE_FEDLLM_COMPUTE_DTYPE:-auto} TOKENIZERS_PARALLELISM=false
+. scripts/env.sh
+export SAFE_FEDLLM_COMPUTE_DTYPE=${SAFE_FEDLLM_COMPUTE_DTYPE:-auto}
 MODULES=q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj
 COMMON=(--model smollm2-135m --target-modules "$MODULES" --rank 16 --recovery-per-batch 1 --benign-tuning
         --eval-harmful 100 --eval-benign 60 --threads 2)
@@ -34,4 +35,11 @@ fi
 if [ ! -f runs/align_robust_instr_r3/alignment_report.json ]; then
     safe-fedllm align "${COMMON[@]}" --steps 300 --refusals-per-batch 3 --helpful-per-batch 2 \
         --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 --output-dir runs/align_robust_instr_r3
+fi
+# r3 was worse on every benign cell: r2's mix stays, and a low-lr second stage on r2 deepens what it learned
+# (the stage-2 recipe of the first block pair, on r2's mix).
+if [ ! -f runs/align_robust_instr_r2_stage2/alignment_report.json ]; then
+    safe-fedllm align "${COMMON[@]}" --resume-from runs/align_robust_instr_r2 --steps 150 --refusals-per-batch 2 \
+        --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 1e-4 --lr-min 1e-5 \
+        --output-dir runs/align_robust_instr_r2_stage2
 fi

@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PATH="$PWD/.venv/bin:$PATH"
+. scripts/env.sh
 
 # E3: every defense at 50% malicious. The federation settings are the experiment group's defaults:
 # 10 clients, all 10 in the round, 1 round of T=5 x b=8 at lr 5e-4, 100 harmful prompts, 24 greedy tokens.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from shared.evaluation.generation import CausalModel, causal_lm_of
+from shared.lora import CausalModel, causal_lm_of
 from shared.precision import model_device
 from shared.prompting import TokenizedExample
 

@@ -7,20 +7,12 @@ from typing import cast
 
 import numpy as np
 import torch
-from peft import PeftModel
 from tqdm.auto import tqdm
-from transformers import GenerationMixin, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationMixin, PreTrainedTokenizerBase
 
+from shared.lora import CausalModel, causal_lm_of
 from shared.precision import model_device
 from shared.prompting import IGNORE_INDEX, TokenizedExample, collate, encode_prompt
-
-# A causal LM, bare or LoRA-wrapped (PeftModel forwards generation and the forward pass to its base).
-CausalModel = PreTrainedModel | PeftModel
-
-
-def causal_lm_of(model: CausalModel) -> LlamaForCausalLM:
-    """The Llama causal LM itself: under a LoRA wrapper its layers carry the adapter in place."""
-    return cast(LlamaForCausalLM, model.get_base_model() if isinstance(model, PeftModel) else model)
 
 
 @torch.inference_mode()

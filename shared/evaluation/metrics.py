@@ -20,9 +20,10 @@ from transformers import PreTrainedTokenizerBase
 
 from shared.data.pools import Pool
 from shared.data.refusal_targets import refusal_target
-from shared.evaluation.generation import CausalModel, generate_greedy, mean_token_log_likelihoods
+from shared.evaluation.generation import generate_greedy, mean_token_log_likelihoods
 from shared.evaluation.intervals import mean_interval, wilson_interval
 from shared.evaluation.refusal import is_refusal, refuses_outright
+from shared.lora import CausalModel
 from shared.prompting import tokenize_sft
 
 

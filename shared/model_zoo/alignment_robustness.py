@@ -26,10 +26,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from shared.config import LoraSettings
 from shared.data.pools import Pool
 from shared.data.sources import HarmfulPair
-from shared.evaluation.generation import CausalModel
 from shared.evaluation.intervals import wilson_interval
 from shared.evaluation.metrics import EvalSettings, harmless_rate, over_refusal_rate
-from shared.lora import attach_lora, get_lora_state, set_lora_state
+from shared.lora import CausalModel, attach_lora, get_lora_state, set_lora_state
 from shared.prompting import IGNORE_INDEX, TokenizedExample, encode_prompt, tokenize_sft
 from shared.training import LoraStepper, iterate_batches
 

@@ -23,6 +23,7 @@ from shared.data.pools import build_pools
 from shared.data.refusal_targets import refusal_target
 from shared.model_zoo.build_once import build_once
 from shared.prompting import collate, tokenize_sft
+from shared.training import response_loss
 
 TINY_INIT_SEED = 1234
 
@@ -35,7 +36,7 @@ class _Prestage(TypedDict):
     version: int
 
 
-PRESTAGE: _Prestage = {"steps": 300, "batch_size": 16, "max_seq_len": 64, "lr": 3e-3, "version": 1}
+PRESTAGE: _Prestage = {"steps": 300, "batch_size": 16, "max_seq_len": 64, "lr": 3e-3, "version": 2}
 
 
 def tiny_config(tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
@@ -70,7 +71,7 @@ def _prestage(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, data_
         batch = [refusals[i] for i in rng.integers(0, len(refusals), half)] + [
             helpful[i] for i in rng.integers(0, len(helpful), half)
         ]
-        loss = model(**collate(batch, tokenizer.pad_token_id)).loss
+        loss = response_loss(model, collate(batch, tokenizer.pad_token_id))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

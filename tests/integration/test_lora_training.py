@@ -93,3 +93,27 @@ def test_bf16_base_keeps_fp32_lora_and_the_fingerprint():
     model = attach_lora(rebuilt, LoraSettings())
     lora = {n: p.dtype for n, p in model.named_parameters() if p.requires_grad}
     assert lora and set(lora.values()) == {torch.float32}  # master weights and AdamW state stay fp32
+
+
+def test_the_response_loss_is_the_full_forward_loss_and_gives_the_same_gradients(tiny):
+    """Projecting labelled positions only changes nothing but the cost: rows with prompts and padding of
+    different lengths, the loss and every LoRA gradient as the full forward's (float32)."""
+    from shared.prompting import IGNORE_INDEX, collate, tokenize_sft
+    from shared.training import response_loss
+
+    model = attach_lora(load_base_model("tiny-llama", compute_dtype="float32").model, LoraSettings())
+    model.eval()  # no LoRA dropout: both passes see the same network
+    rows = [("Name a colour.", "Blue."), ("Write two sentences about the tides.", "The sea. " * 6)]
+    batch = collate([tokenize_sft(tiny.tokenizer, q, a, 64) for q, a in rows], tiny.tokenizer.pad_token_id)
+    assert (batch["labels"] == IGNORE_INDEX).sum() > (batch["labels"] != IGNORE_INDEX).sum() / 2
+    params = [p for p in model.parameters() if p.requires_grad]
+    losses, grads = [], []
+    for loss_of in (lambda: model(**batch).loss, lambda: response_loss(model, batch)):
+        model.zero_grad()
+        loss = loss_of()
+        loss.backward()
+        losses.append(float(loss))
+        grads.append([p.grad.clone() for p in params])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    for full, fast in zip(*grads, strict=True):
+        torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-7)

@@ -1,0 +1,9 @@
+# Sourced by the scripts that train or evaluate models (tests, demo, experiments): settings a process must
+# have in its environment before it starts (Ray workers inherit them from the process that starts Ray).
+#
+# glibc hands every freed block over 32 MB (a training step's logits) back to the OS, so each step
+# page-faults its buffers in again: on a 2-core VM that is a third of a tiny-llama step and a tenth of a
+# SmolLM2 one (bench/training_step_bench.py). Keeping freed memory in the heap for reuse avoids it; a
+# process then holds its peak memory until it exits, which these short-lived jobs can afford.
+export MALLOC_MMAP_MAX_="${MALLOC_MMAP_MAX_:-0}" MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-4294967296}"
+export TOKENIZERS_PARALLELISM=false
