@@ -24,29 +24,31 @@ if [ $# -gt 0 ]; then  # a selection: lint, then the selection as given
     lint
     exec python -m pytest -q --durations=15 "$@"
 fi
-# Two lanes: the experiments' --quick runs (one module, CPU-bound, its own Ray session; the longest part,
-# so it starts first, beside the lint) and the rest of the suite, which waits on servers and processes much of
-# the time. A failure in the main lane stops the other at once (fast tests first: tests/conftest.py).
-QUICK=tests/integration/test_experiments_quick.py
+# Two lanes of about equal length: the experiments' --quick runs and the REST federation (CPU-bound modules
+# with their own Ray sessions and participant processes; they start first, beside the lint) and the rest of
+# the suite, which waits on servers and processes much of the time. A failure in the main lane stops the
+# other at once (fast tests first: tests/conftest.py).
+LANE=(tests/integration/test_experiments_quick.py tests/integration/test_federation_rest.py)
+IGNORE=("${LANE[@]/#/--ignore=}")
 lane_log=$(mktemp)
-setsid python -m pytest -q -p no:cacheprovider --durations=5 "$QUICK" >"$lane_log" 2>&1 &
+setsid python -m pytest -q -p no:cacheprovider --durations=5 "${LANE[@]}" >"$lane_log" 2>&1 &
 lane=$!  # its own process group, with the Ray processes it starts: stopped together
 trap 'kill -- -"$lane" 2>/dev/null || true; rm -f "$lane_log"' EXIT
 lint
 status=0
-python -m pytest -q --durations=15 --ignore="$QUICK" || status=$?
+python -m pytest -q --durations=15 "${IGNORE[@]}" || status=$?
 # The precision-sensitive tests (marker `precision`) once more in the compute dtype this run did not use:
 # float32 where `auto` chose bf16 (CPUs with AMX), else bf16 (emulated, slow, but tiny-llama is tiny).
 if [ $status -eq 0 ]; then
     other=$(python -c 'import torch; from shared.config import runtime_settings as r; from shared.precision import resolve_compute_dtype as d; print("float32" if d(r().compute_dtype) == torch.bfloat16 else "bfloat16")')
     echo "precision tests again with SAFE_FEDLLM_COMPUTE_DTYPE=$other"
-    SAFE_FEDLLM_COMPUTE_DTYPE=$other python -m pytest -q -m precision --ignore="$QUICK" || status=$?
+    SAFE_FEDLLM_COMPUTE_DTYPE=$other python -m pytest -q -m precision "${IGNORE[@]}" || status=$?
 fi
 if [ $status -ne 0 ]; then  # the other lane's outcome cannot change the verdict
-    echo "stopping the $QUICK lane"
+    echo "stopping the second lane (${LANE[*]})"
     exit $status
 fi
 wait "$lane" || status=$?
-echo "--- $QUICK (the second lane) ---"
+echo "--- the second lane: ${LANE[*]} ---"
 cat "$lane_log"
 exit $status

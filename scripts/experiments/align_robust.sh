@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # #28: robust alignment candidates on SmolLM2 (MLP LoRA, recovery samples, mostly helpful rows; then
-# instruction-style rows, then more refusal rows), each followed by the benign-tuning robustness test. Writes
-# runs/align_robust{,_stage2,_instr,_instr_r2,_instr_r3,_instr_r2_stage2}/ (adapter + alignment_report.json with its
+# instruction-style rows, more refusal rows, a second stage, imperative refusals), each followed by the
+# benign-tuning robustness test. Writes runs/align_robust*/ (adapter + alignment_report.json with its
 # benign_tuning section; docs/results.md compares them). A block whose report exists is skipped (resumable).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -42,4 +42,11 @@ if [ ! -f runs/align_robust_instr_r2_stage2/alignment_report.json ]; then
     safe-fedllm align "${COMMON[@]}" --resume-from runs/align_robust_instr_r2 --steps 150 --refusals-per-batch 2 \
         --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 1e-4 --lr-min 1e-5 \
         --output-dir runs/align_robust_instr_r2_stage2
+fi
+# Every harmful row of the alignment pool is a question; AdvBench and Alpaca are imperatives. r2's mix with
+# one of its two refusal rows restated as an imperative (shared/data/imperatives.py): the same refusal share.
+if [ ! -f runs/align_robust_imperative/alignment_report.json ]; then
+    safe-fedllm align "${COMMON[@]}" --steps 300 --refusals-per-batch 1 --imperatives-per-batch 1 \
+        --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 \
+        --output-dir runs/align_robust_imperative
 fi
