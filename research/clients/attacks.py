@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -196,7 +196,7 @@ class PenalisedLoss:
     """An attacker's objective: the response loss plus `weight * penalty()` (the penalty reads the LoRA
     parameters being trained); `penalties` records each step's penalty."""
 
-    def __init__(self, model: torch.nn.Module, penalty: Callable[[], torch.Tensor], weight: float) -> None:
+    def __init__(self, model: PeftModel, penalty: Callable[[], torch.Tensor], weight: float) -> None:
         self._model = model
         self._penalty = penalty
         self._weight = weight
@@ -205,7 +205,7 @@ class PenalisedLoss:
     def __call__(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         penalty = self._penalty()
         self.penalties.append(float(penalty.detach()))
-        return response_loss(cast(PeftModel, self._model), batch) + self._weight * penalty
+        return response_loss(self._model, batch) + self._weight * penalty
 
 
 def probe_penalty(model: torch.nn.Module, probes: Sequence[LogisticProbe]) -> Callable[[], torch.Tensor]:
