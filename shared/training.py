@@ -66,7 +66,8 @@ def response_loss(model: CausalModel, batch: Mapping[str, torch.Tensor]) -> torc
     """Mean next-token cross-entropy over the response tokens, i.e. `model(**batch).loss`, with the
     vocabulary projection on labelled positions only. Prompts and padding are most positions, and on a small
     model with a large vocabulary the projection is most of a step (tiny-llama, 49k x 64: 1.4x faster per
-    step, 1.8x under tcmalloc; bench/training_step_bench.py); the evaluation scores likelihoods the same way."""
+    step, 1.8x under tcmalloc; bench/training_step_bench.py). The evaluation scores likelihoods the same
+    way."""
     causal_lm = causal_lm_of(model)
     hidden = causal_lm.model(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
