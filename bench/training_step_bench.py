@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _tcmalloc() -> str | None:
-    """The tcmalloc library scripts/env.sh would preload, if installed."""
-    listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=False).stdout
-    lines = [line for line in listing.splitlines() if "libtcmalloc_minimal.so.4 " in line]
-    paths = [line.split("=>")[-1].strip() for line in lines]
-    return paths[0] if paths else None
+    """The library scripts/env.sh preloads on this machine (tcmalloc where installed), asked of env.sh."""
+    root = Path(__file__).resolve().parents[1]
+    script = 'unset LD_PRELOAD; . scripts/env.sh; printf %s "${LD_PRELOAD:-}"'
+    preload = subprocess.run(["bash", "-c", script], cwd=root, capture_output=True, text=True, check=True)
+    return preload.stdout or None
 
 
 def _measure(model_name: str, steps: int, batch_size: int) -> dict[str, float]:

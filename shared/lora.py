@@ -12,6 +12,7 @@ from transformers import LlamaForCausalLM, PreTrainedModel
 
 from shared.config import LoraSettings
 from shared.lora_state import LoraState, LoraStateError, validate_lora_state
+from shared.prompting import IGNORE_INDEX
 
 # A causal LM, bare or LoRA-wrapped (PeftModel forwards generation and the forward pass to its base).
 CausalModel = PreTrainedModel | PeftModel
@@ -20,6 +21,22 @@ CausalModel = PreTrainedModel | PeftModel
 def causal_lm_of(model: CausalModel) -> LlamaForCausalLM:
     """The Llama causal LM itself: under a LoRA wrapper its layers carry the adapter in place."""
     return cast(LlamaForCausalLM, model.get_base_model() if isinstance(model, PeftModel) else model)
+
+
+def labelled_logits(
+    model: CausalModel, batch: Mapping[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits, targets, labelled) of a collated batch under teacher forcing: float32 next-token logits at
+    the positions whose next token is labelled (a response token), those tokens, and the [B, T-1] mask that
+    picks them. The vocabulary projection runs there only: prompts and padding are most positions, and on a
+    small model with a large vocabulary the projection is most of a forward pass (SmolLM2: a fifth)."""
+    causal_lm = causal_lm_of(model)
+    hidden = causal_lm.model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state[:, :-1]
+    targets = batch["labels"][:, 1:]
+    labelled = targets != IGNORE_INDEX
+    return causal_lm.lm_head(hidden[labelled]).float(), targets[labelled], labelled
 
 
 def peft_lora_config(settings: LoraSettings) -> LoraConfig:

@@ -10,9 +10,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationMixin, PreTrainedTokenizerBase
 
-from shared.lora import CausalModel, causal_lm_of
+from shared.lora import CausalModel, causal_lm_of, labelled_logits
 from shared.precision import model_device
-from shared.prompting import IGNORE_INDEX, TokenizedExample, collate, encode_prompt
+from shared.prompting import TokenizedExample, collate, encode_prompt
 
 
 @torch.inference_mode()
@@ -68,8 +68,6 @@ def target_token_log_probs(
 ) -> list[np.ndarray]:
     """Per example: the log-probability of each target (response) token under teacher forcing."""
     model.eval()
-    # The vocabulary projection runs on target positions only: on a small model with a large vocabulary
-    # (SmolLM2: 49k x 576) it is a fifth of the forward pass, and prompts hold most of the tokens.
     causal_lm = causal_lm_of(model)
     scores: list[np.ndarray] = []
     for start in tqdm(
@@ -80,14 +78,10 @@ def target_token_log_probs(
             k: v.to(device)
             for k, v in collate(examples[start : start + batch_size], tokenizer.pad_token_id).items()
         }
-        hidden = causal_lm.model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-        ).last_hidden_state[:, :-1]
-        targets = batch["labels"][:, 1:]
-        mask = targets != IGNORE_INDEX
-        log_probs = torch.log_softmax(causal_lm.lm_head(hidden[mask]).float(), dim=-1)
-        picked = log_probs.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1).double()
-        scores.extend(chunk.cpu().numpy() for chunk in torch.split(picked, mask.sum(dim=1).tolist()))
+        logits, targets, labelled = labelled_logits(causal_lm, batch)
+        log_probs = torch.log_softmax(logits, dim=-1)
+        picked = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).double()
+        scores.extend(chunk.cpu().numpy() for chunk in torch.split(picked, labelled.sum(dim=1).tolist()))
     return scores
 
 
