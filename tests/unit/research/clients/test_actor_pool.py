@@ -127,3 +127,17 @@ def test_a_reserve_hands_stopped_workers_to_the_next_pool_of_the_same_base(recor
     reserve.close()
     assert sorted(recorder.killed) == [0, 1, 2, 3]
     assert reserve.take(("base", "m", "cpu", 0.1, 0.0)) is None
+
+
+def test_a_full_reserve_stops_its_longest_idle_worker_whatever_its_base(recorder):
+    reserve = HostReserve(capacity=2)
+    with make_pool(None, reserve) as first:
+        first.train_round(["c0", "c1"], {}, 0, 1e-3)  # workers 0, 1
+    with make_pool(None, reserve, base="another base") as other:
+        other.train_round(["c2"], {}, 0, 1e-3)  # worker 2 (no fit in the reserve)
+    assert recorder.killed == [0] and len(reserve) == 2  # 0 idled first; without a cap all three stay
+    with make_pool(None, reserve) as again:
+        again.train_round(["c3", "c4"], {}, 0, 1e-3)
+    assert [n for n, c in recorder.hosted if c in ("c3", "c4")] == [1, 3]  # the one kept, and a new one
+    with pytest.raises(ValueError, match="capacity"):
+        HostReserve(capacity=-1)
