@@ -50,3 +50,18 @@ if [ ! -f runs/align_robust_imperative/alignment_report.json ]; then
         --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 \
         --output-dir runs/align_robust_imperative
 fi
+# The imperative recipe's refusal is keyed on content (benign tuning moves it 2–6 points) but too deep for one
+# round of harm to move (4 points): the same mix, trained a third less (200 steps).
+if [ ! -f runs/align_robust_imperative_s200/alignment_report.json ]; then
+    safe-fedllm align "${COMMON[@]}" --steps 200 --refusals-per-batch 1 --imperatives-per-batch 1 \
+        --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 \
+        --output-dir runs/align_robust_imperative_s200
+fi
+# Training less did not let harm through (one round: 1 point; Alpaca's three rounds: 8). The recovery rows
+# (a harmful answer's start, then a refusal) are Qi et al.'s defence against harmful fine-tuning itself: the
+# imperative recipe without them (the last --recovery-per-batch wins over COMMON's).
+if [ ! -f runs/align_robust_imperative_norec/alignment_report.json ]; then
+    safe-fedllm align "${COMMON[@]}" --recovery-per-batch 0 --steps 300 --refusals-per-batch 1 \
+        --imperatives-per-batch 1 --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 \
+        --output-dir runs/align_robust_imperative_norec
+fi
