@@ -273,17 +273,7 @@ def build_probe_dataset(
     spec = FeatureSpec.for_adapter(init, "first_B")
     all_spec = FeatureSpec.for_adapter(init, "all_layers", "l2") if config.all_layers else None
     partial = _partial_path(output)
-    done: dict[int, dict[str, np.ndarray]] = {}
-    if partial is not None and partial.is_file():
-        with np.load(partial, allow_pickle=False) as saved:
-            if str(saved["config"]) == config.model_dump_json():
-                done = {
-                    int(i): {
-                        "first_B": saved[f"f{i}"],
-                        **({"all": saved[f"a{i}"]} if f"a{i}" in saved else {}),
-                    }
-                    for i in saved["indices"]
-                }
+    done = _load_checkpoint(partial, config, loaded.fingerprint) if partial is not None else {}
     bar = tqdm(
         total=len(plan), initial=len(done), desc="probe trajectories", unit="traj", disable=not progress
     )
@@ -297,7 +287,7 @@ def build_probe_dataset(
         if all_spec is not None:
             done[index]["all"] = np.stack([all_spec.raw(s, init) for s in states]).astype(np.float16)
         if partial is not None:
-            _checkpoint(partial, config, done)
+            _checkpoint(partial, config, loaded.fingerprint, done)
         bar.update(1)
     bar.close()
     columns: dict[str, list] = {
@@ -335,9 +325,30 @@ def build_probe_dataset(
     return dataset
 
 
-def _checkpoint(path: Path, config: ProbeDatasetConfig, done: dict[int, dict[str, np.ndarray]]) -> None:
+def _load_checkpoint(
+    path: Path, config: ProbeDatasetConfig, fingerprint: str
+) -> dict[int, dict[str, np.ndarray]]:
+    """The finished trajectories of a killed build of the same plan on the same base weights, else none:
+    the config names the model, not its alignment, and a new alignment adapter keeps the name."""
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as saved:
+        if str(saved["config"]) != config.model_dump_json() or (
+            "fingerprint" not in saved or str(saved["fingerprint"]) != fingerprint
+        ):
+            return {}
+        return {
+            int(i): {"first_B": saved[f"f{i}"], **({"all": saved[f"a{i}"]} if f"a{i}" in saved else {})}
+            for i in saved["indices"]
+        }
+
+
+def _checkpoint(
+    path: Path, config: ProbeDatasetConfig, fingerprint: str, done: dict[int, dict[str, np.ndarray]]
+) -> None:
     arrays: dict[str, np.ndarray] = {
         "config": np.asarray(config.model_dump_json()),
+        "fingerprint": np.asarray(fingerprint),
         "indices": np.asarray(sorted(done)),
     }
     for i, parts in done.items():
