@@ -81,6 +81,9 @@ def align(
     imperatives_per_batch: int = typer.Option(
         0, help="Refusal samples per batch with the harmful question restated as an imperative (#28)."
     ),
+    imperatives_every: int = typer.Option(
+        1, help="Put the imperative refusal samples into every n-th batch only (#28)."
+    ),
 ) -> None:
     """Train the safety-alignment LoRA (refusals + helpful answers) and save it as the model's artifact."""
     import torch
@@ -99,6 +102,7 @@ def align(
         recovery_per_batch=recovery_per_batch,
         instructions_per_batch=instructions_per_batch,
         imperatives_per_batch=imperatives_per_batch,
+        imperatives_every=imperatives_every,
         lr={"lr_max": lr_max, "lr_min": lr_min},
     )
     report = train_alignment(

@@ -68,6 +68,12 @@ class AlignmentConfig(BaseModel):
         description="Refusal samples per batch whose request is an alignment-pool harmful question restated "
         "as an imperative (shared/data/imperatives.py): the form of instruction data and of AdvBench (#28).",
     )
+    imperatives_every: int = Field(
+        1,
+        ge=1,
+        description="Imperative refusal samples go into every n-th batch only: a share of them between "
+        "none and imperatives_per_batch in each batch (#28).",
+    )
     curve_every: int = Field(50, ge=1)
     curve_prompts: int = Field(
         32, ge=4, description="Held-out alignment-pool prompts per curve point (each kind)."
@@ -183,6 +189,7 @@ def train_alignment(
     started = time.perf_counter()
     curve_point(0)
     losses: list[float] = []
+    imperatives_trained = 0
     progress = tqdm(range(1, config.steps + 1), desc="alignment", unit="step")
     for step in progress:
         batch = _cycle(refusals, config.refusals_per_batch, rng) + _cycle(
@@ -192,8 +199,11 @@ def train_alignment(
             batch += _cycle(recoveries, config.recovery_per_batch, rng)
         if instructions:
             batch += _cycle(instructions, config.instructions_per_batch, rng)
-        if imperatives:  # drawn last, so that recipes without them keep their random stream
+        if (
+            imperatives and step % config.imperatives_every == 0
+        ):  # drawn last: other recipes keep their stream
             batch += _cycle(imperatives, config.imperatives_per_batch, rng)
+            imperatives_trained += config.imperatives_per_batch
         lr = config.lr.at_round(step - 1, config.steps)
         losses.append(stepper.step(collate(batch, tokenizer.pad_token_id), lr))
         progress.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
@@ -219,6 +229,7 @@ def train_alignment(
         "num_helpful_targets": len(answers),
         "num_instruction_targets": len(instructions),
         "num_imperative_refusals": len(imperatives),
+        "imperative_samples_trained": imperatives_trained,
         "loss_first_last": [losses[0], losses[-1]],
         "curve": curve,
         "evaluation_pool": {"settings": eval_settings.model_dump(mode="json"), **final.model_dump()},

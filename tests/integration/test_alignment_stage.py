@@ -29,6 +29,7 @@ def test_alignment_trains_saves_and_reports_its_batch_mix(tmp_path, instructions
         curve_max_new_tokens=4,
         instructions_per_batch=instructions,
         imperatives_per_batch=instructions // 2,
+        imperatives_every=2,
     )
     report = train_alignment("tiny-llama", config, TINY_EVAL, tmp_path / "adapter")
     saved = json.loads((tmp_path / "adapter" / "alignment_report.json").read_text())
@@ -41,3 +42,5 @@ def test_alignment_trains_saves_and_reports_its_batch_mix(tmp_path, instructions
     # imperative restatements of the training questions (not the held-out ones) only when asked for
     restated = 913 if instructions else 0  # of the 996 training questions (1,000 less 4 held out)
     assert report["num_imperative_refusals"] == restated
+    # every second of the two batches: one imperative sample, not two (every batch) nor none (step 0 first)
+    assert report["imperative_samples_trained"] == (1 if instructions else 0)
