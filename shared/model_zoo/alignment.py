@@ -199,9 +199,8 @@ def train_alignment(
             batch += _cycle(recoveries, config.recovery_per_batch, rng)
         if instructions:
             batch += _cycle(instructions, config.instructions_per_batch, rng)
-        if (
-            imperatives and step % config.imperatives_every == 0
-        ):  # drawn last: other recipes keep their stream
+        # drawn last, so that recipes without them keep their random stream
+        if imperatives and step % config.imperatives_every == 0:
             batch += _cycle(imperatives, config.imperatives_per_batch, rng)
             imperatives_trained += config.imperatives_per_batch
         lr = config.lr.at_round(step - 1, config.steps)
