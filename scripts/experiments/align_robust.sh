@@ -65,3 +65,18 @@ if [ ! -f runs/align_robust_imperative_norec/alignment_report.json ]; then
         --imperatives-per-batch 1 --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 \
         --output-dir runs/align_robust_imperative_norec
 fi
+# Every candidate with Alpaca's drift within target moved ≤ 4 points in one round of harm, every one with
+# ≥ 10 drifted ≥ 13: two points between. r2's two question refusals (no recovery rows) with an imperative
+# refusal in every second batch only (a fifth of the refusal rows, the imperative recipe's half)...
+if [ ! -f runs/align_robust_imperative_fifth/alignment_report.json ]; then
+    safe-fedllm align "${COMMON[@]}" --recovery-per-batch 0 --steps 300 --refusals-per-batch 2 \
+        --imperatives-per-batch 1 --imperatives-every 2 --helpful-per-batch 3 --instructions-per-batch 2 \
+        --lr-max 4e-4 --lr-min 2e-5 --output-dir runs/align_robust_imperative_fifth
+fi
+# ...and the no-recovery imperative recipe at half the learning rate: a smaller refusal margin for one round
+# of harm to cross.
+if [ ! -f runs/align_robust_imperative_norec_lr2/alignment_report.json ]; then
+    safe-fedllm align "${COMMON[@]}" --recovery-per-batch 0 --steps 300 --refusals-per-batch 1 \
+        --imperatives-per-batch 1 --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 2e-4 --lr-min 1e-5 \
+        --output-dir runs/align_robust_imperative_norec_lr2
+fi
