@@ -80,3 +80,11 @@ if [ ! -f runs/align_robust_imperative_norec_lr2/alignment_report.json ]; then
         --imperatives-per-batch 1 --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 2e-4 --lr-min 1e-5 \
         --output-dir runs/align_robust_imperative_norec_lr2
 fi
+# Both sides again (half the lr: harm 2, over-refusal 0.25). Every candidate so far had 2 Alpaca rows per
+# batch; the drift that fails is always three rounds of Alpaca: the every-second-batch recipe (harm 10) with
+# 4 instruction rows instead of 2 of its helpfulQA rows.
+if [ ! -f runs/align_robust_imperative_fifth_instr4/alignment_report.json ]; then
+    safe-fedllm align "${COMMON[@]}" --recovery-per-batch 0 --steps 300 --refusals-per-batch 2 \
+        --imperatives-per-batch 1 --imperatives-every 2 --helpful-per-batch 1 --instructions-per-batch 4 \
+        --lr-max 4e-4 --lr-min 2e-5 --output-dir runs/align_robust_imperative_fifth_instr4
+fi
