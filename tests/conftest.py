@@ -105,6 +105,10 @@ class RedisServer:
 
         import redis
 
+        if self.process is not None and self.process.poll() is None:
+            # Already up (a test's `finally: start()` after a kill that never came): a second server would
+            # fail to bind the port while this handle, replaced, left the first one running past the session.
+            return
         self.process = subprocess.Popen(
             [
                 *(
