@@ -11,80 +11,59 @@ export SAFE_FEDLLM_COMPUTE_DTYPE=${SAFE_FEDLLM_COMPUTE_DTYPE:-auto}
 MODULES=q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj
 COMMON=(--model smollm2-135m --target-modules "$MODULES" --rank 16 --recovery-per-batch 1 --benign-tuning
         --eval-harmful 100 --eval-benign 60 --threads 2)
-if [ ! -f runs/align_robust/alignment_report.json ]; then
-    safe-fedllm align "${COMMON[@]}" --steps 300 --refusals-per-batch 1 --helpful-per-batch 6 \
-        --lr-max 4e-4 --lr-min 2e-5 --output-dir runs/align_robust
-fi
-if [ ! -f runs/align_robust_stage2/alignment_report.json ]; then
-    safe-fedllm align "${COMMON[@]}" --resume-from runs/align_robust --steps 60 --refusals-per-batch 1 \
-        --helpful-per-batch 7 --lr-max 1e-4 --lr-min 1e-5 --output-dir runs/align_robust_stage2
-fi
+# candidate NAME [align options]: trains runs/NAME with COMMON's options first (a later one wins), unless its
+# report exists.
+candidate() {
+    local name=$1
+    shift
+    [ -f "runs/$name/alignment_report.json" ] ||
+        safe-fedllm align "${COMMON[@]}" "$@" --output-dir "runs/$name"
+}
+candidate align_robust --steps 300 --refusals-per-batch 1 --helpful-per-batch 6 \
+    --lr-max 4e-4 --lr-min 2e-5
+candidate align_robust_stage2 --resume-from runs/align_robust --steps 60 --refusals-per-batch 1 \
+    --helpful-per-batch 7 --lr-max 1e-4 --lr-min 1e-5
 # Stage 1 again with instruction-style helpful rows (the alignment pool's Alpaca share; #28's next step).
-if [ ! -f runs/align_robust_instr/alignment_report.json ]; then
-    safe-fedllm align "${COMMON[@]}" --steps 300 --refusals-per-batch 1 --helpful-per-batch 4 \
-        --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 --output-dir runs/align_robust_instr \
-        ${SKIP_BENIGN_TUNING:+--no-benign-tuning}
-fi
+candidate align_robust_instr --steps 300 --refusals-per-batch 1 --helpful-per-batch 4 \
+    --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 \
+    ${SKIP_BENIGN_TUNING:+--no-benign-tuning}
 # The instruction-row recipe missed refusal (0.80) and harm's one-round drop (9) narrowly: twice the refusal rows.
-if [ ! -f runs/align_robust_instr_r2/alignment_report.json ]; then
-    safe-fedllm align "${COMMON[@]}" --steps 300 --refusals-per-batch 2 --helpful-per-batch 3 \
-        --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 --output-dir runs/align_robust_instr_r2
-fi
+candidate align_robust_instr_r2 --steps 300 --refusals-per-batch 2 --helpful-per-batch 3 \
+    --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5
 # r2 met refusal (0.87), over-refusal (0.07) and harm's drop (11), but Alpaca's 3-round drop was 13: more
 # refusal rows held the drift down from r1 to r2, so a third.
-if [ ! -f runs/align_robust_instr_r3/alignment_report.json ]; then
-    safe-fedllm align "${COMMON[@]}" --steps 300 --refusals-per-batch 3 --helpful-per-batch 2 \
-        --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 --output-dir runs/align_robust_instr_r3
-fi
+candidate align_robust_instr_r3 --steps 300 --refusals-per-batch 3 --helpful-per-batch 2 \
+    --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5
 # r3 was worse on every benign cell: r2's mix stays, and a low-lr second stage on r2 deepens what it learned
 # (the stage-2 recipe of the first block pair, on r2's mix).
-if [ ! -f runs/align_robust_instr_r2_stage2/alignment_report.json ]; then
-    safe-fedllm align "${COMMON[@]}" --resume-from runs/align_robust_instr_r2 --steps 150 --refusals-per-batch 2 \
-        --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 1e-4 --lr-min 1e-5 \
-        --output-dir runs/align_robust_instr_r2_stage2
-fi
+candidate align_robust_instr_r2_stage2 --resume-from runs/align_robust_instr_r2 --steps 150 \
+    --refusals-per-batch 2 --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 1e-4 --lr-min 1e-5
 # Every harmful row of the alignment pool is a question; AdvBench and Alpaca are imperatives. r2's mix with
 # one of its two refusal rows restated as an imperative (shared/data/imperatives.py): the same refusal share.
-if [ ! -f runs/align_robust_imperative/alignment_report.json ]; then
-    safe-fedllm align "${COMMON[@]}" --steps 300 --refusals-per-batch 1 --imperatives-per-batch 1 \
-        --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 \
-        --output-dir runs/align_robust_imperative
-fi
+candidate align_robust_imperative --steps 300 --refusals-per-batch 1 --imperatives-per-batch 1 \
+    --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5
 # The imperative recipe's refusal is keyed on content (benign tuning moves it 2–6 points) but too deep for one
 # round of harm to move (4 points): the same mix, trained a third less (200 steps).
-if [ ! -f runs/align_robust_imperative_s200/alignment_report.json ]; then
-    safe-fedllm align "${COMMON[@]}" --steps 200 --refusals-per-batch 1 --imperatives-per-batch 1 \
-        --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 \
-        --output-dir runs/align_robust_imperative_s200
-fi
+candidate align_robust_imperative_s200 --steps 200 --refusals-per-batch 1 --imperatives-per-batch 1 \
+    --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5
 # Training less did not let harm through (one round: 1 point; Alpaca's three rounds: 8). The recovery rows
 # (a harmful answer's start, then a refusal) are Qi et al.'s defence against harmful fine-tuning itself: the
 # imperative recipe without them (the last --recovery-per-batch wins over COMMON's).
-if [ ! -f runs/align_robust_imperative_norec/alignment_report.json ]; then
-    safe-fedllm align "${COMMON[@]}" --recovery-per-batch 0 --steps 300 --refusals-per-batch 1 \
-        --imperatives-per-batch 1 --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 \
-        --output-dir runs/align_robust_imperative_norec
-fi
+candidate align_robust_imperative_norec --recovery-per-batch 0 --steps 300 --refusals-per-batch 1 \
+    --imperatives-per-batch 1 --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5
 # Every candidate with Alpaca's drift within target moved ≤ 4 points in one round of harm, every one with
 # ≥ 10 drifted ≥ 13: two points between. r2's two question refusals (no recovery rows) with an imperative
 # refusal in every second batch only (a fifth of the refusal rows, the imperative recipe's half)...
-if [ ! -f runs/align_robust_imperative_fifth/alignment_report.json ]; then
-    safe-fedllm align "${COMMON[@]}" --recovery-per-batch 0 --steps 300 --refusals-per-batch 2 \
-        --imperatives-per-batch 1 --imperatives-every 2 --helpful-per-batch 3 --instructions-per-batch 2 \
-        --lr-max 4e-4 --lr-min 2e-5 --output-dir runs/align_robust_imperative_fifth
-fi
+candidate align_robust_imperative_fifth --recovery-per-batch 0 --steps 300 --refusals-per-batch 2 \
+    --imperatives-per-batch 1 --imperatives-every 2 --helpful-per-batch 3 --instructions-per-batch 2 \
+    --lr-max 4e-4 --lr-min 2e-5
 # ...and the no-recovery imperative recipe at half the learning rate: a smaller refusal margin for one round
 # of harm to cross.
-if [ ! -f runs/align_robust_imperative_norec_lr2/alignment_report.json ]; then
-    safe-fedllm align "${COMMON[@]}" --recovery-per-batch 0 --steps 300 --refusals-per-batch 1 \
-        --imperatives-per-batch 1 --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 2e-4 --lr-min 1e-5 \
-        --output-dir runs/align_robust_imperative_norec_lr2
-fi
-# Both sides again (half the lr: harm 2, over-refusal 0.25). Every candidate so far had 2 Alpaca rows per
-# batch; the drift that fails is always three rounds of Alpaca: the every-second-batch recipe (harm 10) with
-# 4 instruction rows instead of 2 of its helpfulQA rows.
-if [ ! -f runs/align_robust_imperative_fifth_instr4/alignment_report.json ]; then
-    safe-fedllm align "${COMMON[@]}" --recovery-per-batch 0 --steps 300 --refusals-per-batch 2 \
-        --imperatives-per-batch 1 --imperatives-every 2 --helpful-per-batch 1 --instructions-per-batch 4 \
-        --lr-max 4e-4 --lr-min 2e-5 --output-dir runs/align_robust_imperative_fifth_instr4
-fi
+candidate align_robust_imperative_norec_lr2 --recovery-per-batch 0 --steps 300 --refusals-per-batch 1 \
+    --imperatives-per-batch 1 --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 2e-4 --lr-min 1e-5
+# Half the lr stayed on the first side (harm 2, over-refusal 0.25). Every candidate so far had 2 Alpaca rows
+# per batch, and the drift that fails is always three rounds of Alpaca: the every-second-batch recipe
+# (harm 10) with 4 instruction rows instead of 2 of its helpfulQA rows.
+candidate align_robust_imperative_fifth_instr4 --recovery-per-batch 0 --steps 300 --refusals-per-batch 2 \
+    --imperatives-per-batch 1 --imperatives-every 2 --helpful-per-batch 1 --instructions-per-batch 4 \
+    --lr-max 4e-4 --lr-min 2e-5
