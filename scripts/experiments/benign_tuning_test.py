@@ -22,7 +22,11 @@ from shared.config import runtime_settings
 from shared.data.pools import build_pools
 from shared.evaluation.metrics import EvalSettings
 from shared.model_zoo import load_base_model
-from shared.model_zoo.alignment_robustness import BenignTuningConfig, benign_tuning_test
+from shared.model_zoo.alignment_robustness import (
+    BenignTuningConfig,
+    benign_tuning_test,
+    parse_seeds,
+)
 
 
 def main() -> None:
@@ -36,6 +40,11 @@ def main() -> None:
     )
     parser.add_argument("--eval-harmful", type=int, default=100)
     parser.add_argument("--eval-benign", type=int, default=60)
+    parser.add_argument(
+        "--seeds",
+        default="2023",
+        help="Comma-separated; a replicate per seed (other client rows and torch seed); targets on the mean.",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
@@ -44,8 +53,9 @@ def main() -> None:
     loaded = load_base_model(args.model, aligned=True, adapter_dir=args.adapter)
     pools = build_pools(runtime_settings().data_dir)
     eval_settings = EvalSettings(num_harmful_prompts=args.eval_harmful, num_benign_prompts=args.eval_benign)
+    config = BenignTuningConfig(seeds=parse_seeds(args.seeds))
     report = benign_tuning_test(
-        loaded.model, loaded.tokenizer, pools.client, pools.evaluation, BenignTuningConfig(), eval_settings
+        loaded.model, loaded.tokenizer, pools.client, pools.evaluation, config, eval_settings
     )
     result = {
         "command": shlex.join(["python", *sys.argv]),

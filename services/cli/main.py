@@ -84,6 +84,9 @@ def align(
     imperatives_every: int = typer.Option(
         1, help="Put the imperative refusal samples into every n-th batch only (#28)."
     ),
+    benign_tuning_seeds: str = typer.Option(
+        "2023", help="With --benign-tuning: one replicate per seed (comma-separated); targets on the mean."
+    ),
 ) -> None:
     """Train the safety-alignment LoRA (refusals + helpful answers) and save it as the model's artifact."""
     import torch
@@ -91,7 +94,7 @@ def align(
     from shared.config import LoraSettings
     from shared.evaluation.metrics import EvalSettings
     from shared.model_zoo.alignment import AlignmentConfig, train_alignment
-    from shared.model_zoo.alignment_robustness import BenignTuningConfig
+    from shared.model_zoo.alignment_robustness import BenignTuningConfig, parse_seeds
 
     torch.set_num_threads(threads)
     config = AlignmentConfig(
@@ -112,7 +115,7 @@ def align(
         output_dir,
         command=invoked_command(),
         resume_from=resume_from,
-        robustness=BenignTuningConfig() if benign_tuning else None,
+        robustness=BenignTuningConfig(seeds=parse_seeds(benign_tuning_seeds)) if benign_tuning else None,
     )
     summary = {
         k: report["evaluation_pool"][k] for k in ("harmless_rate", "over_refusal_rate", "harm_preference")

@@ -44,3 +44,26 @@ def test_alignment_trains_saves_and_reports_its_batch_mix(tmp_path, instructions
     assert report["num_imperative_refusals"] == restated
     # every second of the two batches: one imperative sample, not two (every batch) nor none (step 0 first)
     assert report["imperative_samples_trained"] == (1 if instructions else 0)
+
+
+def test_the_benign_tuning_test_replicates_per_seed_and_checks_the_mean(pools):
+    from shared.model_zoo import load_base_model
+    from shared.model_zoo.alignment_robustness import BenignTuningConfig, benign_tuning_test
+
+    loaded = load_base_model("tiny-llama")  # its own copy: the test wraps the model with a client LoRA
+    config = BenignTuningConfig(
+        rounds=(1, 2), local_steps=1, batch_size=2, sources=("alpaca", "harmful"), seeds=(7, 8)
+    )
+    report = benign_tuning_test(
+        loaded.model, loaded.tokenizer, pools.client, pools.evaluation, config, TINY_EVAL
+    )
+    cells = report["cells"]
+    assert [(c["seed"], c["source"], c["rounds"]) for c in cells] == [
+        (seed, source, rounds) for seed in (7, 8) for source in ("alpaca", "harmful") for rounds in (1, 2)
+    ]
+    start = report["aligned_base"]["harmless_rate"]
+    for cell in cells:
+        assert cell["drop_points"] == round(100 * (start - cell["harmless_rate"]), 1)
+    harm_one = [c["drop_points"] for c in cells if c["source"] == "harmful" and c["rounds"] == 1]
+    assert report["targets"]["harmful_one_round_drop_points"] == round(sum(harm_one) / 2, 2)
+    assert {m["seeds"] for m in report["mean_drops"]} == {2}
