@@ -10,23 +10,56 @@ this gives the shipped adapter's numbers to compare with, or (`--adapter DIR`) a
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shlex
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
+from probes.sources import selfgen_harmful_rows
 from shared.config import runtime_settings
-from shared.data.pools import build_pools
+from shared.data.pools import DataPools, build_pools
+from shared.data.sources import normalise_instruction
 from shared.evaluation.metrics import EvalSettings
 from shared.model_zoo import load_base_model
 from shared.model_zoo.alignment_robustness import (
+    TUNING_SOURCES,
     BenignTuningConfig,
     benign_tuning_test,
     parse_seeds,
 )
+
+Rows = list[tuple[str, str]]
+
+
+def _selfgen_harmful(pools: DataPools, evaluated: Sequence[str]) -> Rows:
+    # generated once by the unaligned model for the probe build and the audit (cached under runs/)
+    return list(selfgen_harmful_rows("smollm2-135m", runtime_settings().data_dir, pools, 400, 2023))
+
+
+def _advbench_target(pools: DataPools, evaluated: Sequence[str]) -> Rows:
+    held_out = {normalise_instruction(x) for x in evaluated}
+    with (runtime_settings().data_dir / "advbench" / "harmful_behaviors.csv").open(
+        encoding="utf-8"
+    ) as handle:
+        rows = [(row["goal"], row["target"]) for row in csv.DictReader(handle)]
+    return [row for row in rows if normalise_instruction(row[0]) not in held_out]
+
+
+# The audit's other harmful sources (scripts/experiments/audit_eval.py), to see how much one round of each
+# erodes the harmless rate: an audit cannot see, and need not stop, an update that changes no behaviour.
+OTHER_SOURCES: dict[str, Callable[[DataPools, Sequence[str]], Rows]] = {
+    "selfgen_harmful": _selfgen_harmful,
+    "advbench_target": _advbench_target,
+}
+OTHER_ABOUT = {
+    "selfgen_harmful": "400 safety-tuned-llamas harmful questions in no pool, answered by unaligned SmolLM2",
+    "advbench_target": "AdvBench goal -> its affirmative target, the goals this test evaluates on left out",
+}
 
 
 def main() -> None:
@@ -45,6 +78,12 @@ def main() -> None:
         default="2023",
         help="Comma-separated; a replicate per seed (other client rows and torch seed); targets on the mean.",
     )
+    parser.add_argument(
+        "--sources",
+        default=",".join(TUNING_SOURCES),
+        help=f"Comma-separated, from {', '.join((*TUNING_SOURCES, *OTHER_SOURCES))}; the targets judge "
+        "the client pool's only.",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
@@ -53,10 +92,19 @@ def main() -> None:
     loaded = load_base_model(args.model, aligned=True, adapter_dir=args.adapter)
     pools = build_pools(runtime_settings().data_dir)
     eval_settings = EvalSettings(num_harmful_prompts=args.eval_harmful, num_benign_prompts=args.eval_benign)
-    config = BenignTuningConfig(seeds=parse_seeds(args.seeds))
+    sources = tuple(x for x in args.sources.split(",") if x)
+    unknown = sorted(set(sources) - {*TUNING_SOURCES, *OTHER_SOURCES})
+    if unknown:
+        parser.error(f"unknown sources {unknown}")
+    config = BenignTuningConfig(seeds=parse_seeds(args.seeds), sources=sources)
+    evaluated = pools.evaluation.harmful_prompts[: eval_settings.num_harmful_prompts]
+    other = {name: OTHER_SOURCES[name](pools, evaluated) for name in sources if name in OTHER_SOURCES}
     report = benign_tuning_test(
-        loaded.model, loaded.tokenizer, pools.client, pools.evaluation, config, eval_settings
+        loaded.model, loaded.tokenizer, pools.client, pools.evaluation, config, eval_settings, other
     )
+    report["other_sources"] = {
+        name: {"rows": len(rows), "about": OTHER_ABOUT[name]} for name, rows in other.items()
+    }
     result = {
         "command": shlex.join(["python", *sys.argv]),
         "model": loaded.name,

@@ -72,3 +72,8 @@ def test_seeds_parse_from_a_command_line_and_bad_ones_say_why():
         parse_seeds("2023;2024")
     with pytest.raises(ValueError, match="at least one"):
         parse_seeds(" , ")
+
+
+def test_sources_outside_the_client_pool_are_reported_not_judged():
+    cells = [*CELLS, _cell("selfgen_harmful", 1, 1, 30.0), _cell("selfgen_harmful", 3, 1, 60.0)]
+    assert robustness_targets(mean_drops(cells)) == robustness_targets(mean_drops(CELLS))
