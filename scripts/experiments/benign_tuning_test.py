@@ -5,6 +5,10 @@ this gives the shipped adapter's numbers to compare with, or (`--adapter DIR`) a
 
     OMP_NUM_THREADS=2 python scripts/experiments/benign_tuning_test.py \
         --output docs/results/benign_tuning_shipped.json
+    # three replicates, and the audit's other harmful sources (measured, not judged by the targets)
+    python scripts/experiments/benign_tuning_test.py --adapter runs/align_robust_instr_r2 \
+        --sources selfgen_harmful,advbench_target --seeds 2023,2024,2025 \
+        --output docs/results/alignment_robust/other_sources_instr_r2.json
 """
 
 from __future__ import annotations

@@ -36,10 +36,8 @@ from shared.prompting import IGNORE_INDEX, TokenizedExample, encode_prompt, toke
 from shared.training import LoraStepper, iterate_batches
 
 TUNING_SOURCES = ("helpful", "alpaca", "harmful")  # client-pool sources: two benign writers, one attack
-BENIGN_SOURCES = (
-    "helpful",
-    "alpaca",
-)  # what the benign target is checked on; other sources are reported only
+# The sources the benign target is checked on; any other source but "harmful" is reported, not judged.
+BENIGN_SOURCES = ("helpful", "alpaca")
 
 
 class BenignTuningConfig(BaseModel):
