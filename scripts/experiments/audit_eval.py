@@ -7,8 +7,9 @@ round-0 client budget by default):
 - benign: helpfulQA, Alpaca, Dolly (client pool);
 - harmful: MaliciousGen (client pool; the generator the probe was trained on), `selfgen_harmful` (the
   probe's second source: safety-tuned-llamas questions answered by the unaligned model), AdvBench goal ->
-  affirmative target (in no probe, client or evaluation pool: held out of every training and calibration
-  step), and `adaptive_topic`, the issue's adaptive attacker: it complies on one topic (cyber attacks) and
+  affirmative target (in no probe or client pool, so held out of every training and calibration step;
+  the evaluation pool's harmful prompts are AdvBench goals, which this experiment does not evaluate on),
+  and `adaptive_topic`, the issue's adaptive attacker: it complies on one topic (cyber attacks) and
   refuses every other harmful question in the same update.
 
 The audit uses no harmful data at all and is calibrated on benign updates only (half of them; the FPR is
