@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import hashlib
 import json
 import re
@@ -68,6 +67,7 @@ from shared.audit.packing import PackedCanary, packed_log_probs
 from shared.config import LoraSettings, runtime_settings
 from shared.data.pools import build_pools
 from shared.data.refusal_targets import REFUSAL_OPENINGS, refusal_target
+from shared.data.sources import load_advbench_targets
 from shared.lora import attach_lora, get_lora_state, set_lora_state
 from shared.lora_state import LoraState
 from shared.model_zoo import load_base_model
@@ -92,8 +92,7 @@ class Source:
 def data_sources(model: str, data_dir: Path) -> dict[str, Source]:
     pools = build_pools(data_dir)
     client = pools.client
-    with (data_dir / "advbench" / "harmful_behaviors.csv").open(encoding="utf-8", newline="") as handle:
-        advbench = [(row["goal"], row["target"]) for row in csv.DictReader(handle)]
+    advbench = load_advbench_targets(data_dir)
     on_topic = [(p.instruction, p.harmful) for p in client.harmful if TOPIC.search(p.instruction)]
     refused = [
         (p.instruction, refusal_target(p, i, 2))

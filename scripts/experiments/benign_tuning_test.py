@@ -14,7 +14,6 @@ this gives the shipped adapter's numbers to compare with, or (`--adapter DIR`) a
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shlex
 import sys
@@ -27,7 +26,7 @@ import torch
 from probes.sources import selfgen_harmful_rows
 from shared.config import runtime_settings
 from shared.data.pools import DataPools, build_pools
-from shared.data.sources import normalise_instruction
+from shared.data.sources import load_advbench_targets, normalise_instruction
 from shared.evaluation.metrics import EvalSettings
 from shared.model_zoo import load_base_model
 from shared.model_zoo.alignment_robustness import (
@@ -47,10 +46,7 @@ def _selfgen_harmful(pools: DataPools, evaluated: Sequence[str]) -> Rows:
 
 def _advbench_target(pools: DataPools, evaluated: Sequence[str]) -> Rows:
     held_out = {normalise_instruction(x) for x in evaluated}
-    with (runtime_settings().data_dir / "advbench" / "harmful_behaviors.csv").open(
-        encoding="utf-8"
-    ) as handle:
-        rows = [(row["goal"], row["target"]) for row in csv.DictReader(handle)]
+    rows = load_advbench_targets(runtime_settings().data_dir)
     return [row for row in rows if normalise_instruction(row[0]) not in held_out]
 
 
@@ -91,16 +87,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
+    # Checked before the model loads, so a typo costs no time.
+    sources = tuple(x for x in args.sources.split(",") if x)
+    unknown = sorted(set(sources) - {*TUNING_SOURCES, *OTHER_SOURCES})
+    if unknown:
+        parser.error(f"unknown sources {unknown}")
+    try:
+        config = BenignTuningConfig(seeds=parse_seeds(args.seeds), sources=sources)
+    except ValueError as error:
+        parser.error(str(error))
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     loaded = load_base_model(args.model, aligned=True, adapter_dir=args.adapter)
     pools = build_pools(runtime_settings().data_dir)
     eval_settings = EvalSettings(num_harmful_prompts=args.eval_harmful, num_benign_prompts=args.eval_benign)
-    sources = tuple(x for x in args.sources.split(",") if x)
-    unknown = sorted(set(sources) - {*TUNING_SOURCES, *OTHER_SOURCES})
-    if unknown:
-        parser.error(f"unknown sources {unknown}")
-    config = BenignTuningConfig(seeds=parse_seeds(args.seeds), sources=sources)
     evaluated = pools.evaluation.harmful_prompts[: eval_settings.num_harmful_prompts]
     other = {name: OTHER_SOURCES[name](pools, evaluated) for name in sources if name in OTHER_SOURCES}
     report = benign_tuning_test(

@@ -98,11 +98,16 @@ def load_dolly(data_dir: Path) -> list[Example]:
 
 
 def load_advbench_goals(data_dir: Path) -> list[str]:
+    return [goal for goal, _ in load_advbench_targets(data_dir)]
+
+
+def load_advbench_targets(data_dir: Path) -> list[tuple[str, str]]:
+    """AdvBench (goal, affirmative target) pairs, in the file's order."""
     path = data_dir / "advbench" / "harmful_behaviors.csv"
     if not path.is_file():
         raise DataFileError(f"Missing data file {path}")
     with path.open(encoding="utf-8", newline="") as handle:
-        return [row["goal"] for row in csv.DictReader(handle)]
+        return [(row["goal"], row["target"]) for row in csv.DictReader(handle)]
 
 
 def load_instruction_set(data_dir: Path, name: str) -> list[str]:
