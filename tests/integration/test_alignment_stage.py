@@ -51,15 +51,18 @@ def test_the_benign_tuning_test_replicates_per_seed_and_checks_the_mean(pools):
     from shared.model_zoo.alignment_robustness import BenignTuningConfig, benign_tuning_test
 
     loaded = load_base_model("tiny-llama")  # its own copy: the test wraps the model with a client LoRA
-    config = BenignTuningConfig(
-        rounds=(1, 2), local_steps=1, batch_size=2, sources=("alpaca", "harmful"), seeds=(7, 8)
-    )
+    sources = ("alpaca", "harmful", "writer")
+    config = BenignTuningConfig(rounds=(1, 2), local_steps=1, batch_size=2, sources=sources, seeds=(7, 8))
+    # rows under a name the client pool does not have
+    writer = [(p.instruction, p.safe) for p in pools.client.harmful[:8]]
+    with pytest.raises(ValueError, match=r"unknown tuning sources \['writer'\]"):
+        benign_tuning_test(loaded.model, loaded.tokenizer, pools.client, pools.evaluation, config, TINY_EVAL)
     report = benign_tuning_test(
-        loaded.model, loaded.tokenizer, pools.client, pools.evaluation, config, TINY_EVAL
+        loaded.model, loaded.tokenizer, pools.client, pools.evaluation, config, TINY_EVAL, {"writer": writer}
     )
     cells = report["cells"]
     assert [(c["seed"], c["source"], c["rounds"]) for c in cells] == [
-        (seed, source, rounds) for seed in (7, 8) for source in ("alpaca", "harmful") for rounds in (1, 2)
+        (seed, source, rounds) for seed in (7, 8) for source in sources for rounds in (1, 2)
     ]
     start = report["aligned_base"]["harmless_rate"]
     for cell in cells:
