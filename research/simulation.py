@@ -223,6 +223,10 @@ class SimulationSession:
 
     def close(self) -> None:
         self.hosts.close()
+        for connection in self._probes.values():
+            connection.scorer.close()
+        for auditor in self._auditors.values():
+            auditor.close()
 
 
 _SESSION: ContextVar[SimulationSession | None] = ContextVar("simulation_session", default=None)

@@ -60,6 +60,13 @@ class HttpScorer:
         return np.asarray([r.probability for r in response.results])
 
 
+def close_handle(handle: DeploymentHandle) -> None:
+    """Stop a handle's router while Ray is up. Left running, its metrics task calls Ray after Ray's own
+    exit-time shutdown, which starts a fresh local Ray from that thread: a 30 s hang at exit and "SIGTERM
+    handler is not set" in the output of every command that used a handle."""
+    handle.shutdown()
+
+
 class HandleScorer:
     """The probe deployment through a Serve DeploymentHandle (aggregator inside Ray)."""
 
@@ -68,6 +75,9 @@ class HandleScorer:
 
     async def score(self, probe_id: str, features: np.ndarray) -> np.ndarray:
         return np.asarray(await self.handle.score.remote(probe_id, features))
+
+    def close(self) -> None:
+        close_handle(self.handle)
 
 
 # Which snapshots of a ClientUpdate each kind of probe input is built from (kinds = Defense.inputs).
@@ -176,6 +186,9 @@ class HandleAuditor:
 
     async def audit(self, base_model: str, adapter: LoraState, reference: LoraState) -> float:
         return float((await self.handle.audit.remote(base_model, adapter, reference)).score)
+
+    def close(self) -> None:
+        close_handle(self.handle)
 
 
 class LocalAuditor:
