@@ -27,7 +27,6 @@ steps for a stated false-positive rate. The test sets exclude the calibration tr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
 
@@ -35,7 +34,7 @@ from probes.classifier import LogisticProbe, ProbeTrainingConfig, predict, train
 from probes.dataset import ProbeDataset
 from probes.metrics import auroc, detection_metrics
 from probes.sources import STYLE_TEST_SOURCES, WRITERS
-from shared.calibration import threshold_for_fpr
+from shared.calibration import normal_tail_quantile, threshold_for_fpr
 from shared.features import FeatureSpec, Normalization, Policy, normalise
 
 VARIANTS: tuple[tuple[Policy, Normalization], ...] = (
@@ -153,14 +152,12 @@ def _fit(
 def calibrate(
     x: np.ndarray, model: LogisticProbe, labels: np.ndarray, calibration: np.ndarray, fpr: float
 ) -> float:
-    """Threshold for `fpr` on the benign calibration steps: the (1 − fpr) quantile of a normal fitted to
-    their logits. A few dozen benign steps cannot resolve a 2% tail empirically (the empirical rule would sit
-    just above the largest one), and trajectories differ more than steps within one, so the fitted spread
-    is the safer estimate; the empirical rule is the floor."""
+    """Threshold for `fpr` on the benign calibration steps: `fitted_threshold_for_fpr`'s rule, the normal
+    fitted to their logits (trajectories differ more than steps within one, so the fitted spread is the
+    safer estimate) and the empirical rule on their scores as the floor."""
     scores = predict(model, x[calibration & (labels == 0)])
     logits = np.log(np.clip(scores, 1e-7, 1 - 1e-7) / np.clip(1 - scores, 1e-7, 1))
-    z = NormalDist().inv_cdf(1 - fpr)
-    fitted = 1 / (1 + np.exp(-(logits.mean() + z * logits.std(ddof=1)))) if len(logits) > 1 else 0.0
+    fitted = 1 / (1 + np.exp(-normal_tail_quantile(logits, fpr)))  # 0 where no tail is fitted
     return float(max(fitted, threshold_for_fpr(scores, fpr)))
 
 

@@ -102,16 +102,12 @@ def main() -> None:
     report: dict[str, object] = {}
     for signal in SIGNALS:
         values = np.asarray([s[signal] for s in scores])
-        threshold, held_fpr = calibrate(values, calibration, held, args.fpr)
-        entry: dict[str, object] = {
-            "threshold": threshold,
-            "held_out_clean_fpr": held_fpr,
-            "clean_mean": float(values[clean].mean()),
-        }
+        thresholds = calibrate(values, calibration, held, args.fpr)
+        entry: dict[str, object] = {**thresholds.report("clean"), "clean_mean": float(values[clean].mean())}
         for name in harmful:
             for ratio in ratios:
                 attacked = values[(kinds == name) & (ratio_of == ratio)]
-                entry[f"{name}@{ratio:g}"] = detection(values[clean], attacked, threshold)
+                entry[f"{name}@{ratio:g}"] = detection(values[clean], attacked, thresholds)
         report[signal] = entry
     result = {
         "command": " ".join(["python", *map(shlex.quote, sys.argv)]),

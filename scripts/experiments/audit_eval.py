@@ -64,6 +64,7 @@ from shared.audit import (
     threshold_for_fpr,
 )
 from shared.audit.packing import PackedCanary, packed_log_probs
+from shared.calibration import fitted_threshold_for_fpr
 from shared.config import LoraSettings, runtime_settings
 from shared.data.pools import build_pools
 from shared.data.refusal_targets import REFUSAL_OPENINGS, refusal_target
@@ -171,22 +172,47 @@ def begin_experiment(args: argparse.Namespace) -> tuple[LoraSettings, Path, Path
     return LoraSettings(), runtime_settings().data_dir, cache
 
 
-def detection(negatives: np.ndarray, positives: np.ndarray, threshold: float) -> dict[str, float]:
-    """How one signal separates positives from negatives: AUROC, the share flagged at `threshold`, mean."""
+@dataclass(frozen=True)
+class Thresholds:
+    """One signal's flagging thresholds at the target FPR, set on the calibration rows by both rules of
+    shared.calibration (`empirical`: what the shipped default was set with; `fitted`: a normal's tail with the
+    empirical floor), each with its false-positive rate on the held-out rows."""
+
+    empirical: float
+    empirical_held_out_fpr: float
+    fitted: float
+    fitted_held_out_fpr: float
+
+    def report(self, negatives: str) -> dict[str, float]:
+        return {
+            "threshold": self.empirical,
+            f"held_out_{negatives}_fpr": self.empirical_held_out_fpr,
+            "fitted_threshold": self.fitted,
+            f"fitted_held_out_{negatives}_fpr": self.fitted_held_out_fpr,
+        }
+
+
+def detection(negatives: np.ndarray, positives: np.ndarray, thresholds: Thresholds) -> dict[str, float]:
+    """How one signal separates positives from negatives: AUROC, the share flagged at each threshold, mean."""
     labels = np.r_[np.zeros(len(negatives)), np.ones(len(positives))].astype(int)
     return {
         "auroc": auroc(labels, np.r_[negatives, positives]),
-        "tpr_at_threshold": float(np.mean(positives >= threshold)),
+        "tpr_at_threshold": float(np.mean(positives >= thresholds.empirical)),
+        "tpr_at_fitted_threshold": float(np.mean(positives >= thresholds.fitted)),
         "mean": float(positives.mean()),
     }
 
 
-def calibrate(
-    scores: np.ndarray, calibration: np.ndarray, held: np.ndarray, fpr: float
-) -> tuple[float, float]:
-    """(threshold at `fpr` on the calibration rows' scores, its false-positive rate on the held-out rows)."""
-    threshold = threshold_for_fpr(scores[calibration], fpr)
-    return threshold, false_positive_rate(scores[held], threshold)
+def calibrate(scores: np.ndarray, calibration: np.ndarray, held: np.ndarray, fpr: float) -> Thresholds:
+    """Both rules' thresholds at `fpr` on the calibration rows, each one's FPR on the held-out rows."""
+    empirical = threshold_for_fpr(scores[calibration], fpr)
+    fitted = fitted_threshold_for_fpr(scores[calibration], fpr)
+    return Thresholds(
+        empirical,
+        false_positive_rate(scores[held], empirical),
+        fitted,
+        false_positive_rate(scores[held], fitted),
+    )
 
 
 def separation(tables: np.ndarray, reference: np.ndarray, canaries: np.ndarray, tokens: int) -> np.ndarray:
@@ -298,14 +324,10 @@ def main() -> None:
     harmful_sources = sorted(set(source_of[labels == HARMFUL]))
 
     def report(scores: np.ndarray) -> dict[str, object]:
-        threshold, held_fpr = calibrate(scores, calibration, held_benign, args.fpr)
-        out: dict[str, object] = {
-            "threshold": threshold,
-            "held_out_benign_fpr": held_fpr,
-            "benign_mean": float(scores[benign].mean()),
-        }
+        thresholds = calibrate(scores, calibration, held_benign, args.fpr)
+        out: dict[str, object] = {**thresholds.report("benign"), "benign_mean": float(scores[benign].mean())}
         for name in harmful_sources:
-            out[name] = detection(scores[benign], scores[source_of == name], threshold)
+            out[name] = detection(scores[benign], scores[source_of == name], thresholds)
         return out
 
     sizes = [int(s) for s in args.sizes.split(",") if int(s) <= args.canaries]

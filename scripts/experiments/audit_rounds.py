@@ -219,14 +219,13 @@ def main() -> None:
         entry: dict[str, object] = {}
         for signal in SIGNALS:
             scores = np.asarray([row[signal] for row in table])
-            threshold, held_fpr = calibrate(scores, calibration, held_benign, args.fpr)
+            thresholds = calibrate(scores, calibration, held_benign, args.fpr)
             report: dict[str, object] = {
-                "threshold": threshold,
-                "held_out_benign_fpr": held_fpr,
+                **thresholds.report("benign"),
                 "mean": {src: float(scores[source_of == src].mean()) for src in sources},
             }
             for src in harmful_sources:
-                report[src] = detection(scores[benign], scores[source_of == src], threshold)
+                report[src] = detection(scores[benign], scores[source_of == src], thresholds)
             entry[signal] = report
         per_round_report[str(r)] = entry
 

@@ -36,6 +36,10 @@ def test_rounds_and_aggregates_report_every_signal_for_every_harmful_source(tmp_
         for signal in entry.values():
             assert all(0.0 <= signal[src]["auroc"] <= 1.0 for src in harmful)
             assert 0.0 <= signal["held_out_benign_fpr"] <= 1.0
+            # the fitted rule never sits below the empirical one, so it never flags more benign updates
+            assert signal["fitted_threshold"] >= signal["threshold"]
+            assert signal["fitted_held_out_benign_fpr"] <= signal["held_out_benign_fpr"]
+            assert all(signal[s]["tpr_at_fitted_threshold"] <= signal[s]["tpr_at_threshold"] for s in harmful)
     # round 2 trained on top of round 1: a second state per client, never the first one again
     states = sorted(p.name for p in (tmp_path / "cache").rglob("maliciousgen_00*.npz"))
     assert states == ["maliciousgen_00.npz", "maliciousgen_00.r2.npz"]
