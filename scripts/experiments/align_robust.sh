@@ -67,3 +67,10 @@ candidate align_robust_imperative_norec_lr2 --recovery-per-batch 0 --steps 300 -
 candidate align_robust_imperative_fifth_instr4 --recovery-per-batch 0 --steps 300 --refusals-per-batch 2 \
     --imperatives-per-batch 1 --imperatives-every 2 --helpful-per-batch 1 --instructions-per-batch 4 \
     --lr-max 4e-4 --lr-min 2e-5
+# More instruction rows made everything easier to move. The two sides differ in the imperative share of the
+# refusal rows: a fifth (every second batch; harm 10, Alpaca 13–18 over three rounds) or a half (norec; harm
+# 1, Alpaca 9). A third — r2's two question refusals and one imperative in every batch, no recovery rows —
+# with the benign-tuning test replicated over three seeds from the start (single draws misled twice).
+candidate align_robust_imperative_third --recovery-per-batch 0 --steps 300 --refusals-per-batch 2 \
+    --imperatives-per-batch 1 --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 \
+    --benign-tuning-seeds 2023,2024,2025
