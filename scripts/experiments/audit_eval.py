@@ -59,12 +59,10 @@ from shared.audit import (
     HarmPreferenceAudit,
     continuation_means,
     draw_canaries,
-    false_positive_rate,
     preference_from_log_probs,
-    threshold_for_fpr,
 )
 from shared.audit.packing import PackedCanary, packed_log_probs
-from shared.calibration import fitted_threshold_for_fpr
+from shared.calibration import false_positive_rate, fitted_threshold_for_fpr, threshold_for_fpr
 from shared.config import LoraSettings, runtime_settings
 from shared.data.pools import build_pools
 from shared.data.refusal_targets import REFUSAL_OPENINGS, refusal_target
