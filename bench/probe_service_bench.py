@@ -365,6 +365,8 @@ def serve_rows(
                 path = "c_rest_single" if kind == "single" else "d_rest_batch"
                 rows.append(row(path, size, form, body["updates"], concurrency, stats))
                 print(rows[-1], flush=True)
+        # On the loop the handle is bound to, while Ray is up (services.aggregator.scoring.close_handle).
+        await handle.shutdown_async()
 
     asyncio.run(measure())
     serve.delete(settings.app_name)
@@ -437,6 +439,7 @@ def run_elasticity(registry: Path, spec: FeatureSpec, load_s: float = 40.0, cool
                 await asyncio.sleep(1.0)
 
         await asyncio.gather(sampler(), *(worker() for _ in range(16)))
+        await handle.shutdown_async()  # as measure() does
 
     asyncio.run(run())
     serve.delete(settings.app_name)
