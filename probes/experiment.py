@@ -154,7 +154,8 @@ def calibrate(
 ) -> float:
     """Threshold for `fpr` on the benign calibration steps: `fitted_threshold_for_fpr`'s rule, the normal
     fitted to their logits (trajectories differ more than steps within one, so the fitted spread is the
-    safer estimate) and the empirical rule on their scores as the floor."""
+    safer estimate) and the empirical rule on their scores as the floor. Not that function itself: the tail
+    is fitted on logits, while the floor must sit just above a score, not above its round-tripped logit."""
     scores = predict(model, x[calibration & (labels == 0)])
     logits = np.log(np.clip(scores, 1e-7, 1 - 1e-7) / np.clip(1 - scores, 1e-7, 1))
     fitted = 1 / (1 + np.exp(-normal_tail_quantile(logits, fpr)))  # 0 where no tail is fitted
