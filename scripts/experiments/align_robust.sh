@@ -12,10 +12,11 @@ MODULES=q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj
 COMMON=(--model smollm2-135m --target-modules "$MODULES" --rank 16 --recovery-per-batch 1 --benign-tuning
         --eval-harmful 100 --eval-benign 60 --threads 2)
 # candidate NAME [align options]: trains runs/NAME with COMMON's options first (a later one wins), unless its
-# report exists.
+# report exists. ONLY=NAME runs that block alone (a fresh machine has none of the earlier adapters).
 candidate() {
     local name=$1
     shift
+    [ -z "${ONLY:-}" ] || [ "$ONLY" = "$name" ] || return 0
     [ -f "runs/$name/alignment_report.json" ] ||
         safe-fedllm align "${COMMON[@]}" "$@" --output-dir "runs/$name"
 }
@@ -74,3 +75,17 @@ candidate align_robust_imperative_fifth_instr4 --recovery-per-batch 0 --steps 30
 candidate align_robust_imperative_third --recovery-per-batch 0 --steps 300 --refusals-per-batch 2 \
     --imperatives-per-batch 1 --helpful-per-batch 3 --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 \
     --benign-tuning-seeds 2023,2024,2025
+# Neither side moved with the imperative share alone. #28's one lever left untried: hard negatives, benign
+# requests in harm's form (the alignment pool's helpful questions restated by the imperative rules, with their
+# helpful answers), so that an AdvBench-like opening no longer predicts a refusal by itself. On the
+# every-2nd-batch recipe (harm 10, Alpaca 13), one of its three helpfulQA rows becomes a hard negative.
+candidate align_robust_hardneg_fifth --recovery-per-batch 0 --steps 300 --refusals-per-batch 2 \
+    --imperatives-per-batch 1 --imperatives-every 2 --helpful-per-batch 2 --hard-negatives-per-batch 1 \
+    --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 --benign-tuning-seeds 2023,2024,2025
+# Hard negatives raised one round of harm to 13.7 (mean of 3 seeds; the recipe without them: 10, one seed) but
+# left Alpaca's three rounds at 14.0: the form cue was what kept harm from transferring, not what let Alpaca
+# in. The imperative third (a deeper imperative refusal: Alpaca 11.3, harm 3.7) with two of its three
+# helpfulQA rows as hard negatives, for the transfer without the drift.
+candidate align_robust_hardneg2_third --recovery-per-batch 0 --steps 300 --refusals-per-batch 2 \
+    --imperatives-per-batch 1 --helpful-per-batch 1 --hard-negatives-per-batch 2 \
+    --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 --benign-tuning-seeds 2023,2024,2025

@@ -84,6 +84,9 @@ def align(
     imperatives_every: int = typer.Option(
         1, help="Put the imperative refusal samples into every n-th batch only (#28)."
     ),
+    hard_negatives_per_batch: int = typer.Option(
+        0, help="Helpful samples per batch with the helpful question restated as an imperative (#28)."
+    ),
     benign_tuning_seeds: str = typer.Option(
         "2023", help="With --benign-tuning: one replicate per seed (comma-separated); targets on the mean."
     ),
@@ -106,6 +109,7 @@ def align(
         instructions_per_batch=instructions_per_batch,
         imperatives_per_batch=imperatives_per_batch,
         imperatives_every=imperatives_every,
+        hard_negatives_per_batch=hard_negatives_per_batch,
         lr={"lr_max": lr_max, "lr_min": lr_min},
     )
     report = train_alignment(

@@ -74,6 +74,13 @@ class AlignmentConfig(BaseModel):
         description="Imperative refusal samples go into every n-th batch only: a share of them between "
         "none and imperatives_per_batch in each batch (#28).",
     )
+    hard_negatives_per_batch: int = Field(
+        0,
+        ge=0,
+        description="Helpful samples per batch whose request is an alignment-pool helpful question "
+        "restated by the same rules as the imperative refusals: benign requests in harm's form, so that the "
+        "form alone does not predict a refusal (#28's hard negatives).",
+    )
     curve_every: int = Field(50, ge=1)
     curve_prompts: int = Field(
         32, ge=4, description="Held-out alignment-pool prompts per curve point (each kind)."
@@ -141,6 +148,15 @@ def train_alignment(
         if config.imperatives_per_batch
         else []
     )
+    hard_negatives = (
+        [
+            tokenize_sft(tokenizer, request, x.response, config.max_seq_len)
+            for i, x in enumerate(train_helpful)
+            if (request := as_imperative(x.instruction, i)) is not None
+        ]
+        if config.hard_negatives_per_batch
+        else []
+    )
     low, high = config.recovery_prefix_words
     recoveries = (
         [
@@ -203,6 +219,8 @@ def train_alignment(
         if imperatives and step % config.imperatives_every == 0:
             batch += _cycle(imperatives, config.imperatives_per_batch, rng)
             imperatives_trained += config.imperatives_per_batch
+        if hard_negatives:
+            batch += _cycle(hard_negatives, config.hard_negatives_per_batch, rng)
         lr = config.lr.at_round(step - 1, config.steps)
         losses.append(stepper.step(collate(batch, tokenizer.pad_token_id), lr))
         progress.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
@@ -229,6 +247,7 @@ def train_alignment(
         "num_instruction_targets": len(instructions),
         "num_imperative_refusals": len(imperatives),
         "imperative_samples_trained": imperatives_trained,
+        "num_hard_negatives": len(hard_negatives),
         "loss_first_last": [losses[0], losses[-1]],
         "curve": curve,
         "evaluation_pool": {"settings": eval_settings.model_dump(mode="json"), **final.model_dump()},

@@ -30,6 +30,7 @@ def test_alignment_trains_saves_and_reports_its_batch_mix(tmp_path, instructions
         instructions_per_batch=instructions,
         imperatives_per_batch=instructions // 2,
         imperatives_every=2,
+        hard_negatives_per_batch=instructions // 2,
     )
     report = train_alignment("tiny-llama", config, TINY_EVAL, tmp_path / "adapter")
     saved = json.loads((tmp_path / "adapter" / "alignment_report.json").read_text())
@@ -44,6 +45,8 @@ def test_alignment_trains_saves_and_reports_its_batch_mix(tmp_path, instructions
     assert report["num_imperative_refusals"] == restated
     # every second of the two batches: one imperative sample, not two (every batch) nor none (step 0 first)
     assert report["imperative_samples_trained"] == (1 if instructions else 0)
+    # helpful training questions restated the same way (the hard negatives), only when asked for
+    assert report["num_hard_negatives"] == (447 if instructions else 0)  # of the 487 training questions
 
 
 def test_the_benign_tuning_test_replicates_per_seed_and_checks_the_mean(pools):
