@@ -89,3 +89,10 @@ candidate align_robust_hardneg_fifth --recovery-per-batch 0 --steps 300 --refusa
 candidate align_robust_hardneg2_third --recovery-per-batch 0 --steps 300 --refusals-per-batch 2 \
     --imperatives-per-batch 1 --helpful-per-batch 1 --hard-negatives-per-batch 2 \
     --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 --benign-tuning-seeds 2023,2024,2025
+# Two helpfulQA rows fewer cost more than the hard negatives gave (over-refusal 0.22, Alpaca 5.0 / 18.7, harm
+# 9.7). Hard negatives on r2 (question refusals and recovery rows, no imperatives; harm 9.3, Alpaca 13.0 over
+# three seeds): one of its three helpfulQA rows becomes a hard negative, the change that moved the
+# every-2nd-batch recipe both ways.
+candidate align_robust_hardneg_r2 --steps 300 --refusals-per-batch 2 --helpful-per-batch 2 \
+    --hard-negatives-per-batch 1 --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 \
+    --benign-tuning-seeds 2023,2024,2025
