@@ -96,3 +96,9 @@ candidate align_robust_hardneg2_third --recovery-per-batch 0 --steps 300 --refus
 candidate align_robust_hardneg_r2 --steps 300 --refusals-per-batch 2 --helpful-per-batch 2 \
     --hard-negatives-per-batch 1 --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 \
     --benign-tuning-seeds 2023,2024,2025
+# Without imperative refusals to pair with, a hard negative costs refusal (0.81) and robustness (seed 2023:
+# helpfulQA 6 / 10, Alpaca 7 / 17; stopped after that seed). The every-2nd-batch recipe's hard negative again,
+# added to its three helpfulQA rows instead of taking one's place (those rows hold the benign side).
+candidate align_robust_hardneg_fifth_h3 --recovery-per-batch 0 --steps 300 --refusals-per-batch 2 \
+    --imperatives-per-batch 1 --imperatives-every 2 --helpful-per-batch 3 --hard-negatives-per-batch 1 \
+    --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 --benign-tuning-seeds 2023,2024,2025
