@@ -78,14 +78,15 @@ candidate align_robust_imperative_third --recovery-per-batch 0 --steps 300 --ref
 # Neither side moved with the imperative share alone. #28's one lever left untried: hard negatives, benign
 # requests in harm's form (the alignment pool's helpful questions restated by the imperative rules, with their
 # helpful answers), so that an AdvBench-like opening no longer predicts a refusal by itself. On the
-# every-2nd-batch recipe (harm 10, Alpaca 13), one of its three helpfulQA rows becomes a hard negative.
+# every-2nd-batch recipe (harm 10.0, Alpaca 17.7 over three seeds), one of its three helpfulQA rows becomes a
+# hard negative.
 candidate align_robust_hardneg_fifth --recovery-per-batch 0 --steps 300 --refusals-per-batch 2 \
     --imperatives-per-batch 1 --imperatives-every 2 --helpful-per-batch 2 --hard-negatives-per-batch 1 \
     --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 --benign-tuning-seeds 2023,2024,2025
-# Hard negatives raised one round of harm to 13.7 (mean of 3 seeds; the recipe without them: 10, one seed) but
-# left Alpaca's three rounds at 14.0: the form cue was what kept harm from transferring, not what let Alpaca
-# in. The imperative third (a deeper imperative refusal: Alpaca 11.3, harm 3.7) with two of its three
-# helpfulQA rows as hard negatives, for the transfer without the drift.
+# Hard negatives raised one round of harm to 13.7 and cut Alpaca's three rounds to 14.0 (means of 3 seeds;
+# without them 10.0 and 17.7): the form cue kept harm from transferring. The imperative third (a deeper
+# imperative refusal: Alpaca 11.3, harm 3.7) with two of its three helpfulQA rows as hard negatives, for the
+# transfer with less drift.
 candidate align_robust_hardneg2_third --recovery-per-batch 0 --steps 300 --refusals-per-batch 2 \
     --imperatives-per-batch 1 --helpful-per-batch 1 --hard-negatives-per-batch 2 \
     --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 --benign-tuning-seeds 2023,2024,2025

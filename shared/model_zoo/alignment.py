@@ -129,45 +129,38 @@ def train_alignment(
     train_harmful = harmful[: -config.curve_prompts]
     train_helpful = helpful[: -config.curve_prompts]
 
-    refusals = [
-        tokenize_sft(
-            tokenizer, p.instruction, refusal_target(p, i, config.safe_sentences), config.max_seq_len
-        )
-        for i, p in enumerate(train_harmful)
+    refused = [
+        (p.instruction, refusal_target(p, i, config.safe_sentences)) for i, p in enumerate(train_harmful)
     ]
-    answers = [tokenize_sft(tokenizer, x.instruction, x.response, config.max_seq_len) for x in train_helpful]
+    answered = [(x.instruction, x.response) for x in train_helpful]
+    refusals = [tokenize_sft(tokenizer, q, a, config.max_seq_len) for q, a in refused]
+    answers = [tokenize_sft(tokenizer, q, a, config.max_seq_len) for q, a in answered]
     instructions = [
         tokenize_sft(tokenizer, x.instruction, x.response, config.max_seq_len) for x in pools.alignment.alpaca
     ]
-    imperatives = (
-        [
-            tokenize_sft(tokenizer, request, refusal_target(p, i, config.safe_sentences), config.max_seq_len)
-            for i, p in enumerate(train_harmful)
-            if (request := as_imperative(p.instruction, i)) is not None
+
+    def restated(rows: list[tuple[str, str]]) -> list[TokenizedExample]:
+        """(question, answer) rows with the question as an imperative; one no rule restates is left out.
+        Imperative refusals and hard negatives share it: the same form on both sides of the boundary."""
+        return [
+            tokenize_sft(tokenizer, request, answer, config.max_seq_len)
+            for i, (question, answer) in enumerate(rows)
+            if (request := as_imperative(question, i)) is not None
         ]
-        if config.imperatives_per_batch
-        else []
-    )
-    hard_negatives = (
-        [
-            tokenize_sft(tokenizer, request, x.response, config.max_seq_len)
-            for i, x in enumerate(train_helpful)
-            if (request := as_imperative(x.instruction, i)) is not None
-        ]
-        if config.hard_negatives_per_batch
-        else []
-    )
+
+    imperatives = restated(refused) if config.imperatives_per_batch else []
+    hard_negatives = restated(answered) if config.hard_negatives_per_batch else []
     low, high = config.recovery_prefix_words
     recoveries = (
         [
             recovery_example(
                 tokenizer,
                 p,
-                refusal_target(p, i, config.safe_sentences),
+                target,
                 int(rng.integers(low, high + 1)),
                 config.max_seq_len,
             )
-            for i, p in enumerate(train_harmful)
+            for p, (_, target) in zip(train_harmful, refused, strict=True)
         ]
         if config.recovery_per_batch
         else []
