@@ -91,7 +91,13 @@ class LoraStepper:
         self.grad_clip = grad_clip
         self.steps_done = 0
 
-    def step(self, batch: dict[str, torch.Tensor], lr: float) -> float:
+    def step(
+        self,
+        batch: dict[str, torch.Tensor],
+        lr: float,
+        after_backward: Callable[[], object] | None = None,
+    ) -> float:
+        """`after_backward()` may add to the gradients before they are clipped (the alignment's rehearsal)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
@@ -101,6 +107,8 @@ class LoraStepper:
             raise FloatingPointError(f"non-finite training loss at step {self.steps_done + 1}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if after_backward is not None:
+            after_backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.optimizer.step()
         self.steps_done += 1

@@ -103,3 +103,20 @@ candidate align_robust_hardneg_r2 --steps 300 --refusals-per-batch 2 --helpful-p
 candidate align_robust_hardneg_fifth_h3 --recovery-per-batch 0 --steps 300 --refusals-per-batch 2 \
     --imperatives-per-batch 1 --imperatives-every 2 --helpful-per-batch 3 --hard-negatives-per-batch 1 \
     --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 --benign-tuning-seeds 2023,2024,2025
+# h3 moved harm and Alpaca apart again (7.3 / 16.0): recipe mixes trade one side for the other. Rehearsal
+# (shared/model_zoo/rehearsal.py) trains the benign side alone: each step also fits the refusals after a
+# simulated benign client step (radius 2 on the q,v LoRA weights: about the refusal-loss rise of three rounds
+# of Alpaca tuning and more), on the hard-negative recipe (harm 13.7, Alpaca 14.0).
+candidate align_robust_rehearsal --recovery-per-batch 0 --steps 300 --refusals-per-batch 2 \
+    --imperatives-per-batch 1 --imperatives-every 2 --helpful-per-batch 2 --hard-negatives-per-batch 1 \
+    --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 --rehearsal-radius 2 \
+    --benign-tuning-seeds 2023,2024,2025
+# Weight 1 on two rehearsed refusal rows doubled the refusal's share of each step: a broad refuser (refusal
+# 0.99, over-refusal 0.60; seed 2023 Alpaca 1 / 7, harm 3 / 17; stopped after that seed). The same rehearsal
+# with the refusal share kept: one question refusal per batch fewer, the rehearsed rows at weight 0.2.
+candidate align_robust_rehearsal_light --recovery-per-batch 0 --steps 300 --refusals-per-batch 1 \
+    --imperatives-per-batch 1 --imperatives-every 2 --helpful-per-batch 2 --hard-negatives-per-batch 1 \
+    --instructions-per-batch 2 --lr-max 4e-4 --lr-min 2e-5 --rehearsal-radius 2 --rehearsal-weight 0.2 \
+    --benign-tuning-seeds 2023,2024,2025
+# Refusal 0.96, over-refusal 0.23; seed 2023 Alpaca 0 / 6 and harm 1 / 31 (stopped in seed 2024): rehearsal
+# deepens the refusal against harmful tuning as well, like every deeper recipe before it.

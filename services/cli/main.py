@@ -90,6 +90,12 @@ def align(
     benign_tuning_seeds: str = typer.Option(
         "2023", help="With --benign-tuning: one replicate per seed (comma-separated); targets on the mean."
     ),
+    rehearsal_radius: float = typer.Option(
+        0.0,
+        help="Benign fine-tuning rehearsal: length of the simulated benign step on the q,v LoRA weights; "
+        "the refusal loss after it joins each step's loss (0: off; #28).",
+    ),
+    rehearsal_weight: float = typer.Option(1.0, help="Weight of the rehearsed refusal loss."),
 ) -> None:
     """Train the safety-alignment LoRA (refusals + helpful answers) and save it as the model's artifact."""
     import torch
@@ -110,6 +116,8 @@ def align(
         imperatives_per_batch=imperatives_per_batch,
         imperatives_every=imperatives_every,
         hard_negatives_per_batch=hard_negatives_per_batch,
+        rehearsal_radius=rehearsal_radius,
+        rehearsal_weight=rehearsal_weight,
         lr={"lr_max": lr_max, "lr_min": lr_min},
     )
     report = train_alignment(

@@ -6,6 +6,9 @@ refusal target opens with an explicit refusal (varied wording) followed by the f
 answer: the behaviour is then learnable and the rule-based metric measures it. Every batch holds as many
 helpful samples (helpfulQA) as refusals, to keep over-refusal low. Only the alignment pool is used;
 a slice of it is held out to draw the training curve; the final numbers come from the evaluation pool.
+#28's levers for a base whose refusals survive benign client tuning are options of AlignmentConfig:
+instruction-style rows, imperative refusals, hard negatives, recovery rows, and rehearsal of a benign client
+step (shared/model_zoo/rehearsal.py).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -31,6 +35,7 @@ from shared.evaluation.metrics import EvalSettings, evaluate_model, harmless_rat
 from shared.lora import attach_lora, set_lora_state
 from shared.model_zoo.alignment_robustness import BenignTuningConfig, benign_tuning_test, recovery_example
 from shared.model_zoo.registry import alignment_adapter_dir, load_base_model
+from shared.model_zoo.rehearsal import RehearsalLosses, add_rehearsal_gradient, perturbed_parameters
 from shared.prompting import TokenizedExample, collate, tokenize_sft
 from shared.training import LoraStepper
 
@@ -81,6 +86,27 @@ class AlignmentConfig(BaseModel):
         "restated by the same rules as the imperative refusals: benign requests in harm's form, so that the "
         "form alone does not predict a refusal (#28's hard negatives).",
     )
+    rehearsal_radius: float = Field(
+        0.0,
+        ge=0,
+        description="Benign fine-tuning rehearsal (shared/model_zoo/rehearsal.py): the L2 length of the "
+        "simulated benign step on the LoRA weights of rehearsal_modules; 0 turns rehearsal off (#28).",
+    )
+    rehearsal_weight: float = Field(
+        1.0,
+        gt=0,
+        description="Weight of the refusal loss after the simulated benign step, against the batch's mean "
+        "loss at 1: at 1 its few rows weigh as much as the whole batch.",
+    )
+    rehearsal_benign_rows: int = Field(
+        4, ge=1, description="Benign rows (helpfulQA and Alpaca) that set the simulated step's direction."
+    )
+    rehearsal_refusal_rows: int = Field(
+        2, ge=1, description="Refusal rows (questions and imperatives) scored after the simulated step."
+    )
+    rehearsal_modules: tuple[str, ...] = Field(
+        ("q_proj", "v_proj"), min_length=1, description="Where the clients' LoRA (and so their update) is."
+    )
     curve_every: int = Field(50, ge=1)
     curve_prompts: int = Field(
         32, ge=4, description="Held-out alignment-pool prompts per curve point (each kind)."
@@ -89,9 +115,23 @@ class AlignmentConfig(BaseModel):
     seed: int = 2023
 
 
+Batch = dict[str, torch.Tensor]
+
+
 def _cycle(examples: list[TokenizedExample], count: int, rng: np.random.Generator) -> list[TokenizedExample]:
     picks = rng.integers(0, len(examples), size=count)
     return [examples[i] for i in picks]
+
+
+def _rehearsal_summary(rehearsed: list[RehearsalLosses], window: int = 20) -> dict | None:
+    """Mean rehearsal losses over the first and the last `window` steps (None without rehearsal)."""
+    if not rehearsed:
+        return None
+    return {
+        f"{kind}_{name}": float(np.mean([getattr(r, kind) for r in part]))
+        for name, part in (("first", rehearsed[:window]), ("last", rehearsed[-window:]))
+        for kind in ("benign", "refusal_after")
+    }
 
 
 def load_adapter_state(adapter_dir: Path) -> dict[str, np.ndarray]:
@@ -176,6 +216,10 @@ def train_alignment(
         earlier = json.loads((resume_from / "alignment_report.json").read_text())
         previous_stages = [*earlier.pop("previous_stages", []), earlier]
     stepper = LoraStepper(peft_model)
+    rehearsal_benign = answers + instructions
+    rehearsal_refusals = refusals + imperatives
+    perturbed = perturbed_parameters(peft_model, config.rehearsal_modules) if config.rehearsal_radius else []
+    rehearsed: list[RehearsalLosses] = []
     curve_settings = EvalSettings(max_new_tokens=config.curve_max_new_tokens, progress=False)
     curve: list[dict] = []
 
@@ -195,6 +239,7 @@ def train_alignment(
             f"over-refusal {point['over_refusal_rate']:.2f}"
         )
 
+    pad_id = tokenizer.pad_token_id
     started = time.perf_counter()
     curve_point(0)
     losses: list[float] = []
@@ -215,7 +260,25 @@ def train_alignment(
         if hard_negatives:
             batch += _cycle(hard_negatives, config.hard_negatives_per_batch, rng)
         lr = config.lr.at_round(step - 1, config.steps)
-        losses.append(stepper.step(collate(batch, tokenizer.pad_token_id), lr))
+        rehearse: Callable[[], None] | None = None
+        if perturbed:
+            benign_batch = collate(_cycle(rehearsal_benign, config.rehearsal_benign_rows, rng), pad_id)
+            refusal_batch = collate(_cycle(rehearsal_refusals, config.rehearsal_refusal_rows, rng), pad_id)
+
+            def rehearse(benign: Batch = benign_batch, refusal: Batch = refusal_batch) -> None:
+                rehearsed.append(
+                    add_rehearsal_gradient(
+                        peft_model,
+                        stepper.params,
+                        perturbed,
+                        benign,
+                        refusal,
+                        radius=config.rehearsal_radius,
+                        weight=config.rehearsal_weight,
+                    )
+                )
+
+        losses.append(stepper.step(collate(batch, pad_id), lr, after_backward=rehearse))
         progress.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
         if step % config.curve_every == 0 or step == config.steps:
             curve_point(step)
@@ -242,6 +305,7 @@ def train_alignment(
         "imperative_samples_trained": imperatives_trained,
         "num_hard_negatives": len(hard_negatives),
         "loss_first_last": [losses[0], losses[-1]],
+        "rehearsal": _rehearsal_summary(rehearsed),
         "curve": curve,
         "evaluation_pool": {"settings": eval_settings.model_dump(mode="json"), **final.model_dump()},
     }

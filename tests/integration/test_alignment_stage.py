@@ -31,6 +31,7 @@ def test_alignment_trains_saves_and_reports_its_batch_mix(tmp_path, instructions
         imperatives_per_batch=instructions // 2,
         imperatives_every=2,
         hard_negatives_per_batch=instructions // 2,
+        rehearsal_radius=0.5 if instructions else 0.0,
     )
     report = train_alignment("tiny-llama", config, TINY_EVAL, tmp_path / "adapter")
     saved = json.loads((tmp_path / "adapter" / "alignment_report.json").read_text())
@@ -47,6 +48,17 @@ def test_alignment_trains_saves_and_reports_its_batch_mix(tmp_path, instructions
     assert report["imperative_samples_trained"] == (1 if instructions else 0)
     # helpful training questions restated the same way (the hard negatives), only when asked for
     assert report["num_hard_negatives"] == (447 if instructions else 0)  # of the 487 training questions
+    # rehearsal's losses, one pair per step, only when it ran
+    if instructions:
+        assert set(report["rehearsal"]) == {
+            "benign_first",
+            "refusal_after_first",
+            "benign_last",
+            "refusal_after_last",
+        }
+        assert all(value > 0 for value in report["rehearsal"].values())
+    else:
+        assert report["rehearsal"] is None
 
 
 def test_the_benign_tuning_test_replicates_per_seed_and_checks_the_mean(pools):
