@@ -59,6 +59,8 @@ def add_rehearsal_gradient(
             for p, g in zip(perturbed, grads, strict=True):
                 p.sub_(g, alpha=radius / float(norm))
         refusal = response_loss(model, refusal_batch)
+        if not torch.isfinite(refusal):
+            raise FloatingPointError("non-finite refusal loss after the rehearsed benign step")
         refusal_grads = torch.autograd.grad(refusal, list(trainable))
     finally:
         with torch.no_grad():
